@@ -1,0 +1,227 @@
+"""Image sets: JPEG packs, ImageFolder directories and torchvision's CIFAR-10, decoded to uint8 tensors."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+EMBEDDED_DIR = Path(__file__).parent / "embedded"
+DEFAULT_PACK = EMBEDDED_DIR / "cifar10_test_jpeg.npz"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the item and the problem."""
+
+
+@dataclass
+class ImageSet:
+    """Decoded images (uint8, N x 3 x H x W) with stable item ids, class names and optional hard labels."""
+
+    images: torch.Tensor
+    ids: list[str]
+    classes: list[str]
+    labels: np.ndarray | None = None
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if n == 0:
+            raise DataError(f"empty image set{' from ' + self.source if self.source else ''}")
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise DataError(f"images must be a uint8 tensor N x 3 x H x W, got {tuple(self.images.shape)} {self.images.dtype}")
+        if self.images.shape[0] != n:
+            raise DataError(f"{self.images.shape[0]} images but {n} ids")
+        if len(set(self.ids)) != n:
+            raise DataError("item ids are not unique")
+        if not self.classes:
+            raise DataError("no class names")
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels, dtype=np.int64)
+            if self.labels.shape != (n,):
+                raise DataError(f"{self.labels.shape[0] if self.labels.ndim else 0} labels for {n} images")
+            bad = np.flatnonzero((self.labels < 0) | (self.labels >= len(self.classes)))
+            if bad.size:
+                raise DataError(f"label id {self.labels[bad[0]]} of item {self.ids[bad[0]]} is out of range 0..{len(self.classes) - 1}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def subset(self, index: Sequence[int] | slice | np.ndarray) -> "ImageSet":
+        """The items at `index`, ids and labels kept aligned."""
+        idx = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index, dtype=np.int64)
+        t = torch.from_numpy(idx)
+        return ImageSet(
+            images=self.images[t],
+            ids=[self.ids[i] for i in idx],
+            classes=list(self.classes),
+            labels=None if self.labels is None else self.labels[idx],
+            source=self.source,
+            meta=dict(self.meta),
+        )
+
+    def index_of(self, ids: Sequence[str]) -> np.ndarray:
+        """Positions of the given item ids; unknown ids raise DataError."""
+        pos = {item: i for i, item in enumerate(self.ids)}
+        missing = [i for i in ids if i not in pos]
+        if missing:
+            raise DataError(f"{len(missing)} item ids have no image, e.g. {missing[0]!r}")
+        return np.array([pos[i] for i in ids], dtype=np.int64)
+
+
+def decode_image(data: bytes | np.ndarray, size: int | None = None, item: str = "image") -> torch.Tensor:
+    """Decode one encoded image (JPEG, PNG, ...) to uint8 3 x H x W, resized to size x size if given."""
+    raw = bytes(data)
+    if not raw:
+        raise DataError(f"{item}: zero bytes, not an image")
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{item}: cannot decode image ({err})") from err
+    t = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return resize(t[None], size)[0] if size else t
+
+
+def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Resize a uint8 N x 3 x H x W batch to size x size (antialiased bilinear); no-op when already that size."""
+    if size is None or images.shape[-2:] == (size, size):
+        return images
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def decode_jpegs(blobs: Sequence[np.ndarray], ids: Sequence[str], size: int | None = None) -> torch.Tensor:
+    """Decode many JPEGs at once with torchvision (batched), falling back to PIL to name a bad item."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    tensors = [torch.from_numpy(np.ascontiguousarray(b)) for b in blobs]
+    for t, item in zip(tensors, ids):
+        if t.numel() == 0:
+            raise DataError(f"{item}: zero bytes, not an image")
+    try:
+        decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB)
+    except RuntimeError:
+        decoded = [decode_image(t.numpy(), None, item) for t, item in zip(tensors, ids)]
+    shapes = {tuple(d.shape) for d in decoded}
+    if len(shapes) == 1:
+        return resize(torch.stack(decoded), size)
+    if size is None:
+        raise DataError(f"images differ in size ({len(shapes)} shapes); give a size to resize them to")
+    return torch.cat([resize(d[None], size) for d in decoded])
+
+
+def load_jpeg_pack(path: str | Path = DEFAULT_PACK, size: int | None = None, prefix: str | None = None) -> ImageSet:
+    """Load the shared JPEG pack format (npz with jpeg, offsets, labels, classes); ids are '<prefix>/<index>'."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"no JPEG pack at {path}")
+    with np.load(path, allow_pickle=False) as z:
+        missing = {"jpeg", "offsets", "classes"} - set(z.files)
+        if missing:
+            raise DataError(f"{path}: not a JPEG pack, missing arrays {sorted(missing)}")
+        jpeg, offsets, classes = z["jpeg"], z["offsets"].astype(np.int64), [str(c) for c in z["classes"]]
+        labels = z["labels"].astype(np.int64) if "labels" in z.files else None
+    n = len(offsets) - 1
+    if n <= 0:
+        raise DataError(f"{path}: empty JPEG pack")
+    if np.any(np.diff(offsets) < 0) or offsets[0] != 0 or offsets[-1] > len(jpeg):
+        raise DataError(f"{path}: offsets are not increasing within the byte array")
+    prefix = prefix if prefix is not None else path.stem.removesuffix("_jpeg")
+    ids = [f"{prefix}/{i}" for i in range(n)]
+    blobs = [jpeg[offsets[i] : offsets[i + 1]] for i in range(n)]
+    images = decode_jpegs(blobs, ids, size)
+    return ImageSet(images, ids, classes, labels, source=str(path))
+
+
+def load_default_test() -> ImageSet:
+    """The embedded CIFAR-10 test images (10,000, JPEG q75) that ship inside the package."""
+    images = load_jpeg_pack(DEFAULT_PACK, prefix="cifar10_test")
+    images.source = "embedded CIFAR-10 test images (teaming/embedded/cifar10_test_jpeg.npz, JPEG q75)"
+    return images
+
+
+def load_image_folder(root: str | Path, size: int = 32, classes: Sequence[str] | None = None) -> ImageSet:
+    """Load an ImageFolder tree (root/<class>/<image>), resized to size x size; ids are '<class>/<file>'."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"no directory at {root}")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if classes is None:
+        classes = found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"{root}: unknown class names {unknown}; expected {list(classes)}")
+    ids, tensors, labels = [], [], []
+    for label, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for file in sorted(folder.iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            item = f"{name}/{file.name}"
+            tensors.append(decode_image(file.read_bytes(), size, item))
+            ids.append(item)
+            labels.append(label)
+    if not ids:
+        raise DataError(f"{root}: no images found")
+    return ImageSet(torch.stack(tensors), ids, list(classes), np.array(labels), source=str(root))
+
+
+def load_torchvision_cifar10(root: str | Path, train: bool = False) -> ImageSet:
+    """Load torchvision's extracted CIFAR-10 folder (cifar-10-batches-py) without downloading anything."""
+    root = Path(root)
+    base = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+    files = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    if not all((base / f).exists() for f in files) or not (base / "batches.meta").exists():
+        raise DataError(f"{root}: not a torchvision CIFAR-10 folder (need batches.meta and {files})")
+    data, labels = [], []
+    for f in files:
+        with open(base / f, "rb") as fh:
+            entry = pickle.load(fh, encoding="latin1")
+        data.append(np.asarray(entry["data"], dtype=np.uint8))
+        labels.extend(entry["labels"])
+    with open(base / "batches.meta", "rb") as fh:
+        classes = pickle.load(fh, encoding="latin1")["label_names"]
+    images = torch.from_numpy(np.concatenate(data).reshape(-1, 3, 32, 32))
+    split = "train" if train else "test"
+    ids = [f"cifar10_{split}/{i}" for i in range(len(labels))]
+    return ImageSet(images, ids, list(classes), np.array(labels), source=str(base))
+
+
+def load_images(spec: str | Path, size: int | None = None) -> ImageSet:
+    """Load by path or name: 'default' (embedded test set), a .npz pack, an ImageFolder or a CIFAR-10 folder."""
+    if str(spec) == "default":
+        return load_default_test()
+    path = Path(spec)
+    if path.suffix == ".npz":
+        return load_jpeg_pack(path, size)
+    if path.is_dir() and ((path / "cifar-10-batches-py").is_dir() or (path / "batches.meta").exists()):
+        return load_torchvision_cifar10(path, train=False)
+    return load_image_folder(path, size or 32)
+
+
+def shared_data_dir() -> Path | None:
+    """The shared data folder beside the checkout (../shared/data), or TEAMING_DATA; None when absent."""
+    import os
+
+    candidates = [os.environ.get("TEAMING_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"]
+    for c in candidates:
+        if c and (Path(c) / "cifar10_train_jpeg.npz").exists():
+            return Path(c)
+    return None

@@ -1,0 +1,192 @@
+"""What people said about each item: vote counts per class, and the targets derived from them."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from teaming.data import EMBEDDED_DIR, DataError
+
+
+@dataclass
+class HumanLabels:
+    """Per-item vote counts (N x C) from one or more annotators, aligned with item ids."""
+
+    counts: np.ndarray
+    ids: list[str]
+    classes: list[str]
+    seconds: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.counts = np.asarray(self.counts)
+        if self.counts.ndim != 2 or self.counts.shape[1] != len(self.classes):
+            raise DataError(f"counts must be N x {len(self.classes)}, got {self.counts.shape}")
+        if len(self.ids) != self.counts.shape[0]:
+            raise DataError(f"{self.counts.shape[0]} rows of counts but {len(self.ids)} item ids")
+        if self.counts.shape[0] == 0:
+            raise DataError("no labelled items")
+        if np.any(self.counts < 0) or not np.all(np.isfinite(self.counts)):
+            raise DataError("counts must be finite and non-negative")
+        empty = np.flatnonzero(self.counts.sum(1) == 0)
+        if empty.size:
+            raise DataError(f"{empty.size} items have no label, e.g. {self.ids[empty[0]]!r}")
+        self.counts = self.counts.astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, classes: Sequence[str], ids: Sequence[str] | None = None) -> "HumanLabels":
+        """From a CIFAR-10H style counts matrix."""
+        counts = np.asarray(counts)
+        return cls(counts, list(ids) if ids is not None else [str(i) for i in range(len(counts))], list(classes))
+
+    @classmethod
+    def from_annotators(
+        cls, columns: Sequence[np.ndarray], classes: Sequence[str], ids: Sequence[str] | None = None
+    ) -> "HumanLabels":
+        """From per-annotator label columns (CIFAR-10N random_label1..3): one vote each per item."""
+        if not columns:
+            raise DataError("no annotator columns")
+        cols = [np.asarray(c) for c in columns]
+        n = len(cols[0])
+        if any(len(c) != n for c in cols):
+            raise DataError(f"annotator columns differ in length: {[len(c) for c in cols]}")
+        counts = np.zeros((n, len(classes)), dtype=np.int64)
+        for col in cols:
+            col = _check_label_ids(col, len(classes))
+            np.add.at(counts, (np.arange(n), col), 1)
+        return cls(counts, list(ids) if ids is not None else [str(i) for i in range(n)], list(classes))
+
+    @classmethod
+    def from_csv(cls, path: str | Path, classes: Sequence[str], ids: Sequence[str] | None = None) -> "HumanLabels":
+        """From a long CSV `item_id,annotator_id,label[,seconds]`; label is a class name or id.
+
+        Rows follow `ids` when given (items without votes are an error), else first-seen order.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"no label file at {path}")
+        by_name = {c: i for i, c in enumerate(classes)}
+        votes: dict[str, np.ndarray] = {}
+        secs: dict[str, float] = {}
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            need = {"item_id", "annotator_id", "label"}
+            if reader.fieldnames is None or not need <= set(reader.fieldnames):
+                raise DataError(f"{path}: header must include {sorted(need)}, got {reader.fieldnames}")
+            for line, row in enumerate(reader, start=2):
+                label = _parse_label(row["label"], by_name, len(classes), f"{path}:{line}")
+                item = row["item_id"]
+                votes.setdefault(item, np.zeros(len(classes), dtype=np.int64))[label] += 1
+                if row.get("seconds") not in (None, ""):
+                    try:
+                        secs[item] = secs.get(item, 0.0) + float(row["seconds"])
+                    except ValueError as err:
+                        raise DataError(f"{path}:{line}: seconds {row['seconds']!r} is not a number") from err
+        if not votes:
+            raise DataError(f"{path}: no label rows")
+        order = list(ids) if ids is not None else list(votes)
+        unknown = sorted(set(votes) - set(order))
+        if unknown:
+            raise DataError(f"{path}: {len(unknown)} labelled items are not in the image set, e.g. {unknown[0]!r}")
+        missing = [i for i in order if i not in votes]
+        if missing:
+            raise DataError(f"{path}: {len(missing)} items have no label, e.g. {missing[0]!r}")
+        seconds = np.array([secs.get(i, np.nan) for i in order]) if secs else None
+        return cls(np.stack([votes[i] for i in order]), order, list(classes), seconds)
+
+    def subset(self, index: Sequence[int] | slice | np.ndarray) -> "HumanLabels":
+        idx = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index, dtype=np.int64)
+        secs = None if self.seconds is None else self.seconds[idx]
+        return HumanLabels(self.counts[idx], [self.ids[i] for i in idx], list(self.classes), secs)
+
+    def aligned_to(self, ids: Sequence[str]) -> "HumanLabels":
+        """Rows reordered to follow `ids`; every id must have labels."""
+        pos = {item: i for i, item in enumerate(self.ids)}
+        missing = [i for i in ids if i not in pos]
+        if missing:
+            raise DataError(f"{len(missing)} items have no human labels, e.g. {missing[0]!r}")
+        return self.subset(np.array([pos[i] for i in ids], dtype=np.int64))
+
+    def with_ids(self, ids: Sequence[str]) -> "HumanLabels":
+        """The same rows under new ids (e.g. to match an image set loaded by index)."""
+        return HumanLabels(self.counts, list(ids), list(self.classes), self.seconds)
+
+    @property
+    def votes(self) -> np.ndarray:
+        """Number of judgements per item."""
+        return self.counts.sum(1)
+
+    def soft(self) -> np.ndarray:
+        """Vote shares per class: the soft target people give."""
+        return self.counts / self.votes[:, None]
+
+    def majority(self) -> np.ndarray:
+        """The most chosen class per item (lowest class id on ties)."""
+        return self.counts.argmax(1)
+
+    def sample(self, rng: np.random.Generator | int | None = None) -> np.ndarray:
+        """One annotator's answer per item, drawn in proportion to the votes."""
+        rng = np.random.default_rng(rng)
+        cum = np.cumsum(self.counts, 1)
+        draw = rng.integers(0, self.votes)[:, None]
+        return (draw >= cum).sum(1)
+
+    def entropy(self) -> np.ndarray:
+        """Entropy (nats) of the vote shares: 0 when everyone agrees."""
+        p = self.soft()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -np.where(p > 0, p * np.log(p), 0.0).sum(1)
+
+    def agreement(self) -> np.ndarray:
+        """Share of votes that went to the majority class."""
+        return self.counts.max(1) / self.votes
+
+
+def _check_label_ids(col: np.ndarray, num_classes: int) -> np.ndarray:
+    if col.dtype.kind not in "iu":
+        raise DataError(f"label ids must be integers, got {col.dtype}")
+    bad = np.flatnonzero((col < 0) | (col >= num_classes))
+    if bad.size:
+        raise DataError(f"label id {int(col[bad[0]])} at row {bad[0]} is out of range 0..{num_classes - 1}")
+    return col.astype(np.int64)
+
+
+def _parse_label(value: str, by_name: Mapping[str, int], num_classes: int, where: str) -> int:
+    value = value.strip()
+    if value in by_name:
+        return by_name[value]
+    try:
+        label = int(value)
+    except ValueError:
+        raise DataError(f"{where}: unknown class name {value!r}; known: {list(by_name)}") from None
+    if not 0 <= label < num_classes:
+        raise DataError(f"{where}: label id {label} is out of range 0..{num_classes - 1}")
+    return label
+
+
+def load_cifar10h(path: str | Path | None = None, classes: Sequence[str] | None = None) -> HumanLabels:
+    """CIFAR-10H counts for the 10,000 test images, ids 'cifar10_test/<index>' (embedded copy by default)."""
+    path = Path(path) if path else EMBEDDED_DIR / "cifar10h_counts.npz"
+    with np.load(path) as z:
+        counts = z["counts"]
+    classes = list(classes) if classes else CIFAR10_CLASSES
+    return HumanLabels.from_counts(counts, classes, [f"cifar10_test/{i}" for i in range(len(counts))])
+
+
+def load_cifar10n(path: str | Path, columns: Sequence[str] = ("random_label1", "random_label2", "random_label3")) -> HumanLabels:
+    """CIFAR-10N annotator columns for the 50,000 training images, ids 'cifar10_train/<index>'."""
+    with np.load(path) as z:
+        unknown = [c for c in columns if c not in z.files]
+        if unknown:
+            raise DataError(f"{path}: unknown label columns {unknown}; available: {z.files}")
+        cols = [z[c] for c in columns]
+    return HumanLabels.from_annotators(cols, CIFAR10_CLASSES, [f"cifar10_train/{i}" for i in range(len(cols[0]))])
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

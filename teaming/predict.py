@@ -1,0 +1,33 @@
+"""Batched inference: uint8 images in, logits out, on whatever device the net lives on."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> float in [0, 1], channels_last (faster convs on GPU and CPU)."""
+    return (images.float() / 255).contiguous(memory_format=torch.channels_last)
+
+
+def net_device(net: nn.Module) -> torch.device:
+    return next(net.parameters()).device
+
+
+@torch.no_grad()
+def predict_logits(net: nn.Module, images: torch.Tensor, batch_size: int = 1000, tta: bool = False) -> torch.Tensor:
+    """Logits (float32, on the CPU) for uint8 images; tta averages the image and its mirror."""
+    was_training = net.training
+    net.eval()
+    device = net_device(net)
+    out = []
+    for chunk in images.split(batch_size):
+        x = to_float(chunk.to(device, non_blocking=True))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = net(x).float()
+            if tta:
+                logits = 0.5 * (logits + net(x.flip(-1)).float())
+        out.append(logits.cpu())
+    net.train(was_training)
+    return torch.cat(out)

@@ -1,0 +1,133 @@
+"""End-to-end model building: optional pretraining, training on human labels, calibration, held-out evaluation."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from teaming.artifact import Artifact, ModelMeta
+from teaming.calibration import fit_temperature, softmax
+from teaming.data import ImageSet
+from teaming.labels import HumanLabels
+from teaming.metrics import evaluate_probs, fgsm
+from teaming.predict import predict_logits
+from teaming.train import TrainConfig, resolve_device, train
+
+
+@dataclass
+class Stage:
+    """One training run of a recipe and what it took."""
+
+    name: str
+    description: str
+    seconds: float
+    device: str
+    history: list
+
+
+def split_calibration(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions 0..n-1 split into (fit, calibration) at random; calibration gets `fraction` of them."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"calibration fraction must be in (0, 1), got {fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    k = max(1, int(round(n * fraction)))
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def describe_items(idx: np.ndarray) -> str:
+    """'0..6999' for a contiguous run, else a count with the range."""
+    idx = np.sort(np.asarray(idx))
+    if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
+        return f"{idx[0]}..{idx[-1]} ({len(idx)} items)"
+    return f"{len(idx)} items within {idx.min()}..{idx.max()}"
+
+
+def build_model(
+    name: str,
+    images: ImageSet,
+    targets: HumanLabels | np.ndarray,
+    train_items: np.ndarray,
+    eval_items: np.ndarray | None,
+    config: TrainConfig,
+    pretrain: ImageSet | None = None,
+    pretrain_config: TrainConfig | None = None,
+    calibration_fraction: float = 0.1,
+    tta: bool = True,
+    with_fgsm: bool = True,
+    progress: bool = True,
+) -> Artifact:
+    """Train (fine-tuning from a pretrained net if `pretrain` is given), fit the temperature and score held-out items.
+
+    `targets` are aligned with `images`: human vote counts or hard label ids.
+    """
+    device = resolve_device(config.device)
+    human = targets if isinstance(targets, HumanLabels) else None
+    pick = (lambda idx: targets.subset(idx)) if human is not None else (lambda idx: np.asarray(targets)[idx])
+    stages: list[Stage] = []
+    init = None
+    if pretrain is not None:
+        if pretrain.labels is None:
+            raise ValueError("pretraining images need hard labels")
+        pcfg = pretrain_config or TrainConfig(loss="hard", label_smoothing=0.2)
+        res = train(pretrain.images, pretrain.labels, pcfg, num_classes=len(images.classes), progress=progress)
+        init = res.net
+        stages.append(Stage("pretrain", f"{len(pretrain)} images from {pretrain.source}, {pcfg.loss} labels, "
+                            f"{pcfg.epochs:g} epochs, label smoothing {pcfg.label_smoothing}", res.seconds, str(device), res.history))
+    fit_pos, cal_pos = split_calibration(len(train_items), calibration_fraction, config.seed)
+    fit_idx, cal_idx = np.asarray(train_items)[fit_pos], np.asarray(train_items)[cal_pos]
+    t_fit = torch.from_numpy(fit_idx)
+    res = train(images.images[t_fit], pick(fit_idx), config, init=copy.deepcopy(init) if init is not None else None,
+                num_classes=len(images.classes), progress=progress)
+    stages.append(Stage("fine-tune" if init is not None else "train",
+                        f"{len(fit_idx)} images, {config.loss} targets, {config.epochs:g} epochs", res.seconds, str(device), res.history))
+    net = res.net
+
+    cal_logits = predict_logits(net, images.images[torch.from_numpy(cal_idx)], tta=tta)
+    cal_targets = human.subset(cal_idx).soft() if human is not None else np.asarray(targets)[cal_idx]
+    temperature = fit_temperature(cal_logits, cal_targets)
+
+    metrics: dict = {}
+    if eval_items is not None and len(eval_items):
+        metrics = evaluate_artifact_items(net, images, human, np.asarray(eval_items), temperature, tta, with_fgsm)
+    meta = ModelMeta(
+        name=name,
+        classes=list(images.classes),
+        arch=config.arch,
+        input_size=config.input_size,
+        widths=list(config.widths) if config.arch == "fastnet" else None,
+        normalization={"mean": net.normalize.mean.flatten().tolist(), "std": net.normalize.std.flatten().tolist(),
+                       "input": "RGB float in [0, 1]"},
+        temperature=temperature,
+        tta=tta,
+        data={
+            "images": images.source,
+            "labels": "human vote counts" if human is not None else "hard labels",
+            "train_items": describe_items(fit_idx),
+            "calibration_items": describe_items(cal_idx),
+            "eval_items": describe_items(eval_items) if eval_items is not None and len(eval_items) else None,
+            "held_out_items": describe_items(eval_items) if eval_items is not None and len(eval_items) else None,
+        },
+        training={"config": config.to_dict(), "pretrain_config": pretrain_config.to_dict() if pretrain_config else None,
+                  "stages": [s.__dict__ for s in stages]},
+        metrics=metrics,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    return Artifact(net.eval(), meta)
+
+
+def evaluate_artifact_items(net, images: ImageSet, human: HumanLabels | None, idx: np.ndarray, temperature: float,
+                            tta: bool, with_fgsm: bool) -> dict:
+    """Metrics before and after temperature scaling on images[idx], FGSM included when asked."""
+    t = torch.from_numpy(idx)
+    logits = predict_logits(net, images.images[t], tta=tta)
+    labels = images.labels[idx] if images.labels is not None else None
+    counts = human.subset(idx).counts if human is not None else None
+    raw = evaluate_probs(softmax(logits, 1.0), labels, counts)
+    cal = evaluate_probs(softmax(logits, temperature), labels, counts)
+    if with_fgsm and labels is not None:
+        cal.update(fgsm(net, images.images[t], labels))
+    return {"uncalibrated": raw, "calibrated": cal}

@@ -1,0 +1,289 @@
+"""Training on what people said: soft human distributions, hard labels, or one sampled annotator per batch.
+
+The recipe (decoupled SGD hyper-parameters, triangular schedule, lookahead, whitening init) follows
+airbench94; the whole dataset stays on the device as uint8 and is augmented there.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from teaming.data import DataError
+from teaming.labels import HumanLabels
+from teaming.nets import FastNet, build_net
+from teaming.predict import predict_logits, to_float
+
+LossKind = Literal["soft", "hard", "sampled"]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one run; lr and weight_decay are per 1024 examples (airbench's decoupled form)."""
+
+    arch: str = "fastnet"
+    widths: tuple[int, ...] = (64, 256, 256)
+    input_size: int = 32
+    loss: LossKind = "soft"
+    label_smoothing: float = 0.0
+    epochs: float = 10.0
+    batch_size: int = 1024
+    lr: float = 11.5
+    momentum: float = 0.85
+    weight_decay: float = 0.0153
+    bias_scaler: float = 64.0
+    whiten_bias_epochs: int = 3
+    flip: bool = True
+    translate: int = 2
+    lookahead: bool = True
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(self.widths)
+        if self.loss not in ("soft", "hard", "sampled"):
+            raise ValueError(f"loss must be soft, hard or sampled, not {self.loss!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.epochs <= 0 or self.batch_size <= 0:
+            raise ValueError("epochs and batch_size must be positive")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    net: nn.Module
+    config: TrainConfig
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def target_distribution(labels: HumanLabels | np.ndarray, num_classes: int) -> np.ndarray:
+    """N x C float targets: human vote shares, or one-hot rows for hard label ids."""
+    if isinstance(labels, HumanLabels):
+        return labels.soft().astype(np.float32)
+    arr = np.asarray(labels)
+    if arr.ndim == 1:
+        if arr.dtype.kind not in "iu" or arr.min(initial=0) < 0 or arr.max(initial=0) >= num_classes:
+            raise DataError(f"hard labels must be integer ids in 0..{num_classes - 1}")
+        return np.eye(num_classes, dtype=np.float32)[arr]
+    if arr.ndim != 2 or arr.shape[1] != num_classes:
+        raise DataError(f"targets must be N label ids or an N x {num_classes} distribution, got {arr.shape}")
+    if np.any(arr < 0) or not np.allclose(arr.sum(1), 1, atol=1e-4):
+        raise DataError("soft targets must be non-negative rows summing to 1")
+    return arr.astype(np.float32)
+
+
+def batch_targets(dist: torch.Tensor, kind: LossKind, smoothing: float, gen: torch.Generator | None = None) -> torch.Tensor:
+    """The distribution a batch is trained against under each loss kind, label smoothing applied."""
+    if kind == "hard":
+        dist = F.one_hot(dist.argmax(1), dist.shape[1]).float()
+    elif kind == "sampled":
+        draw = torch.multinomial(dist, 1, generator=gen).squeeze(1)
+        dist = F.one_hot(draw, dist.shape[1]).float()
+    if smoothing:
+        dist = dist * (1 - smoothing) + smoothing / dist.shape[1]
+    return dist
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-item cross-entropy -sum(target * log softmax(logits)) against a target distribution."""
+    return -(target * F.log_softmax(logits.float(), dim=1)).sum(1)
+
+
+def augment(x: torch.Tensor, flip: bool, translate: int, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Random horizontal flips and translations by up to `translate` px (reflect padding), per image."""
+    n, _, h, w = x.shape
+    if flip:
+        mask = torch.rand(n, device=x.device, generator=gen) < 0.5
+        x = torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
+    if translate:
+        r = translate
+        padded = F.pad(x, (r,) * 4, mode="reflect")
+        dy, dx = (torch.randint(0, 2 * r + 1, (2, n), device=x.device, generator=gen))
+        rows = (dy.view(-1, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * r)
+        x = padded.gather(2, rows)
+        cols = (dx.view(-1, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
+        x = x.gather(3, cols)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _triangle(steps: int, start: float = 0.2, peak_at: float = 0.23, end: float = 0.07) -> np.ndarray:
+    peak = max(1, int(peak_at * steps))
+    return np.interp(np.arange(steps + 1), [0, peak, steps], [start, 1.0, end])
+
+
+def train(
+    images: torch.Tensor,
+    targets: HumanLabels | np.ndarray,
+    config: TrainConfig | None = None,
+    init: nn.Module | None = None,
+    val: tuple[torch.Tensor, np.ndarray] | None = None,
+    num_classes: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a net on uint8 images (N x 3 x H x W) against targets; `init` fine-tunes an existing net.
+
+    `val` is (images, hard labels) scored after each epoch. Returns the net on the training device.
+    """
+    config = config or TrainConfig()
+    if len(images) == 0:
+        raise DataError("no training images")
+    c = num_classes or (targets.counts.shape[1] if isinstance(targets, HumanLabels) else None)
+    if c is None:
+        arr = np.asarray(targets)
+        c = arr.shape[1] if arr.ndim == 2 else int(arr.max()) + 1
+    dist_np = target_distribution(targets, c)
+    if len(dist_np) != len(images):
+        raise DataError(f"{len(images)} images but {len(dist_np)} targets")
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    data = images.to(device)
+    dist = torch.from_numpy(dist_np).to(device)
+
+    if init is None:
+        net = build_net(config.arch, c, config.input_size, config.widths).to(device)
+        if isinstance(net, FastNet):
+            net.init_whitening(to_float(data[:5000]))
+    else:
+        net = init.to(device)
+    net = net.to(memory_format=torch.channels_last)
+
+    n = len(data)
+    bs = min(config.batch_size, n)
+    steps_per_epoch = max(1, n // bs)
+    total_steps = math.ceil(steps_per_epoch * config.epochs)
+    kilostep = 1024 * (1 + 1 / (1 - config.momentum))
+    lr = config.lr / kilostep
+    wd = config.weight_decay * bs / kilostep
+    norm_biases = [p for k, p in net.named_parameters() if "norm" in k and p.requires_grad]
+    others = [p for k, p in net.named_parameters() if "norm" not in k and p.requires_grad]
+    groups = [dict(params=others, lr=lr, weight_decay=wd / lr)]
+    if norm_biases:
+        lr_b = lr * config.bias_scaler
+        groups.append(dict(params=norm_biases, lr=lr_b, weight_decay=wd / lr_b))
+    opt = torch.optim.SGD(groups, momentum=config.momentum, nesterov=True)
+    schedule = _triangle(total_steps)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    alpha = 0.95**5 * (np.arange(total_steps + 1) / total_steps) ** 3
+    ema = {k: v.detach().clone() for k, v in net.state_dict().items()} if config.lookahead else None
+
+    history: list[dict] = []
+    start = time.perf_counter()
+    step = 0
+    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress, leave=False)
+    use_bf16 = device.type == "cuda"
+    for epoch in range(math.ceil(config.epochs)):
+        net.train()
+        whiten = getattr(net, "whiten", None)
+        if whiten is not None and whiten.bias is not None:
+            whiten.bias.requires_grad = init is None and epoch < config.whiten_bias_epochs
+        order = torch.randperm(n, device=device, generator=gen)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for b in range(steps_per_epoch):
+            if step >= total_steps:
+                break
+            idx = order[b * bs : (b + 1) * bs]
+            x = augment(to_float(data[idx]), config.flip, config.translate, gen)
+            target = batch_targets(dist[idx], config.loss, config.label_smoothing, gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = net(x)
+            loss = soft_cross_entropy(logits, target).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for g, base in zip(opt.param_groups, base_lrs):
+                g["lr"] = base * schedule[step]
+            opt.step()
+            step += 1
+            if ema is not None and (step % 5 == 0 or step == total_steps):
+                decay = 1.0 if step == total_steps else float(alpha[step])
+                _lookahead(net, ema, decay)
+            loss_sum += loss.item()
+            correct += int((logits.argmax(1) == dist[idx].argmax(1)).sum())
+            seen += len(idx)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}")
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "seconds": time.perf_counter() - start}
+        if val is not None:
+            logits = predict_logits(net, val[0])
+            row["val_acc"] = float((logits.argmax(1).numpy() == np.asarray(val[1])).mean())
+        history.append(row)
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    net.eval()
+    return TrainResult(net, config, history, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def _lookahead(net: nn.Module, ema: dict[str, torch.Tensor], decay: float) -> None:
+    for (k, v), e in zip(net.state_dict().items(), ema.values()):
+        if v.dtype.is_floating_point:
+            e.lerp_(v, 1 - decay)
+            v.copy_(e)
+
+
+def kfold_indices(n: int, k: int = 10, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K disjoint held-out folds over n items (shuffled with seed): [(train_idx, test_idx), ...]."""
+    from sklearn.model_selection import KFold
+
+    if not 2 <= k <= n:
+        raise ValueError(f"k must be between 2 and the number of items ({n}), got {k}")
+    return [(tr, te) for tr, te in KFold(k, shuffle=True, random_state=seed).split(np.arange(n))]
+
+
+def cross_fit(
+    images: torch.Tensor,
+    targets: HumanLabels | np.ndarray,
+    config: TrainConfig,
+    k: int = 10,
+    pretrained: nn.Module | None = None,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    num_classes: int | None = None,
+    tta: bool = False,
+    progress: bool = True,
+) -> np.ndarray:
+    """Out-of-fold logits (N x C): train on k-1 folds (from a copy of `pretrained` if given), predict the held-out one.
+
+    Peterson et al.'s CIFAR-10H protocol: with `pretrained` trained on CIFAR-10 train, this is their fine-tune setup.
+    """
+    import copy
+
+    folds = folds or kfold_indices(len(images), k, config.seed)
+    out: np.ndarray | None = None
+    sub = targets.subset if isinstance(targets, HumanLabels) else (lambda idx: np.asarray(targets)[idx])
+    for fold, (tr, te) in enumerate(tqdm(folds, desc="folds", disable=not progress)):
+        init = copy.deepcopy(pretrained) if pretrained is not None else None
+        cfg = TrainConfig(**{**config.to_dict(), "seed": config.seed + fold})
+        res = train(images[torch.from_numpy(tr)], sub(tr), cfg, init=init, num_classes=num_classes, progress=False)
+        logits = predict_logits(res.net, images[torch.from_numpy(te)], tta=tta).numpy()
+        if out is None:
+            out = np.zeros((len(images), logits.shape[1]), dtype=np.float32)
+        out[te] = logits
+    assert out is not None
+    return out
+
+
+def finetune_config(base: TrainConfig, loss: LossKind = "soft", epochs: float = 8.0, lr_scale: float = 0.2) -> TrainConfig:
+    """Settings for fine-tuning a pretrained net: smaller steps, no whitening-bias training."""
+    return TrainConfig(**{**base.to_dict(), "loss": loss, "epochs": epochs, "lr": base.lr * lr_scale,
+                          "label_smoothing": 0.0 if loss == "soft" else base.label_smoothing})

@@ -1,0 +1,115 @@
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from teaming.data import DataError, ImageSet, decode_image, load_image_folder, load_images, load_jpeg_pack, load_torchvision_cifar10
+
+
+def test_default_pack_decodes_all_items_with_stable_ids(cifar_test):
+    assert cifar_test.images.shape == (10000, 3, 32, 32)
+    assert cifar_test.images.dtype == torch.uint8
+    assert cifar_test.ids[0] == "cifar10_test/0" and cifar_test.ids[9999] == "cifar10_test/9999"
+    assert cifar_test.classes[0] == "airplane" and len(cifar_test.classes) == 10
+    assert np.bincount(cifar_test.labels).tolist() == [1000] * 10
+    # the pixels are real images, not blank decodes
+    assert 80 < cifar_test.images.float().mean() < 160
+
+
+def test_subset_keeps_ids_labels_and_pixels_aligned(cifar_test):
+    sub = cifar_test.subset([5, 2])
+    assert sub.ids == ["cifar10_test/5", "cifar10_test/2"]
+    assert sub.labels.tolist() == [cifar_test.labels[5], cifar_test.labels[2]]
+    assert torch.equal(sub.images[1], cifar_test.images[2])
+    assert cifar_test.index_of(["cifar10_test/2", "cifar10_test/5"]).tolist() == [2, 5]
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_image_folder_resizes_any_size_and_labels_by_folder(tmp_path, cifar_test):
+    for name, size in [("cat", 64), ("dog", 17)]:
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            img = np.random.default_rng(i).integers(0, 255, (size, size + 5, 3), dtype=np.uint8)
+            (tmp_path / name / f"{i}.png").write_bytes(_png(img))
+    (tmp_path / "cat" / "notes.txt").write_text("ignored")
+    ds = load_image_folder(tmp_path, size=32)
+    assert ds.images.shape == (6, 3, 32, 32)
+    assert ds.classes == ["cat", "dog"]
+    assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert ds.ids[0] == "cat/0.png"
+
+
+def test_image_folder_rejects_unknown_class_names(tmp_path):
+    (tmp_path / "zebra").mkdir()
+    (tmp_path / "zebra" / "a.png").write_bytes(_png(np.zeros((8, 8, 3), np.uint8)))
+    with pytest.raises(DataError, match="unknown class names \\['zebra'\\]"):
+        load_image_folder(tmp_path, classes=["cat", "dog"])
+
+
+def test_image_folder_names_the_image_that_fails_to_decode(tmp_path):
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(DataError, match="cat/broken.jpg: cannot decode"):
+        load_image_folder(tmp_path)
+
+
+def test_empty_inputs_are_rejected(tmp_path):
+    (tmp_path / "cat").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        load_image_folder(tmp_path)
+    with pytest.raises(DataError, match="zero bytes"):
+        decode_image(b"")
+    with pytest.raises(DataError, match="empty image set"):
+        ImageSet(torch.zeros(0, 3, 32, 32, dtype=torch.uint8), [], ["a"])
+
+
+def test_truncated_jpeg_in_pack_names_the_item(tmp_path, cifar_test):
+    src = np.load("teaming/embedded/cifar10_test_jpeg.npz")
+    off = src["offsets"][:4]
+    jpeg = src["jpeg"][: off[-1]].copy()
+    jpeg[off[1] : off[1] + 40] = 0  # wipe the header of item 1
+    np.savez(tmp_path / "bad_jpeg.npz", jpeg=jpeg, offsets=off, labels=src["labels"][:3], classes=src["classes"])
+    with pytest.raises(DataError, match="bad/1: cannot decode"):
+        load_jpeg_pack(tmp_path / "bad_jpeg.npz")
+
+
+def test_label_ids_out_of_range_and_mismatched_lengths():
+    imgs = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(DataError, match="label id 3 of item b is out of range 0..1"):
+        ImageSet(imgs, ["a", "b"], ["x", "y"], np.array([0, 3]))
+    with pytest.raises(DataError, match="1 labels for 2 images"):
+        ImageSet(imgs, ["a", "b"], ["x", "y"], np.array([0]))
+    with pytest.raises(DataError, match="2 images but 3 ids"):
+        ImageSet(imgs, ["a", "b", "c"], ["x", "y"])
+    with pytest.raises(DataError, match="have no image"):
+        ImageSet(imgs, ["a", "b"], ["x", "y"]).index_of(["a", "zzz"])
+
+
+def test_torchvision_cifar10_folder_round_trips_pixels(tmp_path, cifar_test):
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    sub = cifar_test.subset(slice(0, 20))
+    flat = sub.images.numpy().reshape(20, -1)
+    with open(base / "test_batch", "wb") as fh:
+        pickle.dump({"data": flat, "labels": sub.labels.tolist()}, fh)
+    with open(base / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": sub.classes}, fh)
+    ds = load_images(tmp_path)
+    assert torch.equal(ds.images, sub.images)
+    assert ds.labels.tolist() == sub.labels.tolist()
+    assert ds.ids[3] == "cifar10_test/3"
+    with pytest.raises(DataError, match="not a torchvision CIFAR-10 folder"):
+        load_torchvision_cifar10(tmp_path, train=True)
+
+
+def test_shared_train_pack_has_50000_images(shared_dir):
+    ds = load_jpeg_pack(shared_dir / "cifar10_train_jpeg.npz")
+    assert len(ds) == 50000 and ds.ids[-1] == "cifar10_train/49999"
