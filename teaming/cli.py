@@ -57,7 +57,7 @@ def resolve_labels(spec: str, images: ImageSet) -> HumanLabels | np.ndarray:
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[red]error:[/red] {err}")
+    typer.echo(f"error: {err}", err=True)
     raise typer.Exit(2)
 
 

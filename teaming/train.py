@@ -57,7 +57,8 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be positive")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready: the same dict after a round trip through model.json."""
+        return {**asdict(self), "widths": list(self.widths)}
 
 
 @dataclass

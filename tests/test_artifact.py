@@ -1,0 +1,119 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import teaming.artifact as artifact_mod
+from teaming.artifact import load_artifact, save_artifact
+from teaming.recipe import build_model
+from teaming.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "models" / "cifar10h-default"
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(cifar_test, cifar10h):
+    cfg = TrainConfig(widths=(8, 16, 16), batch_size=200, epochs=1)
+    return build_model("tiny", cifar_test, cifar10h, np.arange(1000), np.arange(7000, 7300), cfg, progress=False)
+
+
+def test_build_model_records_splits_temperature_and_metrics(tiny_artifact):
+    meta = tiny_artifact.meta
+    assert meta.data["train_items"] == "900 items within 0..999" or meta.data["train_items"].startswith("900 items")
+    assert meta.data["held_out_items"] == "7000..7299 (300 items)"
+    assert meta.temperature > 0
+    cal, raw = meta.metrics["calibrated"], meta.metrics["uncalibrated"]
+    assert cal["accuracy"] == raw["accuracy"]  # temperature never changes the argmax
+    assert {"human_ce", "ece", "second_best_accuracy", "multilabel_accuracy", "fgsm_accuracy"} <= set(cal)
+
+
+def test_save_load_round_trips_exactly(tmp_path, tiny_artifact, cifar_test):
+    path = save_artifact(tiny_artifact, tmp_path / "tiny")
+    assert {p.name for p in path.iterdir()} == {"model.safetensors", "model.json", "MODEL_CARD.md"}
+    loaded = load_artifact(path)
+    x = cifar_test.images[:64]
+    np.testing.assert_array_equal(loaded.predict_proba(x), tiny_artifact.predict_proba(x))
+    assert loaded.meta == tiny_artifact.meta
+    card = (path / "MODEL_CARD.md").read_text()
+    assert "Held out" in card and "7000..7299" in card and "Cross-entropy to human labels" in card
+
+
+def test_interrupted_save_leaves_the_old_artifact_untouched(tmp_path, tiny_artifact, monkeypatch):
+    path = save_artifact(tiny_artifact, tmp_path / "tiny")
+    before = (path / "model.safetensors").read_bytes()
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(artifact_mod, "save_file", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_artifact(tiny_artifact, tmp_path / "tiny")
+    with pytest.raises(KeyboardInterrupt):
+        save_artifact(tiny_artifact, tmp_path / "fresh")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    assert (path / "model.safetensors").read_bytes() == before
+
+
+def test_loading_a_folder_that_is_not_an_artifact(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
+        load_artifact(tmp_path)
+
+
+def test_artifact_resizes_larger_images(tiny_artifact, cifar_test):
+    big = torch.nn.functional.interpolate(cifar_test.images[:8].float(), size=64).to(torch.uint8)
+    probs = tiny_artifact.predict_proba(big)
+    assert probs.shape == (8, 10) and np.allclose(probs.sum(1), 1)
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "teaming.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_train_then_evaluate(tmp_path):
+    out = tmp_path / "cli-model"
+    r = _cli("train", "--out", str(out), "--widths", "8,16,16", "--epochs", "1", "--batch-size", "250",
+             "--train-items", "0:1000", "--eval-items", "9000:9200", "--no-fgsm")
+    assert r.returncode == 0, r.stderr
+    assert (out / "model.json").exists()
+    r = _cli("evaluate", str(out), "--items", "9000:9200", "--json", str(tmp_path / "m.json"))
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["metrics"]["calibrated"]["n"] == 200
+    stored = json.loads((out / "model.json").read_text())["metrics"]["calibrated"]
+    assert result["metrics"]["calibrated"]["human_ce"] == pytest.approx(stored["human_ce"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["evaluate", "models/no-such-model"], "model.safetensors is missing"),
+        (["evaluate", "{model}", "--items", "20000:30000"], "select nothing valid"),
+        (["evaluate", "{model}", "--items", "a:b"], "must look like"),
+        (["evaluate", "{model}", "--labels", "missing.csv"], "no label file at missing.csv"),
+        (["train", "--out", "/tmp/x", "--train-items", "0:8000", "--eval-items", "7000:10000"], "overlap"),
+        (["train", "--out", "/tmp/x", "--labels", "nolabels.csv"], "no label file"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_a_clear_message(args, message, tmp_path, tiny_artifact):
+    model = save_artifact(tiny_artifact, tmp_path / "tiny")
+    r = _cli(*[a.replace("{model}", str(model)) for a in args])
+    assert r.returncode == 2
+    assert message in r.stdout + r.stderr
+
+
+def test_shipped_default_model_loads_and_is_calibrated(cifar_test, cifar10h):
+    if not (DEFAULT_MODEL / "model.json").exists():
+        pytest.fail("the shipped default model is missing from models/cifar10h-default")
+    art = load_artifact(DEFAULT_MODEL)
+    assert art.meta.data["held_out_items"].startswith("7000..9999")
+    assert sum(f.stat().st_size for f in DEFAULT_MODEL.iterdir()) < 10 * 2**20
+    idx = np.arange(7000, 8000)
+    probs = art.predict_proba(cifar_test.images[torch.from_numpy(idx)])
+    acc = (probs.argmax(1) == cifar_test.labels[idx]).mean()
+    stored = art.meta.metrics["calibrated"]["accuracy"]
+    assert acc > 0.8 and abs(acc - stored) < 0.03

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+
+from teaming.data import DataError
+from teaming.metrics import accuracy, cross_entropy
+from teaming.calibration import softmax
+from teaming.predict import predict_logits
+from teaming.train import TrainConfig, augment, batch_targets, cross_fit, kfold_indices, soft_cross_entropy, train
+
+TINY = dict(widths=(16, 32, 64), batch_size=200, epochs=4)
+
+
+@pytest.fixture(scope="module")
+def small(cifar_test, cifar10h):
+    idx = np.arange(3000)
+    return cifar_test.subset(idx), cifar10h.subset(idx), cifar_test.subset(np.arange(7000, 8000))
+
+
+def test_soft_label_training_learns_real_images(small):
+    train_set, human, held = small
+    res = train(train_set.images, human, TrainConfig(loss="soft", **TINY), progress=False)
+    losses = [h["train_loss"] for h in res.history]
+    assert losses[-1] < losses[0] * 0.85, losses
+    probs = softmax(predict_logits(res.net, held.images))
+    assert accuracy(probs, held.labels) > 0.35  # chance is 0.10
+    assert cross_entropy(probs, held.labels) < np.log(10) - 0.4
+
+
+@pytest.mark.parametrize("loss", ["hard", "sampled"])
+def test_hard_and_sampled_annotator_losses_also_learn(small, loss):
+    train_set, human, held = small
+    res = train(train_set.images, human, TrainConfig(loss=loss, label_smoothing=0.1, **TINY), progress=False)
+    assert accuracy(softmax(predict_logits(res.net, held.images)), held.labels) > 0.3
+
+
+def test_same_seed_same_model(small):
+    train_set, human, held = small
+    cfg = TrainConfig(loss="sampled", widths=(8, 16, 16), batch_size=500, epochs=1, seed=3)
+    a = predict_logits(train(train_set.images[:1000], human.subset(slice(0, 1000)), cfg, progress=False).net, held.images[:50])
+    b = predict_logits(train(train_set.images[:1000], human.subset(slice(0, 1000)), cfg, progress=False).net, held.images[:50])
+    assert torch.equal(a, b)
+
+
+def test_fine_tuning_starts_from_the_given_net(small):
+    train_set, human, held = small
+    base = train(train_set.images, human, TrainConfig(loss="hard", **TINY), progress=False).net
+    before = accuracy(softmax(predict_logits(base, held.images)), held.labels)
+    cfg = TrainConfig(loss="soft", widths=(16, 32, 64), batch_size=200, epochs=1, lr=2.0)
+    tuned = train(train_set.images, human, cfg, init=base, progress=False).net
+    after = accuracy(softmax(predict_logits(tuned, held.images)), held.labels)
+    assert after > before - 0.05 and after > 0.3
+
+
+def test_cross_fit_gives_out_of_fold_logits_for_every_item(small):
+    train_set, human, _ = small
+    folds = kfold_indices(600, k=3, seed=0)
+    assert sorted(np.concatenate([te for _, te in folds]).tolist()) == list(range(600))
+    oof = cross_fit(train_set.images[:600], human.subset(slice(0, 600)),
+                    TrainConfig(widths=(8, 16, 16), batch_size=200, epochs=1), folds=folds, progress=False)
+    assert oof.shape == (600, 10) and np.all(np.abs(oof).sum(1) > 0)
+
+
+def test_soft_cross_entropy_and_targets():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    target = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    expected = torch.tensor([np.log1p(np.exp(-2.0)), np.log(2.0)], dtype=torch.float32)
+    torch.testing.assert_close(soft_cross_entropy(logits, target), expected)
+    dist = torch.tensor([[0.7, 0.3]])
+    torch.testing.assert_close(batch_targets(dist, "hard", 0.2), torch.tensor([[0.9, 0.1]]))
+    torch.testing.assert_close(batch_targets(dist, "soft", 0.0), dist)
+
+
+def test_augment_flips_and_shifts_without_changing_shape():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    out = augment(x, flip=True, translate=2, gen=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert not torch.equal(out, x)
+    assert torch.equal(augment(x, flip=False, translate=0), x)
+
+
+def test_bad_training_input(small):
+    train_set, human, _ = small
+    with pytest.raises(DataError, match="100 images but 50 targets"):
+        train(train_set.images[:100], human.subset(slice(0, 50)), TrainConfig(**TINY), progress=False)
+    with pytest.raises(DataError, match="hard labels must be integer ids in 0..9"):
+        train(train_set.images[:10], np.full(10, 12), TrainConfig(**TINY), num_classes=10, progress=False)
+    with pytest.raises(ValueError, match="loss must be soft, hard or sampled"):
+        TrainConfig(loss="mse")
