@@ -65,8 +65,9 @@ class Artifact:
         return self
 
 
-def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = None) -> Path:
-    """Write weights, model.json and the model card to a temporary folder, then move it into place.
+def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = None,
+                  extras: dict[str, bytes] | None = None) -> Path:
+    """Write weights, model.json, the model card and `extras` (e.g. figures) to a temporary folder, then move it into place.
 
     An interrupted save leaves the previous artifact (or nothing) behind, never a half-written one.
     """
@@ -82,7 +83,9 @@ def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = 
         state = {k: v.detach().cpu().contiguous() for k, v in artifact.net.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"name": meta.name, "arch": meta.arch})
         (tmp / META).write_text(json.dumps(asdict(meta), indent=2, sort_keys=False) + "\n")
-        (tmp / CARD).write_text(card if card is not None else model_card(meta))
+        for name, content in (extras or {}).items():
+            (tmp / name).write_bytes(content)
+        (tmp / CARD).write_text(card if card is not None else model_card(meta, figures=sorted(extras or {})))
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")

@@ -28,7 +28,7 @@ def metrics_table(metrics: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def model_card(meta: ModelMeta) -> str:
+def model_card(meta: ModelMeta, figures: list[str] | None = None) -> str:
     data, train = meta.data, meta.training
     held = data.get("held_out_items")
     parts = [
@@ -58,6 +58,8 @@ def model_card(meta: ModelMeta) -> str:
         parts.append(f"- **Held out**: {held}. Never seen in training or calibration; keep them for policy fitting and evaluation.")
     if meta.metrics:
         parts += ["", f"## Metrics on {data.get('eval_items', 'the held-out items')}", "", metrics_table(meta.metrics)]
+    for fig in figures or []:
+        parts += ["", f"![{fig}]({fig})"]
     parts += [
         "",
         "## Intended use and limits",

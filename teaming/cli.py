@@ -56,6 +56,10 @@ def resolve_labels(spec: str, images: ImageSet) -> HumanLabels | np.ndarray:
     return human.aligned_to(images.ids)
 
 
+def _fmt(value: float | int | None) -> str:
+    return "" if value is None else str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
 def _fail(err: Exception) -> None:
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(2)
@@ -89,7 +93,7 @@ def train_cmd(
     """Train a calibrated classifier on human labels and save it as an artifact with a model card."""
     from teaming.artifact import save_artifact
     from teaming.card import metrics_table
-    from teaming.recipe import build_model
+    from teaming.recipe import build_model, evaluate_items
     from teaming.train import TrainConfig, finetune_config
 
     try:
@@ -113,7 +117,11 @@ def train_cmd(
     artifact = build_model(name or out.name, data, targets, tr, ev, base, pre, pcfg, calibration_fraction, tta, fgsm)
     if hardware_note:
         artifact.meta.training["hardware_note"] = hardware_note
-    save_artifact(artifact, out)
+    extras = {}
+    if ev is not None and data.labels is not None:
+        held = evaluate_items(artifact.net, data, None, ev, artifact.meta.temperature, tta, with_fgsm=False)
+        extras["reliability.png"] = held.reliability_png(f"{artifact.meta.name}: held-out items")
+    save_artifact(artifact, out, extras=extras)
     console.print(f"saved [bold]{out}[/bold] (T = {artifact.meta.temperature:.3f})")
     if artifact.meta.metrics:
         console.print(metrics_table(artifact.meta.metrics))
@@ -127,11 +135,12 @@ def evaluate_cmd(
     items: Optional[str] = typer.Option("7000:10000", help="positions to score"),
     fgsm: bool = typer.Option(False, help="also score FGSM robustness at l_inf 4/255"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the metrics as JSON here"),
+    plot: Optional[Path] = typer.Option(None, help="write a reliability diagram (PNG) here"),
     device: str = typer.Option("auto"),
 ) -> None:
     """Score a model artifact on labelled images; prints a metrics table and optionally writes JSON."""
     from teaming.artifact import load_artifact
-    from teaming.recipe import evaluate_artifact_items
+    from teaming.recipe import evaluate_items
     from teaming.train import resolve_device
 
     try:
@@ -143,18 +152,22 @@ def evaluate_cmd(
         idx = parse_items(items, len(data))
     except (DataError, ValueError, FileNotFoundError) as err:
         _fail(err)
-    result = evaluate_artifact_items(art.net, data, human if isinstance(human, HumanLabels) else None, idx,
-                                     art.meta.temperature, art.meta.tta, fgsm)
+    evaluation = evaluate_items(art.net, data, human if isinstance(human, HumanLabels) else None, idx,
+                                art.meta.temperature, art.meta.tta, fgsm)
+    result = evaluation.metrics
     table = Table(title=f"{art.meta.name} on {len(idx)} items of {data.source}")
     table.add_column("metric")
     for col in result:
         table.add_column(col, justify="right")
     for key in result["calibrated"]:
-        table.add_row(key, *[f"{result[c][key]:.4f}" if key in result[c] else "" for c in result])
+        table.add_row(key, *[_fmt(result[c].get(key)) for c in result])
     console.print(table)
     if json_out:
         json_out.write_text(json.dumps({"model": art.meta.name, "items": items, "metrics": result}, indent=2) + "\n")
         console.print(f"wrote {json_out}")
+    if plot and evaluation.labels is not None:
+        plot.write_bytes(evaluation.reliability_png(f"{art.meta.name} on {len(idx)} items"))
+        console.print(f"wrote {plot}")
 
 
 def main() -> None:

@@ -92,7 +92,7 @@ def build_model(
 
     metrics: dict = {}
     if eval_items is not None and len(eval_items):
-        metrics = evaluate_artifact_items(net, images, human, np.asarray(eval_items), temperature, tta, with_fgsm)
+        metrics = evaluate_items(net, images, human, np.asarray(eval_items), temperature, tta, with_fgsm).metrics
     meta = ModelMeta(
         name=name,
         classes=list(images.classes),
@@ -119,15 +119,31 @@ def build_model(
     return Artifact(net.eval(), meta)
 
 
-def evaluate_artifact_items(net, images: ImageSet, human: HumanLabels | None, idx: np.ndarray, temperature: float,
-                            tta: bool, with_fgsm: bool) -> dict:
-    """Metrics before and after temperature scaling on images[idx], FGSM included when asked."""
+@dataclass
+class Evaluation:
+    """Metrics and probabilities before and after temperature scaling, keyed 'uncalibrated' / 'calibrated'."""
+
+    metrics: dict
+    probs: dict
+    labels: np.ndarray | None
+
+    def reliability_png(self, title: str = "") -> bytes:
+        from teaming.plots import reliability_png
+
+        if self.labels is None:
+            raise ValueError("a reliability diagram needs hard labels")
+        return reliability_png(self.probs, self.labels, title)
+
+
+def evaluate_items(net, images: ImageSet, human: HumanLabels | None, idx: np.ndarray, temperature: float,
+                   tta: bool, with_fgsm: bool) -> Evaluation:
+    """Score images[idx] before and after temperature scaling, FGSM included when asked."""
     t = torch.from_numpy(idx)
     logits = predict_logits(net, images.images[t], tta=tta)
     labels = images.labels[idx] if images.labels is not None else None
     counts = human.subset(idx).counts if human is not None else None
-    raw = evaluate_probs(softmax(logits, 1.0), labels, counts)
-    cal = evaluate_probs(softmax(logits, temperature), labels, counts)
+    probs = {"uncalibrated": softmax(logits, 1.0), "calibrated": softmax(logits, temperature)}
+    metrics = {k: evaluate_probs(p, labels, counts) for k, p in probs.items()}
     if with_fgsm and labels is not None:
-        cal.update(fgsm(net, images.images[t], labels))
-    return {"uncalibrated": raw, "calibrated": cal}
+        metrics["calibrated"].update(fgsm(net, images.images[t], labels))
+    return Evaluation(metrics, probs, labels)
