@@ -87,3 +87,18 @@ def test_cifar10n_annotators_are_about_82_percent_accurate(shared_dir):
     assert (h.majority() == clean).mean() == pytest.approx(0.828, abs=0.003)
     with pytest.raises(DataError, match="unknown label columns"):
         load_cifar10n(shared_dir / "cifar10n_labels.npz", ["random_label9"])
+
+
+def test_cli_label_specs_align_with_the_images(shared_dir, cifar_test):
+    from teaming.cli import resolve_labels
+    from teaming.data import load_jpeg_pack
+
+    train = load_jpeg_pack(shared_dir / "cifar10_train_jpeg.npz").subset([7, 3])
+    h = resolve_labels("cifar10n:random_label1,random_label2", train)
+    assert h.ids == ["cifar10_train/7", "cifar10_train/3"] and h.votes.tolist() == [2, 2]
+    raw = np.load(shared_dir / "cifar10n_labels.npz")
+    assert h.counts[0, raw["random_label1"][7]] >= 1 and h.counts[1, raw["random_label2"][3]] >= 1
+    with pytest.raises(DataError, match="items have no human labels"):
+        resolve_labels("cifar10n", cifar_test)  # test images have no CIFAR-10N labels
+    assert np.array_equal(resolve_labels("hard", cifar_test), cifar_test.labels)
+    assert resolve_labels("cifar10h", cifar_test).ids == cifar_test.ids
