@@ -86,6 +86,10 @@ def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = 
         for name, content in (extras or {}).items():
             (tmp / name).write_bytes(content)
         (tmp / CARD).write_text(card if card is not None else model_card(meta, figures=sorted(extras or {})))
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in (tmp, *tmp.iterdir()):  # mkdtemp makes 0700; artifacts are meant to be shared
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")

@@ -43,6 +43,8 @@ def model_card(meta: ModelMeta, figures: list[str] | None = None) -> str:
     ]
     for stage in train.get("stages", []):
         parts.append(f"- **{stage['name']}**: {stage['description']}; {stage['seconds']:.0f} s on {stage['device']}.")
+    if train.get("command"):
+        parts += ["", f"Reproduce: `{train['command']}`"]
     if train.get("hardware_note"):
         parts += ["", train["hardware_note"]]
     parts += [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -110,11 +112,14 @@ def train_cmd(
         if pretrain:
             path = shared_data_dir() / "cifar10_train_jpeg.npz" if pretrain == "shared" and shared_data_dir() else Path(pretrain)
             pre = load_jpeg_pack(path, size)
+            if pretrain == "shared":
+                pre.source = "CIFAR-10 train, shared/data/cifar10_train_jpeg.npz"
             pcfg = TrainConfig(**{**base.to_dict(), "loss": "hard", "label_smoothing": 0.2, "epochs": pretrain_epochs})
             base = finetune_config(base, loss=loss, epochs=epochs)
     except (DataError, ValueError, FileNotFoundError) as err:
         _fail(err)
     artifact = build_model(name or out.name, data, targets, tr, ev, base, pre, pcfg, calibration_fraction, tta, fgsm)
+    artifact.meta.training["command"] = "teaming " + shlex.join(sys.argv[1:])
     if hardware_note:
         artifact.meta.training["hardware_note"] = hardware_note
     extras = {}
