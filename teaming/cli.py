@@ -150,7 +150,7 @@ def evaluate_cmd(
 
     try:
         art = load_artifact(model, resolve_device(device))
-        data = load_images(images, art.meta.input_size)
+        data = load_images(images, art.meta.input_size, art.classes)
         if data.classes != art.classes:
             raise DataError(f"image classes {data.classes} differ from the model's {art.classes}")
         human = resolve_labels(labels, data) if labels not in (None, "none") else None

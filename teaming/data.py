@@ -204,8 +204,11 @@ def load_torchvision_cifar10(root: str | Path, train: bool = False) -> ImageSet:
     return ImageSet(images, ids, list(classes), np.array(labels), source=str(base))
 
 
-def load_images(spec: str | Path, size: int | None = None) -> ImageSet:
-    """Load by path or name: 'default' (embedded test set), a .npz pack, an ImageFolder or a CIFAR-10 folder."""
+def load_images(spec: str | Path, size: int | None = None, classes: Sequence[str] | None = None) -> ImageSet:
+    """Load by path or name: 'default' (embedded test set), a .npz pack, an ImageFolder or a CIFAR-10 folder.
+
+    `classes` fixes an ImageFolder's class order (a model's classes), so missing folders don't shift label ids.
+    """
     if str(spec) == "default":
         return load_default_test()
     path = Path(spec)
@@ -213,7 +216,7 @@ def load_images(spec: str | Path, size: int | None = None) -> ImageSet:
         return load_jpeg_pack(path, size)
     if path.is_dir() and ((path / "cifar-10-batches-py").is_dir() or (path / "batches.meta").exists()):
         return load_torchvision_cifar10(path, train=False)
-    return load_image_folder(path, size or 32)
+    return load_image_folder(path, size or 32, classes)
 
 
 def shared_data_dir() -> Path | None:

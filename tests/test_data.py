@@ -45,6 +45,8 @@ def test_image_folder_resizes_any_size_and_labels_by_folder(tmp_path, cifar_test
     assert ds.classes == ["cat", "dog"]
     assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert ds.ids[0] == "cat/0.png"
+    fixed = load_images(tmp_path, size=32, classes=["ant", "cat", "dog"])  # a model's class order; 'ant' has no folder
+    assert fixed.classes == ["ant", "cat", "dog"] and fixed.labels.tolist() == [1, 1, 1, 2, 2, 2]
 
 
 def test_image_folder_rejects_unknown_class_names(tmp_path):
