@@ -46,7 +46,9 @@ def main() -> None:
     p.add_argument("--losses", default="hard,soft,sampled")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-folds", type=int, default=None, help="score only the first N held-out folds (quick sweeps)")
-    p.add_argument("--cache", default=None, help="safetensors file to reuse the pretrained net from (written if absent)")
+    p.add_argument(
+        "--cache", default=None, help="safetensors file to reuse the pretrained net from (written if absent)"
+    )
     args = p.parse_args()
     shared = shared_data_dir()
     if shared is None:

@@ -44,8 +44,14 @@ def airbench_data(tr, te):
     with tempfile.TemporaryDirectory() as tmp:
         os.makedirs(f"{tmp}/cifar10")
         for split, ds in (("train", tr), ("test", te)):
-            torch.save({"images": ds.images.permute(0, 2, 3, 1).contiguous(), "labels": torch.from_numpy(ds.labels),
-                        "classes": ds.classes}, f"{tmp}/cifar10/{split}.pt")
+            torch.save(
+                {
+                    "images": ds.images.permute(0, 2, 3, 1).contiguous(),
+                    "labels": torch.from_numpy(ds.labels),
+                    "classes": ds.classes,
+                },
+                f"{tmp}/cifar10/{split}.pt",
+            )
         os.chdir(tmp)
         try:
             yield

@@ -65,9 +65,10 @@ class Artifact:
         return self
 
 
-def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = None,
-                  extras: dict[str, bytes] | None = None) -> Path:
-    """Write weights, model.json, the model card and `extras` (e.g. figures) to a temporary folder, then move it into place.
+def save_artifact(
+    artifact: Artifact, directory: str | Path, card: str | None = None, extras: dict[str, bytes] | None = None
+) -> Path:
+    """Write weights, model.json, the card and `extras` (e.g. figures) to a temporary folder, then move it into place.
 
     An interrupted save leaves the previous artifact (or nothing) behind, never a half-written one.
     """

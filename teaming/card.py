@@ -57,7 +57,10 @@ def model_card(meta: ModelMeta, figures: list[str] | None = None) -> str:
         f"- Temperature fitted on: {data.get('calibration_items', 'unknown')}",
     ]
     if held:
-        parts.append(f"- **Held out**: {held}. Never seen in training or calibration; keep them for policy fitting and evaluation.")
+        parts.append(
+            f"- **Held out**: {held}. Never seen in training or calibration; "
+            "keep them for policy fitting and evaluation."
+        )
     if meta.metrics:
         parts += ["", f"## Metrics on {data.get('eval_items', 'the held-out items')}", "", metrics_table(meta.metrics)]
     for fig in figures or []:

@@ -16,8 +16,11 @@ from rich.table import Table
 from teaming.data import DataError, ImageSet, load_images, load_jpeg_pack, shared_data_dir
 from teaming.labels import HumanLabels, load_cifar10h, load_cifar10n
 
-app = typer.Typer(help="Human-AI teaming: train calibrated classifiers on human labels and evaluate them.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Human-AI teaming: train calibrated classifiers on human labels and evaluate them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console()
 
 
@@ -70,8 +73,12 @@ def _fail(err: Exception) -> None:
 @app.command("train")
 def train_cmd(
     out: Path = typer.Option(..., help="artifact folder to write, e.g. models/my-model"),
-    images: str = typer.Option("default", help="'default' (embedded CIFAR-10 test), a JPEG pack .npz, or an ImageFolder"),
-    labels: str = typer.Option("cifar10h", help="'cifar10h', 'cifar10n[:cols]', 'hard', or a CSV item_id,annotator_id,label"),
+    images: str = typer.Option(
+        "default", help="'default' (embedded CIFAR-10 test), a JPEG pack .npz, or an ImageFolder"
+    ),
+    labels: str = typer.Option(
+        "cifar10h", help="'cifar10h', 'cifar10n[:cols]', 'hard', or a CSV item_id,annotator_id,label"
+    ),
     train_items: str = typer.Option("0:7000", help="positions to train and calibrate on"),
     eval_items: Optional[str] = typer.Option("7000:10000", help="held-out positions to score ('none' to skip)"),
     loss: str = typer.Option("soft", help="soft | hard | sampled"),
@@ -82,7 +89,9 @@ def train_cmd(
     widths: str = typer.Option("64,256,256", help="fastnet widths"),
     size: int = typer.Option(32, help="input size (images are resized to it)"),
     batch_size: int = typer.Option(1024),
-    pretrain: Optional[str] = typer.Option(None, help="JPEG pack with hard labels to pretrain on, or 'shared' for CIFAR-10 train"),
+    pretrain: Optional[str] = typer.Option(
+        None, help="JPEG pack with hard labels to pretrain on, or 'shared' for CIFAR-10 train"
+    ),
     pretrain_epochs: float = typer.Option(10.0),
     calibration_fraction: float = typer.Option(0.1, help="share of training items kept aside to fit the temperature"),
     tta: bool = typer.Option(True, help="average the image and its mirror at prediction time"),
@@ -106,11 +115,25 @@ def train_cmd(
         if ev is not None and np.intersect1d(tr, ev).size:
             raise DataError("train and eval items overlap")
         w = tuple(int(x) for x in widths.split(","))
-        base = TrainConfig(arch=arch, widths=w, input_size=size, loss=loss, epochs=epochs, lr=lr,
-                           label_smoothing=label_smoothing, batch_size=batch_size, seed=seed, device=device)
+        base = TrainConfig(
+            arch=arch,
+            widths=w,
+            input_size=size,
+            loss=loss,
+            epochs=epochs,
+            lr=lr,
+            label_smoothing=label_smoothing,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+        )
         pre = pcfg = None
         if pretrain:
-            path = shared_data_dir() / "cifar10_train_jpeg.npz" if pretrain == "shared" and shared_data_dir() else Path(pretrain)
+            path = (
+                shared_data_dir() / "cifar10_train_jpeg.npz"
+                if pretrain == "shared" and shared_data_dir()
+                else Path(pretrain)
+            )
             pre = load_jpeg_pack(path, size)
             if pretrain == "shared":
                 pre.source = "CIFAR-10 train, shared/data/cifar10_train_jpeg.npz"
@@ -136,7 +159,9 @@ def train_cmd(
 def evaluate_cmd(
     model: Path = typer.Argument(Path("models/cifar10h-default"), help="artifact folder"),
     images: str = typer.Option("default", help="'default', a JPEG pack .npz, or an ImageFolder"),
-    labels: Optional[str] = typer.Option("cifar10h", help="human labels to score against ('none' for hard labels only)"),
+    labels: Optional[str] = typer.Option(
+        "cifar10h", help="human labels to score against ('none' for hard labels only)"
+    ),
     items: Optional[str] = typer.Option("7000:10000", help="positions to score"),
     fgsm: bool = typer.Option(False, help="also score FGSM robustness at l_inf 4/255"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the metrics as JSON here"),
@@ -157,8 +182,9 @@ def evaluate_cmd(
         idx = parse_items(items, len(data))
     except (DataError, ValueError, FileNotFoundError) as err:
         _fail(err)
-    evaluation = evaluate_items(art.net, data, human if isinstance(human, HumanLabels) else None, idx,
-                                art.meta.temperature, art.meta.tta, fgsm)
+    evaluation = evaluate_items(
+        art.net, data, human if isinstance(human, HumanLabels) else None, idx, art.meta.temperature, art.meta.tta, fgsm
+    )
     result = evaluation.metrics
     table = Table(title=f"{art.meta.name} on {len(idx)} items of {data.source}")
     table.add_column("metric")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,9 @@ class ImageSet:
         if n == 0:
             raise DataError(f"empty image set{' from ' + self.source if self.source else ''}")
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise DataError(f"images must be a uint8 tensor N x 3 x H x W, got {tuple(self.images.shape)} {self.images.dtype}")
+            raise DataError(
+                f"images must be a uint8 tensor N x 3 x H x W, got {tuple(self.images.shape)} {self.images.dtype}"
+            )
         if self.images.shape[0] != n:
             raise DataError(f"{self.images.shape[0]} images but {n} ids")
         if len(set(self.ids)) != n:
@@ -51,7 +54,10 @@ class ImageSet:
                 raise DataError(f"{self.labels.shape[0] if self.labels.ndim else 0} labels for {n} images")
             bad = np.flatnonzero((self.labels < 0) | (self.labels >= len(self.classes)))
             if bad.size:
-                raise DataError(f"label id {self.labels[bad[0]]} of item {self.ids[bad[0]]} is out of range 0..{len(self.classes) - 1}")
+                raise DataError(
+                    f"label id {self.labels[bad[0]]} of item {self.ids[bad[0]]} "
+                    f"is out of range 0..{len(self.classes) - 1}"
+                )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -221,8 +227,6 @@ def load_images(spec: str | Path, size: int | None = None, classes: Sequence[str
 
 def shared_data_dir() -> Path | None:
     """The shared data folder beside the checkout (../shared/data), or TEAMING_DATA; None when absent."""
-    import os
-
     candidates = [os.environ.get("TEAMING_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"]
     for c in candidates:
         if c and (Path(c) / "cifar10_train_jpeg.npz").exists():

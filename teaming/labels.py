@@ -179,7 +179,9 @@ def load_cifar10h(path: str | Path | None = None, classes: Sequence[str] | None 
     return HumanLabels.from_counts(counts, classes, [f"cifar10_test/{i}" for i in range(len(counts))])
 
 
-def load_cifar10n(path: str | Path, columns: Sequence[str] = ("random_label1", "random_label2", "random_label3")) -> HumanLabels:
+def load_cifar10n(
+    path: str | Path, columns: Sequence[str] = ("random_label1", "random_label2", "random_label3")
+) -> HumanLabels:
     """CIFAR-10N annotator columns for the 50,000 training images, ids 'cifar10_train/<index>'."""
     with np.load(path) as z:
         unknown = [c for c in columns if c not in z.files]

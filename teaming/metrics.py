@@ -115,7 +115,9 @@ def fgsm(net: nn.Module, images: torch.Tensor, labels: np.ndarray, eps: float = 
     return {"fgsm_loss": loss_sum / len(y_all), "fgsm_accuracy": correct / len(y_all)}
 
 
-def evaluate_probs(probs: np.ndarray, labels: np.ndarray | None = None, counts: np.ndarray | None = None, bins: int = 15) -> dict:
+def evaluate_probs(
+    probs: np.ndarray, labels: np.ndarray | None = None, counts: np.ndarray | None = None, bins: int = 15
+) -> dict:
     """Every metric the inputs allow: hard-label ones with labels, human-label ones with vote counts."""
     out: dict = {"n": int(len(probs))}
     if labels is not None:

@@ -33,7 +33,9 @@ class BatchNorm(nn.BatchNorm2d):
 class Conv(nn.Conv2d):
     """3x3 'same' conv initialised to pass its input through (dirac), as in airbench."""
 
-    def __init__(self, cin: int, cout: int, kernel_size: int = 3, padding: str | int = "same", bias: bool = False) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel_size: int = 3, padding: str | int = "same", bias: bool = False
+    ) -> None:
         super().__init__(cin, cout, kernel_size=kernel_size, padding=padding, bias=bias)
 
     def reset_parameters(self) -> None:

@@ -75,15 +75,36 @@ def build_model(
         pcfg = pretrain_config or TrainConfig(loss="hard", label_smoothing=0.2)
         res = train(pretrain.images, pretrain.labels, pcfg, num_classes=len(images.classes), progress=progress)
         init = res.net
-        stages.append(Stage("pretrain", f"{len(pretrain)} images from {pretrain.source}, {pcfg.loss} labels, "
-                            f"{pcfg.epochs:g} epochs, label smoothing {pcfg.label_smoothing}", res.seconds, str(device), res.history))
+        stages.append(
+            Stage(
+                "pretrain",
+                f"{len(pretrain)} images from {pretrain.source}, {pcfg.loss} labels, "
+                f"{pcfg.epochs:g} epochs, label smoothing {pcfg.label_smoothing}",
+                res.seconds,
+                str(device),
+                res.history,
+            )
+        )
     fit_pos, cal_pos = split_calibration(len(train_items), calibration_fraction, config.seed)
     fit_idx, cal_idx = np.asarray(train_items)[fit_pos], np.asarray(train_items)[cal_pos]
     t_fit = torch.from_numpy(fit_idx)
-    res = train(images.images[t_fit], pick(fit_idx), config, init=copy.deepcopy(init) if init is not None else None,
-                num_classes=len(images.classes), progress=progress)
-    stages.append(Stage("fine-tune" if init is not None else "train",
-                        f"{len(fit_idx)} images, {config.loss} targets, {config.epochs:g} epochs", res.seconds, str(device), res.history))
+    res = train(
+        images.images[t_fit],
+        pick(fit_idx),
+        config,
+        init=copy.deepcopy(init) if init is not None else None,
+        num_classes=len(images.classes),
+        progress=progress,
+    )
+    stages.append(
+        Stage(
+            "fine-tune" if init is not None else "train",
+            f"{len(fit_idx)} images, {config.loss} targets, {config.epochs:g} epochs",
+            res.seconds,
+            str(device),
+            res.history,
+        )
+    )
     net = res.net
 
     cal_logits = predict_logits(net, images.images[torch.from_numpy(cal_idx)], tta=tta)
@@ -99,8 +120,11 @@ def build_model(
         arch=config.arch,
         input_size=config.input_size,
         widths=list(config.widths) if config.arch == "fastnet" else None,
-        normalization={"mean": net.normalize.mean.flatten().tolist(), "std": net.normalize.std.flatten().tolist(),
-                       "input": "RGB float in [0, 1]"},
+        normalization={
+            "mean": net.normalize.mean.flatten().tolist(),
+            "std": net.normalize.std.flatten().tolist(),
+            "input": "RGB float in [0, 1]",
+        },
         temperature=temperature,
         tta=tta,
         data={
@@ -111,8 +135,11 @@ def build_model(
             "eval_items": describe_items(eval_items) if eval_items is not None and len(eval_items) else None,
             "held_out_items": describe_items(eval_items) if eval_items is not None and len(eval_items) else None,
         },
-        training={"config": config.to_dict(), "pretrain_config": pretrain_config.to_dict() if pretrain_config else None,
-                  "stages": [s.__dict__ for s in stages]},
+        training={
+            "config": config.to_dict(),
+            "pretrain_config": pretrain_config.to_dict() if pretrain_config else None,
+            "stages": [s.__dict__ for s in stages],
+        },
         metrics=metrics,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -135,8 +162,9 @@ class Evaluation:
         return reliability_png(self.probs, self.labels, title)
 
 
-def evaluate_items(net, images: ImageSet, human: HumanLabels | None, idx: np.ndarray, temperature: float,
-                   tta: bool, with_fgsm: bool) -> Evaluation:
+def evaluate_items(
+    net, images: ImageSet, human: HumanLabels | None, idx: np.ndarray, temperature: float, tta: bool, with_fgsm: bool
+) -> Evaluation:
     """Score images[idx] before and after temperature scaling, FGSM included when asked."""
     t = torch.from_numpy(idx)
     logits = predict_logits(net, images.images[t], tta=tta)

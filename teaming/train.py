@@ -91,7 +91,9 @@ def target_distribution(labels: HumanLabels | np.ndarray, num_classes: int) -> n
     return arr.astype(np.float32)
 
 
-def batch_targets(dist: torch.Tensor, kind: LossKind, smoothing: float, gen: torch.Generator | None = None) -> torch.Tensor:
+def batch_targets(
+    dist: torch.Tensor, kind: LossKind, smoothing: float, gen: torch.Generator | None = None
+) -> torch.Tensor:
     """The distribution a batch is trained against under each loss kind, label smoothing applied."""
     if kind == "hard":
         dist = F.one_hot(dist.argmax(1), dist.shape[1]).float()
@@ -117,7 +119,7 @@ def augment(x: torch.Tensor, flip: bool, translate: int, gen: torch.Generator | 
     if translate:
         r = translate
         padded = F.pad(x, (r,) * 4, mode="reflect")
-        dy, dx = (torch.randint(0, 2 * r + 1, (2, n), device=x.device, generator=gen))
+        dy, dx = torch.randint(0, 2 * r + 1, (2, n), device=x.device, generator=gen)
         rows = (dy.view(-1, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * r)
         x = padded.gather(2, rows)
         cols = (dx.view(-1, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
@@ -222,8 +224,12 @@ def train(
             seen += len(idx)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}")
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-               "seconds": time.perf_counter() - start}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "seconds": time.perf_counter() - start,
+        }
         if val is not None:
             logits = predict_logits(net, val[0])
             row["val_acc"] = float((logits.argmax(1).numpy() == np.asarray(val[1])).mean())
@@ -237,7 +243,7 @@ def train(
 
 @torch.no_grad()
 def _lookahead(net: nn.Module, ema: dict[str, torch.Tensor], decay: float) -> None:
-    for (k, v), e in zip(net.state_dict().items(), ema.values()):
+    for v, e in zip(net.state_dict().values(), ema.values()):
         if v.dtype.is_floating_point:
             e.lerp_(v, 1 - decay)
             v.copy_(e)
@@ -284,7 +290,16 @@ def cross_fit(
     return out
 
 
-def finetune_config(base: TrainConfig, loss: LossKind = "soft", epochs: float = 8.0, lr_scale: float = 0.2) -> TrainConfig:
+def finetune_config(
+    base: TrainConfig, loss: LossKind = "soft", epochs: float = 8.0, lr_scale: float = 0.2
+) -> TrainConfig:
     """Settings for fine-tuning a pretrained net: smaller steps, no whitening-bias training."""
-    return TrainConfig(**{**base.to_dict(), "loss": loss, "epochs": epochs, "lr": base.lr * lr_scale,
-                          "label_smoothing": 0.0 if loss == "soft" else base.label_smoothing})
+    return TrainConfig(
+        **{
+            **base.to_dict(),
+            "loss": loss,
+            "epochs": epochs,
+            "lr": base.lr * lr_scale,
+            "label_smoothing": 0.0 if loss == "soft" else base.label_smoothing,
+        }
+    )

@@ -72,18 +72,42 @@ def test_artifact_resizes_larger_images(tiny_artifact, cifar_test):
 
 
 def _cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "teaming.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "teaming.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_cli_train_then_evaluate(tmp_path):
     out = tmp_path / "cli-model"
-    r = _cli("train", "--out", str(out), "--widths", "8,16,16", "--epochs", "1", "--batch-size", "250",
-             "--train-items", "0:1000", "--eval-items", "9000:9200", "--no-fgsm")
+    r = _cli(
+        "train",
+        "--out",
+        str(out),
+        "--widths",
+        "8,16,16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "250",
+        "--train-items",
+        "0:1000",
+        "--eval-items",
+        "9000:9200",
+        "--no-fgsm",
+    )
     assert r.returncode == 0, r.stderr
     assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![reliability.png](reliability.png)" in (out / "MODEL_CARD.md").read_text()
-    r = _cli("evaluate", str(out), "--items", "9000:9200", "--json", str(tmp_path / "m.json"),
-             "--plot", str(tmp_path / "rel.png"))
+    r = _cli(
+        "evaluate",
+        str(out),
+        "--items",
+        "9000:9200",
+        "--json",
+        str(tmp_path / "m.json"),
+        "--plot",
+        str(tmp_path / "rel.png"),
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "rel.png").stat().st_size > 10_000
     result = json.loads((tmp_path / "m.json").read_text())
@@ -136,8 +160,17 @@ def test_resnet_on_a_larger_image_folder_round_trips(tmp_path, cifar_test):
         big.save(folder / f"{item.split('/')[1]}.png")
     photos = load_image_folder(tmp_path / "photos", size=40)
     cfg = TrainConfig(arch="resnet18", input_size=40, loss="hard", epochs=1, batch_size=60)
-    art = build_model("photos", photos, photos.labels, np.arange(100), np.arange(100, 120), cfg, tta=False,
-                      with_fgsm=False, progress=False)
+    art = build_model(
+        "photos",
+        photos,
+        photos.labels,
+        np.arange(100),
+        np.arange(100, 120),
+        cfg,
+        tta=False,
+        with_fgsm=False,
+        progress=False,
+    )
     assert art.meta.widths is None and art.meta.input_size == 40
     loaded = load_artifact(save_artifact(art, tmp_path / "resnet"))
     np.testing.assert_array_equal(loaded.predict_proba(photos.images[:8]), art.predict_proba(photos.images[:8]))

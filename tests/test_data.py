@@ -6,7 +6,15 @@ import pytest
 import torch
 from PIL import Image
 
-from teaming.data import DataError, ImageSet, decode_image, load_image_folder, load_images, load_jpeg_pack, load_torchvision_cifar10
+from teaming.data import (
+    DataError,
+    ImageSet,
+    decode_image,
+    load_image_folder,
+    load_images,
+    load_jpeg_pack,
+    load_torchvision_cifar10,
+)
 
 
 def test_default_pack_decodes_all_items_with_stable_ids(cifar_test):

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from teaming.calibration import softmax
 from teaming.data import DataError
 from teaming.metrics import accuracy, cross_entropy
-from teaming.calibration import softmax
 from teaming.predict import predict_logits
 from teaming.train import TrainConfig, augment, batch_targets, cross_fit, kfold_indices, soft_cross_entropy, train
 
@@ -37,8 +37,12 @@ def test_hard_and_sampled_annotator_losses_also_learn(small, loss):
 def test_same_seed_same_model(small):
     train_set, human, held = small
     cfg = TrainConfig(loss="sampled", widths=(8, 16, 16), batch_size=500, epochs=1, seed=3)
-    a = predict_logits(train(train_set.images[:1000], human.subset(slice(0, 1000)), cfg, progress=False).net, held.images[:50])
-    b = predict_logits(train(train_set.images[:1000], human.subset(slice(0, 1000)), cfg, progress=False).net, held.images[:50])
+    a = predict_logits(
+        train(train_set.images[:1000], human.subset(slice(0, 1000)), cfg, progress=False).net, held.images[:50]
+    )
+    b = predict_logits(
+        train(train_set.images[:1000], human.subset(slice(0, 1000)), cfg, progress=False).net, held.images[:50]
+    )
     assert torch.equal(a, b)
 
 
@@ -59,8 +63,13 @@ def test_cross_fit_gives_out_of_fold_logits_for_every_item(small):
     train_set, human, _ = small
     folds = kfold_indices(600, k=3, seed=0)
     assert sorted(np.concatenate([te for _, te in folds]).tolist()) == list(range(600))
-    oof = cross_fit(train_set.images[:600], human.subset(slice(0, 600)),
-                    TrainConfig(widths=(8, 16, 16), batch_size=200, epochs=1), folds=folds, progress=False)
+    oof = cross_fit(
+        train_set.images[:600],
+        human.subset(slice(0, 600)),
+        TrainConfig(widths=(8, 16, 16), batch_size=200, epochs=1),
+        folds=folds,
+        progress=False,
+    )
     assert oof.shape == (600, 10) and np.all(np.abs(oof).sum(1) > 0)
 
 
