@@ -200,7 +200,9 @@ def train(
         if whiten is not None and whiten.bias is not None:
             whiten.bias.requires_grad = init is None and epoch < config.whiten_bias_epochs
         order = torch.randperm(n, device=device, generator=gen)
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
         for b in range(steps_per_epoch):
             if step >= total_steps:
                 break
@@ -219,17 +221,17 @@ def train(
             if ema is not None and (step % 5 == 0 or step == total_steps):
                 decay = 1.0 if step == total_steps else float(alpha[step])
                 _lookahead(net, ema, decay)
-            loss_sum += loss.item()
-            correct += int((logits.argmax(1) == dist[idx].argmax(1)).sum())
+            loss_sum += loss.detach()
+            correct += (logits.argmax(1) == dist[idx].argmax(1)).sum()
             seen += len(idx)
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}")
         row = {
             "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / max(seen, 1),
+            "train_loss": float(loss_sum) / max(seen, 1),
+            "train_acc": int(correct) / max(seen, 1),
             "seconds": time.perf_counter() - start,
         }
+        bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.3f}")
         if val is not None:
             logits = predict_logits(net, val[0])
             row["val_acc"] = float((logits.argmax(1).numpy() == np.asarray(val[1])).mean())
