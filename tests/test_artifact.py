@@ -112,6 +112,10 @@ def test_cli_train_then_evaluate(tmp_path):
     assert (tmp_path / "rel.png").stat().st_size > 10_000
     result = json.loads((tmp_path / "m.json").read_text())
     assert result["metrics"]["calibrated"]["n"] == 200
+    r = _cli("evaluate", str(out), "--items", "9000:9200", "--labels", "none", "--json", str(tmp_path / "hard.json"))
+    assert r.returncode == 0, r.stderr
+    hard_only = json.loads((tmp_path / "hard.json").read_text())["metrics"]["calibrated"]
+    assert "human_ce" not in hard_only and hard_only["accuracy"] == result["metrics"]["calibrated"]["accuracy"]
     stored = json.loads((out / "model.json").read_text())["metrics"]["calibrated"]
     assert result["metrics"]["calibrated"]["human_ce"] == pytest.approx(stored["human_ce"], abs=1e-6)
 
