@@ -45,8 +45,11 @@ class ModelMeta:
 
 @dataclass
 class Artifact:
+    """A net with its metadata and figures (PNG bytes by file name, e.g. the held-out reliability diagram)."""
+
     net: nn.Module
     meta: ModelMeta
+    figures: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def classes(self) -> list[str]:
@@ -65,10 +68,8 @@ class Artifact:
         return self
 
 
-def save_artifact(
-    artifact: Artifact, directory: str | Path, card: str | None = None, extras: dict[str, bytes] | None = None
-) -> Path:
-    """Write weights, model.json, the card and `extras` (e.g. figures) to a temporary folder, then move it into place.
+def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = None) -> Path:
+    """Write weights, model.json, the card and the figures to a temporary folder, then move it into place.
 
     An interrupted save leaves the previous artifact (or nothing) behind, never a half-written one.
     """
@@ -84,9 +85,9 @@ def save_artifact(
         state = {k: v.detach().cpu().contiguous() for k, v in artifact.net.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"name": meta.name, "arch": meta.arch})
         (tmp / META).write_text(json.dumps(asdict(meta), indent=2, sort_keys=False) + "\n")
-        for name, content in (extras or {}).items():
+        for name, content in artifact.figures.items():
             (tmp / name).write_bytes(content)
-        (tmp / CARD).write_text(card if card is not None else model_card(meta, figures=sorted(extras or {})))
+        (tmp / CARD).write_text(card if card is not None else model_card(meta, figures=sorted(artifact.figures)))
         umask = os.umask(0)
         os.umask(umask)
         for path in (tmp, *tmp.iterdir()):  # mkdtemp makes 0700; artifacts are meant to be shared
@@ -117,4 +118,5 @@ def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> 
     net = build_net(meta.arch, len(meta.classes), meta.input_size, meta.widths)
     net.load_state_dict(load_file(str(directory / WEIGHTS)))
     net.eval().to(device)
-    return Artifact(net, meta)
+    figures = {p.name: p.read_bytes() for p in sorted(directory.glob("*.png"))}
+    return Artifact(net, meta, figures)

@@ -104,7 +104,7 @@ def train_cmd(
     """Train a calibrated classifier on human labels and save it as an artifact with a model card."""
     from teaming.artifact import save_artifact
     from teaming.card import metrics_table
-    from teaming.recipe import build_model, evaluate_items
+    from teaming.recipe import build_model
     from teaming.train import TrainConfig, finetune_config
 
     try:
@@ -129,11 +129,8 @@ def train_cmd(
         )
         pre = pcfg = None
         if pretrain:
-            path = (
-                shared_data_dir() / "cifar10_train_jpeg.npz"
-                if pretrain == "shared" and shared_data_dir()
-                else Path(pretrain)
-            )
+            shared = shared_data_dir() if pretrain == "shared" else None
+            path = shared / "cifar10_train_jpeg.npz" if shared else Path(pretrain)
             pre = load_jpeg_pack(path, size)
             if pretrain == "shared":
                 pre.source = "CIFAR-10 train, shared/data/cifar10_train_jpeg.npz"
@@ -145,11 +142,7 @@ def train_cmd(
     artifact.meta.training["command"] = "teaming " + shlex.join(sys.argv[1:])
     if hardware_note:
         artifact.meta.training["hardware_note"] = hardware_note
-    extras = {}
-    if ev is not None and data.labels is not None:
-        held = evaluate_items(artifact.net, data, None, ev, artifact.meta.temperature, tta, with_fgsm=False)
-        extras["reliability.png"] = held.reliability_png(f"{artifact.meta.name}: held-out items")
-    save_artifact(artifact, out, extras=extras)
+    save_artifact(artifact, out)
     console.print(f"saved [bold]{out}[/bold] (T = {artifact.meta.temperature:.3f})")
     if artifact.meta.metrics:
         console.print(metrics_table(artifact.meta.metrics))

@@ -112,8 +112,13 @@ def build_model(
     temperature = fit_temperature(cal_logits, cal_targets)
 
     metrics: dict = {}
-    if eval_items is not None and len(eval_items):
-        metrics = evaluate_items(net, images, human, np.asarray(eval_items), temperature, tta, with_fgsm).metrics
+    figures: dict[str, bytes] = {}
+    held_out = describe_items(eval_items) if eval_items is not None and len(eval_items) else None
+    if held_out is not None:
+        evaluation = evaluate_items(net, images, human, np.asarray(eval_items), temperature, tta, with_fgsm)
+        metrics = evaluation.metrics
+        if evaluation.labels is not None:
+            figures["reliability.png"] = evaluation.reliability_png(f"{name}: held-out items {held_out}")
     meta = ModelMeta(
         name=name,
         classes=list(images.classes),
@@ -132,8 +137,8 @@ def build_model(
             "labels": "human vote counts" if human is not None else "hard labels",
             "train_items": describe_items(fit_idx),
             "calibration_items": describe_items(cal_idx),
-            "eval_items": describe_items(eval_items) if eval_items is not None and len(eval_items) else None,
-            "held_out_items": describe_items(eval_items) if eval_items is not None and len(eval_items) else None,
+            "eval_items": held_out,
+            "held_out_items": held_out,
         },
         training={
             "config": config.to_dict(),
@@ -143,7 +148,7 @@ def build_model(
         metrics=metrics,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    return Artifact(net.eval(), meta)
+    return Artifact(net.eval(), meta, figures)
 
 
 @dataclass

@@ -35,8 +35,9 @@ def test_build_model_records_splits_temperature_and_metrics(tiny_artifact):
 
 def test_save_load_round_trips_exactly(tmp_path, tiny_artifact, cifar_test):
     path = save_artifact(tiny_artifact, tmp_path / "tiny")
-    assert {p.name for p in path.iterdir()} == {"model.safetensors", "model.json", "MODEL_CARD.md"}
+    assert {p.name for p in path.iterdir()} == {"model.safetensors", "model.json", "MODEL_CARD.md", "reliability.png"}
     loaded = load_artifact(path)
+    assert loaded.figures == tiny_artifact.figures and loaded.figures["reliability.png"].startswith(b"\x89PNG")
     x = cifar_test.images[:64]
     np.testing.assert_array_equal(loaded.predict_proba(x), tiny_artifact.predict_proba(x))
     assert loaded.meta == tiny_artifact.meta
