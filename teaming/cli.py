@@ -1,4 +1,4 @@
-"""Command line: `teaming train` builds a model artifact, `teaming evaluate` scores one."""
+"""Command line: `train` builds an artifact, `evaluate` scores it, `fit-policy` and `report` team it with people."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -17,7 +18,7 @@ from teaming.data import DataError, ImageSet, load_images, load_jpeg_pack, share
 from teaming.labels import HumanLabels, load_cifar10h, load_cifar10n
 
 app = typer.Typer(
-    help="Human-AI teaming: train calibrated classifiers on human labels and evaluate them.",
+    help="Human-AI teaming: train calibrated classifiers on human labels, fit deferral policies, report.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -192,6 +193,142 @@ def evaluate_cmd(
     if plot and evaluation.labels is not None:
         plot.write_bytes(evaluation.reliability_png(f"{art.meta.name} on {len(idx)} items"))
         console.print(f"wrote {plot}")
+
+
+def team_inputs(
+    model: Path, images: str, labels: str, items: str | None, reviewers: int, reference: str, seed: int, device: str
+):
+    """(artifact, TeamData) for labelled items: calibrated probs, each item's human answer and reference label.
+
+    The human answer is the item's single label when it has one, else the majority of `reviewers` annotators
+    sampled (seeded) in proportion to the votes, as if that many people had reviewed it.
+    """
+    from teaming.artifact import load_artifact
+    from teaming.report import TeamData
+    from teaming.train import resolve_device
+
+    if reviewers < 1:
+        raise DataError(f"--reviewers must be at least 1, got {reviewers}")
+    if reference not in ("hard", "majority"):
+        raise DataError(f"--reference must be 'hard' or 'majority', got {reference!r}")
+    if labels == "hard":
+        raise DataError("--labels must name human labels (cifar10h, cifar10n:COL or a CSV), not 'hard'")
+    art = load_artifact(model, resolve_device(device))
+    data = load_images(images, art.meta.input_size, art.classes)
+    if data.classes != art.classes:
+        raise DataError(f"image classes {data.classes} differ from the model's {art.classes}")
+    human = resolve_labels(labels, data)
+    idx = parse_items(items, len(data))
+    human = human.subset(idx)
+    rng = np.random.default_rng(seed)
+    if np.all(human.votes == 1):
+        answers = human.majority()
+    else:
+        answers = np.stack([human.sample(rng) for _ in range(reviewers)], 1)
+    if reference == "hard":
+        if data.labels is None:
+            raise DataError("these images carry no hard labels; use --reference majority")
+        y = data.labels[idx]
+    else:
+        y = human.majority()
+    probs = art.predict_proba(data.images[torch.from_numpy(idx)])
+    from teaming.policy import human_answers
+
+    counts = None if np.all(human.votes == 1) else human.counts
+    return art, TeamData(probs, human_answers(answers, len(art.classes)), y, art.classes, counts)
+
+
+@app.command("fit-policy")
+def fit_policy_cmd(
+    model: Path = typer.Argument(Path("models/cifar10h-default"), help="artifact folder"),
+    out: Path = typer.Option(..., help="policy JSON to write"),
+    images: str = typer.Option("default", help="'default', a JPEG pack .npz, or an ImageFolder"),
+    labels: str = typer.Option("cifar10h", help="human labels: 'cifar10h', 'cifar10n:COL', or a long CSV"),
+    items: Optional[str] = typer.Option("7000:10000", help="held-out positions to fit on (never the training items)"),
+    reviewers: int = typer.Option(1, help="human answer = majority of this many sampled annotators"),
+    reference: str = typer.Option("hard", help="'hard' (image labels) or 'majority' (of the human labels)"),
+    score: str = typer.Option("max_prob", help="max_prob | margin | entropy"),
+    alpha: float = typer.Option(0.05, help="significance level of the paired t-tests"),
+    resample: str = typer.Option("folds", help="folds | bootstrap"),
+    n_resamples: int = typer.Option(10, help="paired resamples (folds or bootstrap replicates)"),
+    max_deferral: Optional[float] = typer.Option(None, help="reviewer capacity: largest share of items to defer"),
+    min_accuracy: Optional[float] = typer.Option(None, help="smallest acceptable team accuracy"),
+    per_class: bool = typer.Option(False, help="one threshold per predicted class"),
+    certify: Optional[float] = typer.Option(
+        None, help="instead: certify this accuracy on auto-answered items (Learn then Test)"
+    ),
+    delta: float = typer.Option(0.05, help="failure probability for --certify"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Fit a deferral policy on held-out labelled items and save it as JSON with its report."""
+    from teaming.policy import CertifiedPolicy, PolicyError, ThresholdPolicy
+
+    try:
+        if certify is not None:
+            policy = CertifiedPolicy(certify, delta, score)
+        else:
+            policy = ThresholdPolicy(
+                score, alpha, resample, n_resamples, max_deferral, min_accuracy, per_class, random_state=seed
+            )
+        policy.check_params()  # fail on bad settings before loading any data
+        art, data = team_inputs(model, images, labels, items, reviewers, reference, seed, device)
+        if certify is not None:
+            policy.fit(data.probs, data.y, data.human, art.classes)
+        else:
+            policy.fit(data.probs, data.human, data.y, art.classes)
+    except (DataError, PolicyError, ValueError, FileNotFoundError) as err:
+        _fail(err)
+    policy.model_ = {
+        "name": art.meta.name,
+        "path": str(model),
+        "created": art.meta.created,
+        "fitted_on": f"{labels} items {items} of {images}",
+        "reviewers": reviewers,
+        "command": "teaming " + shlex.join(sys.argv[1:]),
+    }
+    policy.save(out)
+    r = policy.report_
+    get = (lambda k: getattr(r, k)) if not isinstance(r, dict) else r.get
+    table = Table(title=f"policy {policy.version} on {len(data.y)} items")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("threshold", f"{policy.threshold_:.2f}")
+    if not isinstance(r, dict):
+        table.add_row("best threshold by mean", f"{r.best_threshold:.2f}")
+    for key in ("machine_accuracy", "human_accuracy", "team_accuracy", "deferral_rate"):
+        table.add_row(key.replace("_", " "), _fmt(get(key)))
+    console.print(table)
+    console.print(f"wrote {out}")
+
+
+@app.command("report")
+def report_cmd(
+    model: Path = typer.Argument(Path("models/cifar10h-default"), help="artifact folder"),
+    policy: Path = typer.Option(..., help="policy JSON from fit-policy"),
+    out: Path = typer.Option(Path("reports/teaming.html"), help="report path, .html (self-contained) or .md"),
+    images: str = typer.Option("default"),
+    labels: str = typer.Option("cifar10h"),
+    items: Optional[str] = typer.Option("7000:10000"),
+    reviewers: int = typer.Option(1),
+    reference: str = typer.Option("hard"),
+    seed: int = typer.Option(1, help="seed of the sampled human answers (differs from fit-policy's by default)"),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Write a teaming report: gain table, threshold curve, reliability, accuracy by bins, error confusions."""
+    from teaming.policy import PolicyError, load_policy
+    from teaming.report import build_report, write_report
+
+    try:
+        pol = load_policy(policy)
+        art, data = team_inputs(model, images, labels, items, reviewers, reference, seed, device)
+        if pol.classes_ is not None and pol.classes_ != art.classes:
+            raise PolicyError(f"the policy was fitted for classes {pol.classes_}, the model has {art.classes}")
+        rep = build_report(data, pol, f"Teaming report: {art.meta.name} with policy {pol.version}")
+        path = write_report(rep, out)
+    except (DataError, PolicyError, ValueError, FileNotFoundError) as err:
+        _fail(err)
+    console.print(f"wrote {path}")
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Figures people would rather look at than tables: reliability diagrams, rendered to PNG bytes."""
+"""Figures people would rather look at than tables, rendered to PNG bytes: reliability, threshold curves,
+accuracy by bins, error confusion matrices."""
 
 from __future__ import annotations
 
@@ -6,16 +7,30 @@ import io
 
 import numpy as np
 
+from teaming.analysis import BinnedAccuracy
 from teaming.metrics import ece, reliability
+from teaming.policy import PolicyReport
 
 
-def reliability_png(curves: dict[str, np.ndarray], labels: np.ndarray, title: str = "", bins: int = 15) -> bytes:
-    """Accuracy against confidence per bin, one line per named set of probabilities, with item counts below."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def reliability_png(curves: dict[str, np.ndarray], labels: np.ndarray, title: str = "", bins: int = 15) -> bytes:
+    """Accuracy against confidence per bin, one line per named set of probabilities, with item counts below."""
+    plt = _pyplot()
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=[3, 1], sharex=True, constrained_layout=True)
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
     for i, (name, probs) in enumerate(curves.items()):
@@ -33,7 +48,63 @@ def reliability_png(curves: dict[str, np.ndarray], labels: np.ndarray, title: st
     hist.set_yscale("log")
     hist.set_xlabel("confidence (max probability)")
     hist.set_ylabel("items")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
+
+
+def threshold_curve_png(report: PolicyReport, chosen: float | None = None, title: str = "") -> bytes:
+    """Team accuracy (mean with its interval over resamples) and deferral rate against the threshold."""
+    plt = _pyplot()
+    c = report.candidates
+    t = np.array([x.threshold for x in c])
+    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    ax.fill_between(t, [x.ci_low for x in c], [x.ci_high for x in c], alpha=0.25, label="95% interval")
+    ax.plot(t, [x.mean_accuracy for x in c], label="team accuracy")
+    ax.axhline(report.machine_accuracy, color="tab:red", linestyle=":", label="machine alone")
+    ax.axhline(report.human_accuracy, color="tab:green", linestyle=":", label="human alone")
+    ax.axvline(report.best_threshold, color="grey", linestyle="--", linewidth=1, label="best by mean")
+    ax.axvline(chosen if chosen is not None else report.threshold, color="black", linewidth=1.5, label="chosen")
+    lo = min(report.machine_accuracy, report.human_accuracy, min(x.ci_low for x in c))
+    ax.set_ylim(max(0.0, lo - 0.02), min(1.0, max(x.ci_high for x in c) + 0.01))
+    ax.set_xlabel(f"threshold on {report.score}")
+    ax.set_ylabel("team accuracy")
+    right = ax.twinx()
+    right.plot(t, [x.deferral_rate for x in c], color="tab:orange", alpha=0.8)
+    right.set_ylabel("deferral rate", color="tab:orange")
+    right.set_ylim(0, 1)
+    ax.legend(loc="lower left", fontsize=7)
+    ax.set_title(title or "Team accuracy and deferral by threshold")
+    return _png(fig)
+
+
+def binned_accuracy_png(series: dict[str, BinnedAccuracy], xlabel: str, title: str = "") -> bytes:
+    """Accuracy per bin for several answerers (e.g. human and machine), with their OLS trend lines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    for i, (name, b) in enumerate(series.items()):
+        color = f"C{i}"
+        used = b.counts > 0
+        ax.plot(b.centers[used], b.accuracy[used], marker="o", color=color, label=f"{name} (slope {b.slope:+.2f})")
+        if np.isfinite(b.slope):
+            ax.plot(b.centers, b.intercept + b.slope * b.centers, color=color, linestyle="--", linewidth=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _png(fig)
+
+
+def confusion_png(matrices: dict[str, np.ndarray], classes: list[str], xlabel: str, ylabel: str) -> bytes:
+    """Side-by-side heat maps of C x C matrices (shares), one per name."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.6 * len(matrices), 4.4), constrained_layout=True)
+    axes = np.atleast_1d(axes)
+    for ax, (name, m) in zip(axes, matrices.items()):
+        im = ax.imshow(m, cmap="viridis")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        fig.colorbar(im, ax=ax, shrink=0.7)
+    return _png(fig)

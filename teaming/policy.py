@@ -244,7 +244,8 @@ class _Policy:
     model_: dict | None = None
     report_: PolicyReport | dict
 
-    def _check_params(self) -> None:
+    def check_params(self) -> None:
+        """Raise PolicyError on settings no data could fix."""
         if self.score not in SCORES:
             raise PolicyError(f"unknown score {self.score!r}; choose from {SCORES}")
 
@@ -359,8 +360,8 @@ class ThresholdPolicy(_Policy):
             random_state=self.random_state,
         )
 
-    def _check_params(self) -> None:
-        super()._check_params()
+    def check_params(self) -> None:
+        super().check_params()
         if not 0 < self.alpha < 1:
             raise PolicyError(f"alpha must lie strictly between 0 and 1, got {self.alpha}")
         if self.max_deferral is not None and not 0 <= self.max_deferral <= 1:
@@ -373,7 +374,7 @@ class ThresholdPolicy(_Policy):
     def fit(
         self, probs: np.ndarray, human: np.ndarray, y: np.ndarray, classes: Sequence[str] | None = None
     ) -> "ThresholdPolicy":
-        self._check_params()
+        self.check_params()
         p = check_probs(probs)
         n, c = p.shape[-2], p.shape[-1]
         y = check_labels(y, n, c, "y (reference labels)")
@@ -493,8 +494,8 @@ class CertifiedPolicy(_Policy):
             min_accepted=self.min_accepted,
         )
 
-    def _check_params(self) -> None:
-        super()._check_params()
+    def check_params(self) -> None:
+        super().check_params()
         if not 0 < self.target_accuracy < 1:
             raise PolicyError(f"target_accuracy must lie strictly between 0 and 1, got {self.target_accuracy}")
         if not 0 < self.delta < 1:
@@ -508,7 +509,7 @@ class CertifiedPolicy(_Policy):
         classes: Sequence[str] | None = None,
     ) -> "CertifiedPolicy":
         """Certify on labelled items (y); human answers, when given, only feed the report's team accuracy."""
-        self._check_params()
+        self.check_params()
         p = check_probs(probs)
         if p.ndim != 2:
             raise PolicyError(f"CertifiedPolicy takes N x C probabilities, got {p.shape}")
