@@ -331,6 +331,71 @@ def report_cmd(
     console.print(f"wrote {path}")
 
 
+@app.command("retune")
+def retune_cmd(
+    db: str = typer.Option(..., help="database URL of the service's log, e.g. sqlite:///runs/teaming.db"),
+    out: Optional[Path] = typer.Option(None, help="also write the new policy JSON here"),
+    activate: bool = typer.Option(True, help="make it the active policy (the service picks it up on reload)"),
+    audit_reviewers: int = typer.Option(3, help="reviewers per audited item, as the service is configured"),
+    alpha: Optional[float] = typer.Option(None, help="override the active policy's alpha"),
+    max_deferral: Optional[float] = typer.Option(None, help="override the reviewer capacity"),
+    min_accuracy: Optional[float] = typer.Option(None, help="override the accuracy floor"),
+) -> None:
+    """Refit the deferral policy from audited outcomes in the log, with the same paired-t-test rule."""
+    from teaming.loop import retune
+    from teaming.policy import PolicyError
+
+    try:
+        policy = retune(
+            db, out, activate, audit_reviewers, alpha=alpha, max_deferral=max_deferral, min_accuracy=min_accuracy
+        )
+    except (PolicyError, ValueError) as err:
+        _fail(err)
+    r = policy.report_
+    console.print(
+        f"policy [bold]{policy.version}[/bold] from {r.n_items} audited items: threshold "
+        f"{policy.threshold_:.2f}, team {r.team_accuracy:.4f} at {r.deferral_rate:.1%} deferred "
+        f"(machine {r.machine_accuracy:.4f}, human {r.human_accuracy:.4f})" + (" [active]" if activate else "")
+    )
+
+
+@app.command("simulate")
+def simulate_cmd(
+    url: str = typer.Option("http://127.0.0.1:3000", help="the running service"),
+    db: str = typer.Option(..., help="the service's database URL (to retune from)"),
+    reviewer_tokens: str = typer.Option(..., help="comma-separated reviewer tokens, one simulated reviewer each"),
+    admin_token: str = typer.Option(..., help="admin token (policy reload)"),
+    items: str = typer.Option("7000:10000", help="CIFAR-10 test positions to replay"),
+    audit_reviewers: int = typer.Option(3),
+    seed: int = typer.Option(0),
+) -> None:
+    """Replay held-out CIFAR-10H images through the service with simulated reviewers, retune, and score it."""
+    from teaming.loop import simulate
+    from teaming.policy import PolicyError
+
+    try:
+        idx = parse_items(items, 10000)
+        res = simulate(
+            url, reviewer_tokens.split(","), admin_token, db, idx.tolist(), seed, audit_reviewers=audit_reviewers
+        )
+    except (PolicyError, ValueError, DataError) as err:
+        _fail(err)
+    console.print(
+        f"{res.items} items classified, {res.deferred} deferred, {res.reviews} reviews, "
+        f"{res.audited_items} audited items used to retune"
+    )
+    console.print(
+        f"retuned policy {res.policy_version}: threshold {res.threshold:.2f}, team accuracy "
+        f"{res.team_accuracy:.4f} at {res.deferral_rate:.1%} deferred"
+    )
+    console.print(
+        f"best threshold in hindsight: {res.hindsight_accuracy:.4f} at {res.hindsight_deferral:.1%} "
+        f"deferred (threshold {res.hindsight_threshold:.2f}); gap "
+        f"{100 * (res.hindsight_accuracy - res.team_accuracy):.2f} points; best at the same deferral "
+        f"budget {res.hindsight_same_budget:.4f}"
+    )
+
+
 def main() -> None:
     app()
 

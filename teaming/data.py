@@ -88,13 +88,20 @@ class ImageSet:
         return np.array([pos[i] for i in ids], dtype=np.int64)
 
 
-def decode_image(data: bytes | np.ndarray, size: int | None = None, item: str = "image") -> torch.Tensor:
-    """Decode one encoded image (JPEG, PNG, ...) to uint8 3 x H x W, resized to size x size if given."""
+def decode_image(
+    data: bytes | np.ndarray, size: int | None = None, item: str = "image", max_pixels: int | None = None
+) -> torch.Tensor:
+    """Decode one encoded image (JPEG, PNG, ...) to uint8 3 x H x W, resized to size x size if given.
+
+    `max_pixels` refuses larger images from their header, before any pixel is decoded (no decompression bombs).
+    """
     raw = bytes(data)
     if not raw:
         raise DataError(f"{item}: zero bytes, not an image")
     try:
         with Image.open(io.BytesIO(raw)) as im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise DataError(f"{item}: {im.width} x {im.height} pixels is over the limit of {max_pixels}")
             im.load()
             rgb = im.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:

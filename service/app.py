@@ -1,0 +1,328 @@
+"""BentoML service: classify images, answer when confident, defer the rest to a durable human review queue.
+
+`classify` validates and decodes a request, runs the batchable `infer` (adaptive batching on the GPU when
+there is one), applies the active policy, and commits every decision before answering. The review queue,
+outcomes, policy reload and the reviewer page live in a FastAPI app mounted at /v1.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import random
+import time
+from http import HTTPStatus
+from pathlib import Path
+from typing import Literal
+
+import anyio
+import bentoml
+import numpy as np
+import torch
+from bentoml.exceptions import BentoMLException, InvalidArgument
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field
+
+from service.config import Settings
+from teaming.artifact import load_artifact
+from teaming.data import DataError, decode_image
+from teaming.policy import PolicyError, confidence, load_policy, policy_from_dict
+from teaming.store import NewDecision, Store, StoreError
+
+REVIEW_PAGE = Path(__file__).with_name("review.html")
+web = FastAPI(title="teaming review queue")
+
+
+class ImageIn(BaseModel):
+    """One image to classify: base64 bytes (JPEG, PNG, ...) and an optional caller id."""
+
+    id: str | None = Field(None, max_length=256, description="caller's item id; generated when absent")
+    data: str = Field(..., description="base64-encoded image file")
+
+
+class TopK(BaseModel):
+    label: str
+    probability: float
+
+
+class Decision(BaseModel):
+    item_id: str
+    decision: Literal["auto", "deferred"]
+    label: str | None = Field(None, description="the model's answer when auto; the reviewer's comes later")
+    confidence: float
+    top_k: list[TopK]
+    model_version: str
+    policy_version: str
+    decision_id: int
+    review_id: int | None = Field(None, description="review task id when deferred")
+
+
+class LabelIn(BaseModel):
+    lease_id: str = Field(..., max_length=64)
+    label: int | str
+
+
+class SkipIn(BaseModel):
+    lease_id: str = Field(..., max_length=64)
+
+
+class TooLarge(BentoMLException):
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class Unauthorized(BentoMLException):
+    error_code = HTTPStatus.UNAUTHORIZED
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header or not header.lower().startswith("bearer "):
+        return None
+    return header[7:].strip()
+
+
+@bentoml.service(
+    resources={"gpu": 1},
+    traffic={"timeout": 60, "max_concurrency": 512},
+    workers=1,
+)
+@bentoml.asgi_app(web, path="/v1")
+class Teaming:
+    def __init__(self) -> None:
+        self.settings = s = Settings.from_env()
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.artifact = load_artifact(s.model_dir, self.device)
+        self.model_version = f"{self.artifact.meta.name}@{self.artifact.meta.created}"
+        self.classes = self.artifact.classes
+        self.store = Store(s.db_url, s.audit_reviewers)
+        self.rng = random.Random(s.seed)
+        if s.policy_path is not None and s.policy_path.exists() and self.store.active_policy() is None:
+            self.store.add_policy(load_policy(s.policy_path).to_dict(), activate=True)
+        self.reload_policy()
+        self.decisions_total = bentoml.metrics.Counter(
+            name="teaming_decisions_total", documentation="Decisions by outcome", labelnames=["outcome"]
+        )
+        self.queue_depth = bentoml.metrics.Gauge(name="teaming_queue_depth", documentation="Open review tasks")
+        self.deferral_rate = bentoml.metrics.Gauge(
+            name="teaming_deferral_rate", documentation="Share of logged decisions deferred to people"
+        )
+        self.review_latency = bentoml.metrics.Histogram(
+            name="teaming_review_latency_seconds",
+            documentation="Time from decision to human label",
+            buckets=(1, 5, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+        )
+
+    def reload_policy(self) -> str:
+        body = self.store.active_policy()
+        if body is None:
+            raise RuntimeError("no policy: set TEAMING_POLICY or run `teaming retune`")
+        policy = policy_from_dict(body)
+        if policy.classes_ is not None and policy.classes_ != self.classes:
+            raise PolicyError(f"policy classes {policy.classes_} differ from the model's {self.classes}")
+        self.policy = policy
+        return policy.version
+
+    def __is_ready__(self) -> bool:
+        return self.store.ping()
+
+    @bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=20)
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """uint8 N x 3 x H x W -> calibrated probabilities N x C (adaptive batches across requests)."""
+        with torch.inference_mode():
+            return self.artifact.predict_proba(torch.from_numpy(images).to(self.device)).astype(np.float32)
+
+    def _decode(self, items: list[ImageIn]) -> tuple[np.ndarray, list[bytes], list[str]]:
+        s = self.settings
+        if not items:
+            raise InvalidArgument("send at least one image")
+        if len(items) > s.max_images:
+            raise TooLarge(f"{len(items)} images in one request; the limit is {s.max_images}")
+        size = self.artifact.meta.input_size
+        raws, arrays, types = [], [], []
+        for i, item in enumerate(items):
+            name = item.id or f"image {i}"
+            if len(item.data) > 4 * (s.max_image_bytes + 2) // 3 + 4:
+                raise TooLarge(f"{name}: over the size limit of {s.max_image_bytes} bytes")
+            try:
+                raw = base64.b64decode(item.data, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidArgument(f"{name}: data is not valid base64") from None
+            if len(raw) > s.max_image_bytes:
+                raise TooLarge(f"{name}: {len(raw)} bytes is over the size limit of {s.max_image_bytes}")
+            try:
+                arrays.append(decode_image(raw, size, name, s.max_pixels).numpy())
+            except DataError as err:
+                if "over the limit" in str(err):
+                    raise TooLarge(str(err)) from None
+                raise InvalidArgument(str(err)) from None
+            raws.append(raw)
+            types.append("image/png" if raw[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg")
+        return np.stack(arrays), raws, types
+
+    @bentoml.api(route="/classify")
+    async def classify(self, images: list[ImageIn], ctx: bentoml.Context) -> list[Decision]:
+        """Answer each image or defer it to people; every decision is logged before the reply."""
+        token = self.settings.classify_token
+        if token is not None and _bearer(ctx.request.headers.get("authorization")) != token:
+            raise Unauthorized("classify needs 'Authorization: Bearer <token>'")
+        batch, raws, types = self._decode(images)
+        probs = np.asarray(await self.to_async.infer(batch), dtype=np.float64)
+        probs /= probs.sum(1, keepdims=True)
+        policy = self.policy
+        defer = policy.decide(probs)
+        conf = confidence(probs, "max_prob")
+        pred = probs.argmax(1)
+        rows = []
+        for i, item in enumerate(images):
+            rows.append(
+                NewDecision(
+                    item_id=item.id or f"req-{time.time_ns()}-{i}",
+                    outcome="deferred" if defer[i] else "auto",
+                    machine_label=int(pred[i]),
+                    confidence=float(conf[i]),
+                    probs=[round(float(p), 6) for p in probs[i]],
+                    model_version=self.model_version,
+                    policy_version=policy.version,
+                    audit=self.rng.random() < self.settings.audit_rate,
+                    image=raws[i],
+                    content_type=types[i],
+                )
+            )
+        ids = await anyio.to_thread.run_sync(self.store.record, rows)  # committed before the reply
+        out = []
+        for i, (row, (did, task)) in enumerate(zip(rows, ids)):
+            self.decisions_total.labels(outcome=row.outcome).inc()
+            top = np.argsort(-probs[i])[:3]
+            out.append(
+                Decision(
+                    item_id=row.item_id,
+                    decision=row.outcome,
+                    label=None if row.outcome == "deferred" else self.classes[row.machine_label],
+                    confidence=row.confidence,
+                    top_k=[TopK(label=self.classes[j], probability=float(probs[i, j])) for j in top],
+                    model_version=row.model_version,
+                    policy_version=row.policy_version,
+                    decision_id=did,
+                    review_id=task,
+                )
+            )
+        return out
+
+    # ---- reviewer and admin routes (FastAPI, mounted at /v1) ----
+
+    def _reviewer(self, request: Request) -> str:
+        token = _bearer(request.headers.get("authorization"))
+        if token is None:
+            raise HTTPException(401, "reviewer routes need 'Authorization: Bearer <token>'")
+        if token not in self.settings.reviewer_tokens:
+            raise HTTPException(403, "unknown reviewer token")
+        return self.settings.reviewer_tokens[token]
+
+    def _admin(self, request: Request) -> None:
+        token = _bearer(request.headers.get("authorization"))
+        if token is None:
+            raise HTTPException(401, "admin routes need 'Authorization: Bearer <token>'")
+        if self.settings.admin_token is None or token != self.settings.admin_token:
+            raise HTTPException(403, "not an admin token")
+
+    def _reviewer_or_admin(self, request: Request) -> None:
+        if (
+            self.settings.admin_token is None
+            or _bearer(request.headers.get("authorization")) != self.settings.admin_token
+        ):
+            self._reviewer(request)
+
+    def _label_id(self, label: int | str) -> int:
+        if isinstance(label, str) and label in self.classes:
+            return self.classes.index(label)
+        if isinstance(label, int) and 0 <= label < len(self.classes):
+            return label
+        raise HTTPException(422, f"label {label!r} is not one of the classes {self.classes} (or ids 0..)")
+
+    def _refresh_gauges(self) -> dict:
+        stats = self.store.stats()
+        self.queue_depth.set(stats["queue_open"])
+        self.deferral_rate.set(stats["deferral_rate"])
+        return stats
+
+    @web.get("/review", response_class=HTMLResponse, include_in_schema=False)
+    def review_page(self) -> HTMLResponse:
+        return HTMLResponse(REVIEW_PAGE.read_text())
+
+    @web.post("/queue/claim")
+    def claim(self, request: Request) -> dict:
+        reviewer = self._reviewer(request)
+        c = self.store.claim(reviewer, self.settings.lease_seconds)
+        stats = self._refresh_gauges()
+        if c is None:
+            return {"task": None, "stats": stats}
+        return {
+            "task": {
+                "task_id": c.task_id,
+                "lease_id": c.lease_id,
+                "lease_expires_at": c.lease_expires_at,
+                "kind": c.kind,
+                "item_id": c.item_id,
+                "image_url": f"/v1/queue/tasks/{c.task_id}/image",
+            },
+            "classes": self.classes,
+            "reviewer": reviewer,
+            "stats": stats,
+        }
+
+    @web.get("/queue/tasks/{task_id}/image")
+    def task_image(self, task_id: int, request: Request) -> Response:
+        self._reviewer(request)
+        try:
+            data, media = self.store.image(task_id)
+        except StoreError as err:
+            raise HTTPException(err.status, str(err)) from None
+        return Response(data, media_type=media)
+
+    @web.post("/queue/tasks/{task_id}/label")
+    def label(self, task_id: int, body: LabelIn, request: Request) -> dict:
+        reviewer = self._reviewer(request)
+        label = self._label_id(body.label)
+        try:
+            review_id, latency = self.store.submit(task_id, body.lease_id, reviewer, label)
+        except StoreError as err:
+            raise HTTPException(err.status, str(err)) from None
+        self.review_latency.observe(latency)
+        self._refresh_gauges()
+        return {"review_id": review_id, "task_id": task_id, "label": self.classes[label]}
+
+    @web.post("/queue/tasks/{task_id}/skip")
+    def skip(self, task_id: int, body: SkipIn, request: Request) -> dict:
+        reviewer = self._reviewer(request)
+        try:
+            self.store.skip(task_id, body.lease_id, reviewer)
+        except StoreError as err:
+            raise HTTPException(err.status, str(err)) from None
+        return {"task_id": task_id, "status": "open"}
+
+    @web.get("/queue/stats")
+    def stats(self, request: Request) -> dict:
+        self._reviewer_or_admin(request)
+        return self._refresh_gauges()
+
+    @web.get("/outcomes/{decision_id}")
+    def outcome(self, decision_id: int, request: Request) -> dict:
+        self._reviewer_or_admin(request)
+        try:
+            out = self.store.outcome(decision_id)
+        except StoreError as err:
+            raise HTTPException(err.status, str(err)) from None
+        out["machine_label"] = self.classes[out["machine_label"]]
+        out["final_label"] = None if out["final_label"] is None else self.classes[out["final_label"]]
+        for r in out["reviews"]:
+            r["label"] = self.classes[r["label"]]
+        return out
+
+    @web.post("/admin/policy/reload")
+    def reload(self, request: Request) -> dict:
+        self._admin(request)
+        try:
+            version = self.reload_policy()
+        except (PolicyError, RuntimeError) as err:
+            raise HTTPException(409, str(err)) from None
+        return {"policy_version": version, "threshold": self.policy.threshold_}

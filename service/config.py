@@ -1,0 +1,65 @@
+"""Service settings from the environment (TEAMING_*), with defaults that serve the shipped model and policy."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tokens(spec: str) -> dict[str, str]:
+    """'alice:tok1,bob:tok2' -> {token: reviewer}."""
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, token = part.partition(":")
+        if not sep or not name or not token:
+            raise ValueError(f"TEAMING_REVIEWER_TOKENS entries look like 'name:token', got {part!r}")
+        out[token] = name
+    return out
+
+
+@dataclass
+class Settings:
+    model_dir: Path = ROOT / "models" / "cifar10h-default"
+    policy_path: Path | None = None
+    db_url: str = f"sqlite:///{ROOT / 'runs' / 'teaming.db'}"
+    reviewer_tokens: dict[str, str] = field(default_factory=dict)
+    admin_token: str | None = None
+    classify_token: str | None = None
+    audit_rate: float = 0.05
+    audit_reviewers: int = 3
+    lease_seconds: float = 300.0
+    max_images: int = 64
+    max_image_bytes: int = 1_000_000
+    max_pixels: int = 4096 * 4096
+    max_batch_size: int = 256
+    max_latency_ms: int = 20
+    seed: int | None = None
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        e = os.environ
+        model_dir = Path(e.get("TEAMING_MODEL_DIR", cls.model_dir))
+        policy = e.get("TEAMING_POLICY")
+        s = cls(
+            model_dir=model_dir,
+            policy_path=Path(policy) if policy else (model_dir / "policy.json"),
+            db_url=e.get("TEAMING_DB_URL", cls.db_url),
+            reviewer_tokens=_tokens(e.get("TEAMING_REVIEWER_TOKENS", "")),
+            admin_token=e.get("TEAMING_ADMIN_TOKEN") or None,
+            classify_token=e.get("TEAMING_CLASSIFY_TOKEN") or None,
+            audit_rate=float(e.get("TEAMING_AUDIT_RATE", cls.audit_rate)),
+            audit_reviewers=int(e.get("TEAMING_AUDIT_REVIEWERS", cls.audit_reviewers)),
+            lease_seconds=float(e.get("TEAMING_LEASE_SECONDS", cls.lease_seconds)),
+            max_images=int(e.get("TEAMING_MAX_IMAGES", cls.max_images)),
+            max_image_bytes=int(e.get("TEAMING_MAX_IMAGE_BYTES", cls.max_image_bytes)),
+            max_pixels=int(e.get("TEAMING_MAX_PIXELS", cls.max_pixels)),
+            seed=int(e["TEAMING_SEED"]) if e.get("TEAMING_SEED") else None,
+        )
+        if not 0 <= s.audit_rate <= 1:
+            raise ValueError(f"TEAMING_AUDIT_RATE must lie in [0, 1], got {s.audit_rate}")
+        if s.db_url.startswith("sqlite:///"):
+            Path(s.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return s

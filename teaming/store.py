@@ -1,0 +1,431 @@
+"""The decision log and the human review queue, in SQL (SQLite by default, PostgreSQL to scale out).
+
+Decisions are an append-only log. A deferred item gets one `defer` task; an audited item (auto or deferred)
+also gets k `audit` tasks for k different reviewers. Claims hold an expiring lease; a lease id must come
+back with the label, so a reviewer whose lease lapsed cannot overwrite anyone.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    and_,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_id", String(256), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("outcome", String(16), nullable=False),  # auto | deferred
+    Column("machine_label", Integer, nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("probs", JSON, nullable=False),
+    Column("model_version", String(128), nullable=False),
+    Column("policy_version", String(128), nullable=False),
+    Column("audit", Boolean, nullable=False, default=False),
+    Column("image", LargeBinary, nullable=True),  # kept only where a person must look at it
+    Column("content_type", String(64), nullable=True),
+)
+tasks = Table(
+    "review_tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # defer | audit
+    Column("status", String(16), nullable=False, index=True),  # open | claimed | done
+    Column("claimed_by", String(128), nullable=True),
+    Column("lease_id", String(64), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("skips", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+)
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", Integer, ForeignKey("review_tasks.id"), nullable=False, unique=True),
+    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, index=True),
+    Column("reviewer", String(128), nullable=False),
+    Column("label", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("latency_s", Float, nullable=False),  # decision logged -> label submitted
+)
+policies = Table(
+    "policies",
+    metadata,
+    Column("version", String(128), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("active", Boolean, nullable=False, default=False),
+)
+
+
+class StoreError(Exception):
+    """A request the queue refuses; `status` is the HTTP code the service answers with."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class NewDecision:
+    """One classified item, ready to log."""
+
+    item_id: str
+    outcome: str
+    machine_label: int
+    confidence: float
+    probs: list[float]
+    model_version: str
+    policy_version: str
+    audit: bool = False
+    image: bytes | None = None
+    content_type: str | None = None
+
+
+@dataclass
+class Claim:
+    task_id: int
+    decision_id: int
+    item_id: str
+    kind: str
+    lease_id: str
+    lease_expires_at: float
+
+
+def connect(url: str) -> Engine:
+    """An engine for `url`; SQLite files run in WAL mode with a busy timeout so readers never block writers."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn, _record) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class Store:
+    """Decision log, review queue, reviews and policy versions behind one SQLAlchemy engine."""
+
+    def __init__(self, url: str, audit_reviewers: int = 3) -> None:
+        self.url = url
+        self.engine = connect(url)
+        self.audit_reviewers = audit_reviewers
+        metadata.create_all(self.engine)
+        self.postgres = self.engine.dialect.name == "postgresql"
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+            return True
+        except Exception:
+            return False
+
+    def record(self, items: Sequence[NewDecision]) -> list[tuple[int, int | None]]:
+        """Log decisions and open their review tasks in one transaction: (decision id, defer task id) each."""
+        now = time.time()
+        out = []
+        with self.engine.begin() as conn:
+            for d in items:
+                did = conn.execute(
+                    decisions.insert().values(
+                        item_id=d.item_id,
+                        created_at=now,
+                        outcome=d.outcome,
+                        machine_label=d.machine_label,
+                        confidence=d.confidence,
+                        probs=d.probs,
+                        model_version=d.model_version,
+                        policy_version=d.policy_version,
+                        audit=d.audit,
+                        image=d.image if (d.outcome == "deferred" or d.audit) else None,
+                        content_type=d.content_type,
+                    )
+                ).inserted_primary_key[0]
+                kinds = (["defer"] if d.outcome == "deferred" else []) + ["audit"] * (self.audit_reviewers * d.audit)
+                task_ids = []
+                for kind in kinds:
+                    task_ids.append(
+                        conn.execute(
+                            tasks.insert().values(decision_id=did, kind=kind, status="open", skips=0, created_at=now)
+                        ).inserted_primary_key[0]
+                    )
+                out.append((did, task_ids[0] if d.outcome == "deferred" else None))
+        return out
+
+    def claim(self, reviewer: str, lease_seconds: float) -> Claim | None:
+        """Atomically take the oldest claimable task (deferrals first) this reviewer has not seen for its item."""
+        now = time.time()
+        mine = (
+            select(reviews.c.decision_id)
+            .where(reviews.c.reviewer == reviewer)
+            .union(
+                select(tasks.c.decision_id).where(
+                    and_(tasks.c.claimed_by == reviewer, tasks.c.status == "claimed", tasks.c.lease_expires_at >= now)
+                )
+            )
+        )
+        claimable = or_(tasks.c.status == "open", and_(tasks.c.status == "claimed", tasks.c.lease_expires_at < now))
+        pick = (
+            select(tasks.c.id)
+            .where(claimable, tasks.c.decision_id.not_in(mine))
+            .order_by((tasks.c.kind == "defer").desc(), tasks.c.id)
+            .limit(1)
+        )
+        lease = uuid.uuid4().hex
+        expires = now + lease_seconds
+        with self.engine.begin() as conn:
+            if self.postgres:
+                row = conn.execute(pick.with_for_update(skip_locked=True)).first()
+                if row is None:
+                    return None
+                task_id = row[0]
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == task_id)
+                    .values(status="claimed", claimed_by=reviewer, lease_id=lease, lease_expires_at=expires)
+                )
+            else:  # SQLite runs one writer at a time: the guarded UPDATE is atomic
+                row = conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == pick.scalar_subquery(), claimable)
+                    .values(status="claimed", claimed_by=reviewer, lease_id=lease, lease_expires_at=expires)
+                    .returning(tasks.c.id)
+                ).first()
+                if row is None:
+                    return None
+                task_id = row[0]
+            t = conn.execute(
+                select(tasks.c.decision_id, tasks.c.kind, decisions.c.item_id)
+                .join(decisions, decisions.c.id == tasks.c.decision_id)
+                .where(tasks.c.id == task_id)
+            ).one()
+        return Claim(task_id, t.decision_id, t.item_id, t.kind, lease, expires)
+
+    def _refuse(self, conn, task_id: int, lease_id: str, reviewer: str) -> StoreError:
+        t = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
+        if t is None:
+            return StoreError(f"unknown review task {task_id}", 404)
+        if t.status == "done":
+            return StoreError(f"review task {task_id} is already resolved", 409)
+        if t.lease_id != lease_id or t.claimed_by != reviewer:
+            return StoreError(f"lease on task {task_id} is not yours (expired and claimed again?)", 409)
+        return StoreError(f"lease on task {task_id} expired; claim the next item", 409)
+
+    def submit(self, task_id: int, lease_id: str, reviewer: str, label: int) -> tuple[int, float]:
+        """Resolve a claimed task with a label -> (review id, seconds since the decision).
+
+        Refused (409/404) unless the caller holds a live lease on an unresolved task.
+        """
+        now = time.time()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(tasks)
+                .where(
+                    tasks.c.id == task_id,
+                    tasks.c.status == "claimed",
+                    tasks.c.lease_id == lease_id,
+                    tasks.c.claimed_by == reviewer,
+                    tasks.c.lease_expires_at >= now,
+                )
+                .values(status="done")
+            )
+            if res.rowcount != 1:
+                raise self._refuse(conn, task_id, lease_id, reviewer)
+            did, created = conn.execute(
+                select(decisions.c.id, decisions.c.created_at)
+                .join(tasks, tasks.c.decision_id == decisions.c.id)
+                .where(tasks.c.id == task_id)
+            ).one()
+            review_id = conn.execute(
+                reviews.insert().values(
+                    task_id=task_id,
+                    decision_id=did,
+                    reviewer=reviewer,
+                    label=label,
+                    created_at=now,
+                    latency_s=now - created,
+                )
+            ).inserted_primary_key[0]
+        return review_id, now - created
+
+    def skip(self, task_id: int, lease_id: str, reviewer: str) -> None:
+        """Give a claimed task back to the queue."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(tasks)
+                .where(
+                    tasks.c.id == task_id,
+                    tasks.c.status == "claimed",
+                    tasks.c.lease_id == lease_id,
+                    tasks.c.claimed_by == reviewer,
+                    tasks.c.lease_expires_at >= time.time(),
+                )
+                .values(status="open", claimed_by=None, lease_id=None, lease_expires_at=None, skips=tasks.c.skips + 1)
+            )
+            if res.rowcount != 1:
+                raise self._refuse(conn, task_id, lease_id, reviewer)
+
+    def image(self, task_id: int) -> tuple[bytes, str]:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(decisions.c.image, decisions.c.content_type)
+                .join(tasks, tasks.c.decision_id == decisions.c.id)
+                .where(tasks.c.id == task_id)
+            ).first()
+        if row is None or row.image is None:
+            raise StoreError(f"unknown review task {task_id}", 404)
+        return row.image, row.content_type or "application/octet-stream"
+
+    def stats(self) -> dict:
+        now = time.time()
+        with self.engine.connect() as conn:
+            by = dict(conn.execute(select(decisions.c.outcome, func.count()).group_by(decisions.c.outcome)).all())
+            open_ = conn.execute(
+                select(func.count()).where(
+                    or_(tasks.c.status == "open", and_(tasks.c.status == "claimed", tasks.c.lease_expires_at < now))
+                )
+            ).scalar_one()
+            claimed = conn.execute(
+                select(func.count()).where(tasks.c.status == "claimed", tasks.c.lease_expires_at >= now)
+            ).scalar_one()
+            done = conn.execute(select(func.count()).where(tasks.c.status == "done")).scalar_one()
+            latency = conn.execute(select(func.avg(reviews.c.latency_s))).scalar_one()
+        total = sum(by.values())
+        return {
+            "decisions": total,
+            "auto": by.get("auto", 0),
+            "deferred": by.get("deferred", 0),
+            "deferral_rate": by.get("deferred", 0) / total if total else 0.0,
+            "queue_open": open_,
+            "queue_claimed": claimed,
+            "reviews_done": done,
+            "mean_review_latency_s": latency,
+        }
+
+    def outcome(self, decision_id: int) -> dict:
+        """The decision, its reviews, and the final answer (the reviewer's for deferred items)."""
+        with self.engine.connect() as conn:
+            d = conn.execute(select(decisions).where(decisions.c.id == decision_id)).first()
+            if d is None:
+                raise StoreError(f"unknown decision {decision_id}", 404)
+            rows = conn.execute(
+                select(reviews.c.label, reviews.c.reviewer, tasks.c.kind, reviews.c.created_at)
+                .join(tasks, tasks.c.id == reviews.c.task_id)
+                .where(reviews.c.decision_id == decision_id)
+                .order_by(reviews.c.id)
+            ).all()
+            pending = conn.execute(
+                select(func.count()).where(tasks.c.decision_id == decision_id, tasks.c.status != "done")
+            ).scalar_one()
+        defer = [r for r in rows if r.kind == "defer"]
+        if d.outcome == "auto":
+            final = d.machine_label
+        else:
+            final = defer[0].label if defer else None
+        return {
+            "decision_id": d.id,
+            "item_id": d.item_id,
+            "outcome": d.outcome,
+            "machine_label": d.machine_label,
+            "confidence": d.confidence,
+            "model_version": d.model_version,
+            "policy_version": d.policy_version,
+            "audit": d.audit,
+            "final_label": final,
+            "open_tasks": pending,
+            "reviews": [{"kind": r.kind, "label": r.label, "reviewer": r.reviewer} for r in rows],
+        }
+
+    def audit_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fully audited items as (probs N x C, human answer N, reference N) for retuning.
+
+        The first audit label plays the human who would have answered; the majority of the next k - 1 is the
+        reference (ties go to the earliest of the tied labels).
+        """
+        from teaming.policy import human_answers
+
+        k = self.audit_reviewers
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(decisions.c.id, decisions.c.probs, reviews.c.label)
+                .join(reviews, reviews.c.decision_id == decisions.c.id)
+                .join(tasks, tasks.c.id == reviews.c.task_id)
+                .where(decisions.c.audit.is_(True), tasks.c.kind == "audit")
+                .order_by(decisions.c.id, reviews.c.id)
+            ).all()
+        by: dict[int, tuple[list[float], list[int]]] = {}
+        for did, probs, label in rows:
+            by.setdefault(did, (probs, []))[1].append(label)
+        full = [(p, labels) for p, labels in by.values() if len(labels) >= k]
+        if not full:
+            return np.zeros((0, 0)), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        probs = np.array([p for p, _ in full], dtype=np.float64)
+        human = np.array([labels[0] for _, labels in full], dtype=np.int64)
+        ref = human_answers(np.array([labels[1:k] for _, labels in full], dtype=np.int64), probs.shape[1])
+        return probs, human, ref
+
+    def add_policy(self, body: dict, activate: bool = True) -> str:
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(policies.c.version).where(policies.c.version == body["version"])).first()
+            if activate:
+                conn.execute(update(policies).values(active=False))
+            if exists:
+                conn.execute(update(policies).where(policies.c.version == body["version"]).values(active=activate))
+            else:
+                conn.execute(
+                    policies.insert().values(
+                        version=body["version"], created_at=time.time(), body=body, active=activate
+                    )
+                )
+        return body["version"]
+
+    def decisions_for(self, item_ids: Sequence[str]) -> dict[str, tuple[list[float], str]]:
+        """Latest logged (probs, outcome) per item id among `item_ids`."""
+        wanted = set(item_ids)
+        out = {}
+        with self.engine.connect() as conn:
+            for item, probs, outcome in conn.execute(
+                select(decisions.c.item_id, decisions.c.probs, decisions.c.outcome).order_by(decisions.c.id)
+            ):
+                if item in wanted:
+                    out[item] = (probs, outcome)
+        return out
+
+    def active_policy(self) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(policies.c.body).where(policies.c.active.is_(True))).first()
+        return None if row is None else row.body

@@ -1,0 +1,157 @@
+"""The decision log and review queue on a real SQLite file and on the PostgreSQL server at 127.0.0.1:5432."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, text
+
+from teaming.store import NewDecision, Store, StoreError
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _postgres_url() -> str:
+    """A fresh database on the local server, or skip when the server is absent."""
+    try:
+        engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        name = f"teaming_test_{uuid.uuid4().hex[:8]}"
+        with engine.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+        engine.dispose()
+    except Exception as err:  # no server, no driver
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {err}")
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path) -> Store:
+    url = f"sqlite:///{tmp_path / 'log.db'}" if request.param == "sqlite" else _postgres_url()
+    s = Store(url, audit_reviewers=3)
+    yield s
+    s.engine.dispose()
+    if request.param == "postgresql":
+        engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)"))
+        engine.dispose()
+
+
+def decision(i: int, outcome: str = "deferred", audit: bool = False, label: int = 3) -> NewDecision:
+    probs = [0.05] * 10
+    probs[label] = 0.55
+    return NewDecision(f"item/{i}", outcome, label, 0.55, probs, "m@1", "p-1", audit, b"jpeg-bytes", "image/jpeg")
+
+
+def test_record_claim_submit_outcome(store):
+    ids = store.record([decision(0), decision(1, "auto")])
+    (d0, t0), (d1, t1) = ids
+    assert t0 is not None and t1 is None  # only deferred items get a task
+    c = store.claim("alice", 60)
+    assert c.task_id == t0 and c.item_id == "item/0" and c.kind == "defer"
+    assert store.claim("alice", 60) is None  # nothing else to do
+    review_id, latency = store.submit(c.task_id, c.lease_id, "alice", 7)
+    assert review_id > 0 and latency >= 0
+    out = store.outcome(d0)
+    assert out["final_label"] == 7 and out["open_tasks"] == 0 and out["reviews"][0]["reviewer"] == "alice"
+    assert store.outcome(d1)["final_label"] == 3  # auto: the machine's answer
+    stats = store.stats()
+    assert stats["decisions"] == 2 and stats["deferral_rate"] == 0.5 and stats["reviews_done"] == 1
+    assert store.image(c.task_id) == (b"jpeg-bytes", "image/jpeg")
+
+
+def test_refusals(store):
+    [(d, t)] = store.record([decision(0)])
+    c = store.claim("alice", 60)
+    with pytest.raises(StoreError, match="not yours") as err:
+        store.submit(c.task_id, "wrong-lease", "alice", 1)
+    assert err.value.status == 409
+    with pytest.raises(StoreError, match="not yours"):
+        store.submit(c.task_id, c.lease_id, "mallory", 1)
+    store.submit(c.task_id, c.lease_id, "alice", 1)
+    with pytest.raises(StoreError, match="already resolved"):
+        store.submit(c.task_id, c.lease_id, "alice", 2)
+    with pytest.raises(StoreError, match="unknown review task") as err:
+        store.submit(999999, c.lease_id, "alice", 1)
+    assert err.value.status == 404
+    with pytest.raises(StoreError, match="unknown decision"):
+        store.outcome(424242)
+    assert store.outcome(d)["reviews"][0]["label"] == 1  # the refused writes changed nothing
+
+
+def test_lease_expires_and_item_returns(store):
+    store.record([decision(0)])
+    c = store.claim("alice", 0.3)
+    assert store.claim("bob", 60) is None  # held by alice
+    time.sleep(0.5)
+    with pytest.raises(StoreError, match="expired"):
+        store.submit(c.task_id, c.lease_id, "alice", 1)
+    again = store.claim("bob", 60)
+    assert again.task_id == c.task_id and again.lease_id != c.lease_id
+    with pytest.raises(StoreError):
+        store.submit(c.task_id, c.lease_id, "alice", 1)  # alice's stale lease cannot overwrite bob
+    store.submit(again.task_id, again.lease_id, "bob", 2)
+
+
+def test_skip_returns_the_item(store):
+    store.record([decision(0)])
+    c = store.claim("alice", 60)
+    store.skip(c.task_id, c.lease_id, "alice")
+    assert store.stats()["queue_open"] == 1
+    assert store.claim("bob", 60).task_id == c.task_id
+
+
+def test_audits_go_to_different_reviewers_and_feed_the_table(store):
+    rng = np.random.default_rng(0)
+    store.record([decision(i, "auto" if i % 2 else "deferred", audit=True, label=i % 10) for i in range(6)])
+    seen: dict[str, set[int]] = {}
+    while True:
+        progressed = False
+        for reviewer in ("r1", "r2", "r3", "r4"):
+            c = store.claim(reviewer, 60)
+            if c is None:
+                continue
+            progressed = True
+            assert c.decision_id not in seen.setdefault(reviewer, set())  # independent reviewers
+            seen[reviewer].add(c.decision_id)
+            store.submit(c.task_id, c.lease_id, reviewer, int(rng.integers(0, 10)))
+        if not progressed:
+            break
+    assert store.stats()["reviews_done"] == 6 * 3 + 3  # three audits each, plus the three deferrals
+    probs, human, ref = store.audit_table()
+    assert probs.shape == (6, 10) and human.shape == ref.shape == (6,)
+
+
+def test_concurrent_reviewers_never_share_an_item(store):
+    n = 60
+    store.record([decision(i) for i in range(n)])
+    claimed: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        while (c := store.claim(name, 60)) is not None:
+            store.submit(c.task_id, c.lease_id, name, 1)
+            with lock:
+                claimed.append((name, c.task_id))
+
+    threads = [threading.Thread(target=work, args=(f"r{k}",)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    tasks = [t for _, t in claimed]
+    assert len(tasks) == n and len(set(tasks)) == n  # nothing lost, nothing claimed twice
+    assert store.stats()["reviews_done"] == n and store.stats()["queue_open"] == 0
+
+
+def test_policy_versions(store):
+    assert store.active_policy() is None
+    store.add_policy({"version": "v1", "x": 1})
+    store.add_policy({"version": "v2", "x": 2})
+    assert store.active_policy()["version"] == "v2"
+    store.add_policy({"version": "v1", "x": 1})  # re-activating an old version
+    assert store.active_policy()["version"] == "v1"
