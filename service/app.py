@@ -125,7 +125,7 @@ class Teaming:
     def __is_ready__(self) -> bool:
         return self.store.ping()
 
-    @bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=20)
+    @bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=5000)
     def infer(self, images: np.ndarray) -> np.ndarray:
         """uint8 N x 3 x H x W -> calibrated probabilities N x C (adaptive batches across requests)."""
         with torch.inference_mode():

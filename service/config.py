@@ -34,8 +34,6 @@ class Settings:
     max_images: int = 64
     max_image_bytes: int = 1_000_000
     max_pixels: int = 4096 * 4096
-    max_batch_size: int = 256
-    max_latency_ms: int = 20
     seed: int | None = None
 
     @classmethod

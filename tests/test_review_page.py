@@ -1,0 +1,60 @@
+"""The reviewer page in headless Chromium (Debian's, driven by Playwright) against the real running server."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+pytest.importorskip("bentoml", reason="the service extra is not installed")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+from test_service import TOKENS, Server, admin, classify, item  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("page"), audit_rate=0.0)
+    yield s
+    s.stop()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_reviewer_labels_by_click_and_keyboard(server, tmp_path):
+    decisions = []
+    for start in range(7000, 7064, 16):
+        decisions += classify(server, [item(i) for i in range(start, start + 16)]).json()
+    deferred = [d for d in decisions if d["decision"] == "deferred"]
+    assert len(deferred) >= 3
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(f"{server.url}/v1/review")
+        page.fill("#token", "wrong-token")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#status.error")
+        assert "403" in page.text_content("#status")
+
+        page.fill("#token", TOKENS["alice"])
+        page.click("button[type=submit]")
+        page.wait_for_selector("#classes button[data-label=cat]")
+        page.wait_for_function("document.getElementById('image').naturalWidth > 0")  # the image really loaded
+        assert "waiting" in page.text_content("#progress")
+        first = page.get_attribute("#image", "data-task-id")
+        page.click("#classes button[data-label=cat]")  # label by click
+        page.wait_for_function(f"document.getElementById('image').dataset.taskId !== '{first}'")
+        assert "Saved cat" in page.text_content("#last")
+        second = page.get_attribute("#image", "data-task-id")
+        page.keyboard.press("6")  # label by keyboard: the sixth class, dog
+        page.wait_for_function(f"document.getElementById('image').dataset.taskId !== '{second}'")
+        assert "Saved dog" in page.text_content("#last")
+        page.wait_for_function("document.getElementById('progress').textContent.includes('You labelled 2')")
+        page.screenshot(path=str(tmp_path / "review.png"))
+        browser.close()
+    by_task = {d["review_id"]: d["decision_id"] for d in deferred}
+    out1 = admin(server).get(f"/v1/outcomes/{by_task[int(first)]}").json()
+    out2 = admin(server).get(f"/v1/outcomes/{by_task[int(second)]}").json()
+    assert out1["final_label"] == "cat" and out2["final_label"] == "dog"
+    assert out1["reviews"][0]["reviewer"] == "alice"
