@@ -19,6 +19,7 @@ from teaming.analysis import (
     matching_percentage,
     oracle_accuracy,
 )
+from teaming.labels import HumanLabels
 from teaming.plots import binned_accuracy_png, confusion_png, reliability_png, threshold_curve_png
 from teaming.policy import CertifiedPolicy, PolicyError, ThresholdPolicy, check_labels, check_probs, confidence
 
@@ -138,35 +139,30 @@ def build_report(data: TeamData, policy: ThresholdPolicy | CertifiedPolicy, titl
     )
 
     edges = np.linspace(conf.min(), 1, 11) if policy.score == "max_prob" else np.linspace(0, 1, 11)
-    by_conf = {"machine": accuracy_by_bins(pred == y, conf, edges), "human": accuracy_by_bins(h == y, conf, edges)}
     sections.append(
-        Section(
+        _binned_section(
             "Accuracy by machine confidence",
-            "Where people stay accurate while the machine is unsure, deferring pays. "
-            + "; ".join(f"{k}: OLS slope {b.slope:+.3f} per unit of confidence" for k, b in by_conf.items())
-            + ".",
-            figure=(
-                "accuracy_by_confidence.png",
-                binned_accuracy_png(by_conf, f"machine confidence ({policy.score})", "Accuracy by confidence bin"),
-            ),
+            "Where people stay accurate while the machine is unsure, deferring pays.",
+            pred == y,
+            h == y,
+            conf,
+            edges,
+            f"machine confidence ({policy.score})",
+            "per unit of confidence",
         )
     )
     if data.human_counts is not None:
-        shares = data.human_counts / data.human_counts.sum(1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ent = -np.where(shares > 0, shares * np.log(shares), 0).sum(1)
-        e_edges = np.linspace(0, max(ent.max(), 1e-6), 8)
-        by_ent = {"machine": accuracy_by_bins(pred == y, ent, e_edges), "human": accuracy_by_bins(h == y, ent, e_edges)}
+        ent = HumanLabels.from_counts(data.human_counts, data.classes).entropy()
         sections.append(
-            Section(
+            _binned_section(
                 "Accuracy by human disagreement",
-                "Accuracy as people disagree more (entropy of the human votes). "
-                + "; ".join(f"{k}: slope {b.slope:+.3f} per nat" for k, b in by_ent.items())
-                + ".",
-                figure=(
-                    "accuracy_by_entropy.png",
-                    binned_accuracy_png(by_ent, "entropy of human votes (nats)", "Accuracy by human agreement"),
-                ),
+                "Accuracy as people disagree more (entropy of the human votes).",
+                pred == y,
+                h == y,
+                ent,
+                np.linspace(0, max(ent.max(), 1e-6), 8),
+                "entropy of human votes (nats)",
+                "per nat",
             )
         )
 
@@ -191,6 +187,23 @@ def build_report(data: TeamData, policy: ThresholdPolicy | CertifiedPolicy, titl
         )
     )
     return Report(title, sections)
+
+
+def _binned_section(
+    heading: str,
+    lead: str,
+    machine_ok: np.ndarray,
+    human_ok: np.ndarray,
+    value: np.ndarray,
+    edges: np.ndarray,
+    xlabel: str,
+    unit: str,
+) -> Section:
+    """Machine and human accuracy per bin of `value`, with OLS slopes in the text and a figure."""
+    bins = {"machine": accuracy_by_bins(machine_ok, value, edges), "human": accuracy_by_bins(human_ok, value, edges)}
+    slopes = "; ".join(f"{k}: OLS slope {b.slope:+.3f} {unit}" for k, b in bins.items())
+    name = heading.lower().replace(" ", "_") + ".png"
+    return Section(heading, f"{lead} {slopes}.", figure=(name, binned_accuracy_png(bins, xlabel, heading)))
 
 
 def _table_md(s: Section) -> list[str]:

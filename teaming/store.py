@@ -119,6 +119,17 @@ class Claim:
     lease_expires_at: float
 
 
+def _held(task_id: int, lease_id: str, reviewer: str, now: float) -> tuple:
+    """Conditions under which `reviewer` still holds a live lease on the task."""
+    return (
+        tasks.c.id == task_id,
+        tasks.c.status == "claimed",
+        tasks.c.lease_id == lease_id,
+        tasks.c.claimed_by == reviewer,
+        tasks.c.lease_expires_at >= now,
+    )
+
+
 def connect(url: str) -> Engine:
     """An engine for `url`; SQLite files run in WAL mode with a busy timeout so readers never block writers."""
     if url.startswith("sqlite"):
@@ -252,17 +263,7 @@ class Store:
         """
         now = time.time()
         with self.engine.begin() as conn:
-            res = conn.execute(
-                update(tasks)
-                .where(
-                    tasks.c.id == task_id,
-                    tasks.c.status == "claimed",
-                    tasks.c.lease_id == lease_id,
-                    tasks.c.claimed_by == reviewer,
-                    tasks.c.lease_expires_at >= now,
-                )
-                .values(status="done")
-            )
+            res = conn.execute(update(tasks).where(*_held(task_id, lease_id, reviewer, now)).values(status="done"))
             if res.rowcount != 1:
                 raise self._refuse(conn, task_id, lease_id, reviewer)
             did, created = conn.execute(
@@ -287,13 +288,7 @@ class Store:
         with self.engine.begin() as conn:
             res = conn.execute(
                 update(tasks)
-                .where(
-                    tasks.c.id == task_id,
-                    tasks.c.status == "claimed",
-                    tasks.c.lease_id == lease_id,
-                    tasks.c.claimed_by == reviewer,
-                    tasks.c.lease_expires_at >= time.time(),
-                )
+                .where(*_held(task_id, lease_id, reviewer, time.time()))
                 .values(status="open", claimed_by=None, lease_id=None, lease_expires_at=None, skips=tasks.c.skips + 1)
             )
             if res.rowcount != 1:
