@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
 pytest.importorskip("bentoml", reason="the service extra (pip install -e '.[serve]') is not installed")
 
@@ -48,10 +48,10 @@ def item(i: int) -> dict:
 
 
 class Server:
-    def __init__(self, tmp: Path, audit_rate: float) -> None:
+    def __init__(self, tmp: Path, audit_rate: float, db: str | None = None, **extra_env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.db = f"sqlite:///{tmp / 'service.db'}"
+        self.db = db or f"sqlite:///{tmp / 'service.db'}"
         env = {
             **os.environ,
             "TEAMING_DB_URL": self.db,
@@ -64,6 +64,7 @@ class Server:
             "TEAMING_MAX_IMAGE_BYTES": "200000",
             "TEAMING_MAX_PIXELS": "1000000",
             "BENTOML_HOME": str(tmp / "bentoml"),
+            **extra_env,
         }
         self.log = open(tmp / "server.log", "w")
         self.proc = subprocess.Popen(
@@ -117,8 +118,9 @@ def admin(server: Server) -> httpx.Client:
     return httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {ADMIN}"})
 
 
-def classify(server: Server, items: list[dict], **kw) -> httpx.Response:
-    return httpx.post(f"{server.url}/classify", json={"images": items}, timeout=60, **kw)
+def classify(server: Server, items: list[dict], token: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.post(f"{server.url}/classify", json={"images": items}, timeout=60, headers=headers)
 
 
 def stats(server: Server) -> dict:
@@ -270,25 +272,45 @@ def test_concurrent_clients_and_reviewers(server):
     assert s["queue_open"] == 0 and s["queue_claimed"] == 0  # nothing lost or stuck
 
 
-def test_full_loop_retune_and_reload(tmp_path):
-    """classify -> defer -> review -> outcome -> retune from audits -> reload without a restart."""
-    srv = Server(tmp_path, audit_rate=1.0)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def loop_db(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'loop.db'}"
+        return
+    from test_store import PG_ADMIN, _postgres_url
+
+    url = _postgres_url()
+    yield url
+    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)"))
+    engine.dispose()
+
+
+def test_full_loop_retune_and_reload(tmp_path, loop_db):
+    """classify -> defer -> review -> outcome -> retune from audits -> reload, on SQLite and on PostgreSQL.
+
+    This server also protects classify with a token.
+    """
+    srv = Server(tmp_path, audit_rate=1.0, db=loop_db, TEAMING_CLASSIFY_TOKEN="tok-client")
     try:
+        assert classify(srv, [item(1)]).status_code == 401
+        assert classify(srv, [item(1)], token="wrong").status_code == 401
         items = list(range(7000, 7160))
         for k in range(0, len(items), 16):
-            classify(srv, [item(i) for i in items[k : k + 16]]).raise_for_status()
+            classify(srv, [item(i) for i in items[k : k + 16]], token="tok-client").raise_for_status()
         first = admin(srv).post("/v1/admin/policy/reload").json()["policy_version"]
         votes = load_cifar10h().counts
 
-        def work(name: str) -> None:
+        def work(name: str, seed: int) -> None:
             c = reviewer(srv, name)
-            local = np.random.default_rng(abs(hash(name)) % 1000)
+            local = np.random.default_rng(seed)
             while (t := c.post("/v1/queue/claim").json()["task"]) is not None:
                 v = votes[int(t["item_id"].rsplit("/", 1)[1])]
                 label = int(local.choice(10, p=v / v.sum()))
                 c.post(f"/v1/queue/tasks/{t['task_id']}/label", json={"lease_id": t["lease_id"], "label": label})
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in TOKENS]
+        threads = [threading.Thread(target=work, args=(n, k)) for k, n in enumerate(TOKENS)]
         for t in threads:
             t.start()
         for t in threads:
@@ -300,7 +322,7 @@ def test_full_loop_retune_and_reload(tmp_path):
         assert policy.report_.n_items == len(items) and policy.model_["retuned_from"] == first
         r = admin(srv).post("/v1/admin/policy/reload").json()
         assert r["policy_version"] == policy.version != first
-        d = classify(srv, [item(9999)]).json()[0]
+        d = classify(srv, [item(9999)], token="tok-client").json()[0]
         assert d["policy_version"] == policy.version  # new decisions use the retuned policy, no restart
     finally:
         srv.stop()
