@@ -1,7 +1,8 @@
 """BentoML service: classify images, answer when confident, defer the rest to a durable human review queue.
 
-`classify` validates and decodes a request, runs the batchable `infer` (adaptive batching on the GPU when
-there is one), applies the active policy, and commits every decision before answering. The review queue,
+Each image is decoded and checked while its request is validated, so a bad one fails only its own request.
+`classify` is batchable: BentoML's adaptive batching merges requests, the model runs once per batch (on the
+GPU when there is one), the active policy decides, and every decision is committed before any answer. The review queue,
 outcomes, policy reload and the reviewer page live in a FastAPI app mounted at /v1.
 """
 
@@ -9,36 +10,66 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import random
 import time
-from http import HTTPStatus
-from pathlib import Path
-from typing import Literal
+from pathlib import Path as FilePath
+from typing import Annotated, Literal
 
-import anyio
 import bentoml
 import numpy as np
 import torch
-from bentoml.exceptions import BentoMLException, InvalidArgument
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, Field
+from fastapi import FastAPI, HTTPException, Path, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
 from service.config import Settings
 from teaming.artifact import load_artifact
-from teaming.data import DataError, decode_image
+from teaming.data import DataError, decode_image, resize
 from teaming.policy import PolicyError, confidence, load_policy, policy_from_dict
 from teaming.store import NewDecision, Store, StoreError
 
-REVIEW_PAGE = Path(__file__).with_name("review.html")
+REVIEW_PAGE = FilePath(__file__).with_name("review.html")
+logger = logging.getLogger("bentoml.teaming")  # under bentoml so its log config shows it
 web = FastAPI(title="teaming review queue")
 
 
+SETTINGS = Settings.from_env()
+
+
 class ImageIn(BaseModel):
-    """One image to classify: base64 bytes (JPEG, PNG, ...) and an optional caller id."""
+    """One image to classify: base64 bytes (JPEG, PNG, ...) and an optional caller id.
+
+    Validation decodes it, so a bad image fails its own request with a 400 before it can join a batch.
+    """
 
     id: str | None = Field(None, max_length=256, description="caller's item id; generated when absent")
     data: str = Field(..., description="base64-encoded image file")
+    _pixels: torch.Tensor = PrivateAttr()
+    _raw: bytes = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _decode(self) -> "ImageIn":
+        limit = SETTINGS.max_image_bytes
+        name = self.id or "image"
+        if len(self.data) > 4 * (limit + 2) // 3 + 4:
+            raise ValueError(f"{name}: over the size limit of {limit} bytes")
+        try:
+            raw = base64.b64decode(self.data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"{name}: data is not valid base64") from None
+        if len(raw) > limit:
+            raise ValueError(f"{name}: {len(raw)} bytes is over the size limit of {limit}")
+        try:
+            self._pixels = decode_image(raw, None, name, SETTINGS.max_pixels)
+        except DataError as err:
+            raise ValueError(str(err)) from None
+        self._raw = raw
+        return self
+
+    @property
+    def content_type(self) -> str:
+        return "image/png" if self._raw[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg"
 
 
 class TopK(BaseModel):
@@ -54,7 +85,7 @@ class Decision(BaseModel):
     top_k: list[TopK]
     model_version: str
     policy_version: str
-    decision_id: int
+    decision_id: int | None = Field(None, description="id in the decision log (absent only with logging off)")
     review_id: int | None = Field(None, description="review task id when deferred")
 
 
@@ -67,12 +98,24 @@ class SkipIn(BaseModel):
     lease_id: str = Field(..., max_length=64)
 
 
-class TooLarge(BentoMLException):
-    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+RowId = Annotated[int, Path(ge=1, le=2**62, description="a row id from this service")]
 
 
-class Unauthorized(BentoMLException):
-    error_code = HTTPStatus.UNAUTHORIZED
+class ClassifyToken:
+    """ASGI middleware: when TEAMING_CLASSIFY_TOKEN is set, /classify needs it as a bearer token."""
+
+    def __init__(self, app, token: str | None = None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.token and scope["type"] == "http" and scope["path"].rstrip("/") == "/classify":
+            headers = dict(scope.get("headers") or [])
+            if _bearer(headers.get(b"authorization", b"").decode("latin-1")) != self.token:
+                response = JSONResponse({"error": "classify needs 'Authorization: Bearer <token>'"}, 401)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _bearer(header: str | None) -> str | None:
@@ -83,13 +126,13 @@ def _bearer(header: str | None) -> str | None:
 
 @bentoml.service(
     resources={"gpu": 1},
-    traffic={"timeout": 60, "max_concurrency": 512},
+    traffic={"timeout": 120, "max_concurrency": 1024},
     workers=1,
 )
 @bentoml.asgi_app(web, path="/v1")
 class Teaming:
     def __init__(self) -> None:
-        self.settings = s = Settings.from_env()
+        self.settings = s = SETTINGS
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.artifact = load_artifact(s.model_dir, self.device)
         self.model_version = f"{self.artifact.meta.name}@{self.artifact.meta.created}"
@@ -99,6 +142,14 @@ class Teaming:
         if s.policy_path is not None and s.policy_path.exists() and self.store.active_policy() is None:
             self.store.add_policy(load_policy(s.policy_path).to_dict(), activate=True)
         self.reload_policy()
+        logger.info(
+            "serving %s on %s (%d torch threads), policy %s, log %s",
+            self.model_version,
+            self.device,
+            torch.get_num_threads(),
+            self.policy.version,
+            s.db_url.split("@")[-1],
+        )
         self.decisions_total = bentoml.metrics.Counter(
             name="teaming_decisions_total", documentation="Decisions by outcome", labelnames=["outcome"]
         )
@@ -125,48 +176,16 @@ class Teaming:
     def __is_ready__(self) -> bool:
         return self.store.ping()
 
-    @bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=5000)
-    def infer(self, images: np.ndarray) -> np.ndarray:
-        """uint8 N x 3 x H x W -> calibrated probabilities N x C (adaptive batches across requests)."""
-        with torch.inference_mode():
-            return self.artifact.predict_proba(torch.from_numpy(images).to(self.device)).astype(np.float32)
-
-    def _decode(self, items: list[ImageIn]) -> tuple[np.ndarray, list[bytes], list[str]]:
-        s = self.settings
-        if not items:
-            raise InvalidArgument("send at least one image")
-        if len(items) > s.max_images:
-            raise TooLarge(f"{len(items)} images in one request; the limit is {s.max_images}")
+    @bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=60_000)
+    def classify(
+        self, images: Annotated[list[ImageIn], Field(min_length=1, max_length=SETTINGS.max_images)]
+    ) -> list[Decision]:
+        """Answer each image or defer it to people. Adaptive batching merges requests; every decision in the
+        batch is committed in one transaction before any reply."""
         size = self.artifact.meta.input_size
-        raws, arrays, types = [], [], []
-        for i, item in enumerate(items):
-            name = item.id or f"image {i}"
-            if len(item.data) > 4 * (s.max_image_bytes + 2) // 3 + 4:
-                raise TooLarge(f"{name}: over the size limit of {s.max_image_bytes} bytes")
-            try:
-                raw = base64.b64decode(item.data, validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidArgument(f"{name}: data is not valid base64") from None
-            if len(raw) > s.max_image_bytes:
-                raise TooLarge(f"{name}: {len(raw)} bytes is over the size limit of {s.max_image_bytes}")
-            try:
-                arrays.append(decode_image(raw, size, name, s.max_pixels).numpy())
-            except DataError as err:
-                if "over the limit" in str(err):
-                    raise TooLarge(str(err)) from None
-                raise InvalidArgument(str(err)) from None
-            raws.append(raw)
-            types.append("image/png" if raw[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg")
-        return np.stack(arrays), raws, types
-
-    @bentoml.api(route="/classify")
-    async def classify(self, images: list[ImageIn], ctx: bentoml.Context) -> list[Decision]:
-        """Answer each image or defer it to people; every decision is logged before the reply."""
-        token = self.settings.classify_token
-        if token is not None and _bearer(ctx.request.headers.get("authorization")) != token:
-            raise Unauthorized("classify needs 'Authorization: Bearer <token>'")
-        batch, raws, types = self._decode(images)
-        probs = np.asarray(await self.to_async.infer(batch), dtype=np.float64)
+        batch = torch.cat([resize(item._pixels[None], size) for item in images]).to(self.device)
+        with torch.inference_mode():
+            probs = self.artifact.predict_proba(batch).astype(np.float64)
         probs /= probs.sum(1, keepdims=True)
         policy = self.policy
         defer = policy.decide(probs)
@@ -184,11 +203,14 @@ class Teaming:
                     model_version=self.model_version,
                     policy_version=policy.version,
                     audit=self.rng.random() < self.settings.audit_rate,
-                    image=raws[i],
-                    content_type=types[i],
+                    image=item._raw,
+                    content_type=item.content_type,
                 )
             )
-        ids = await anyio.to_thread.run_sync(self.store.record, rows)  # committed before the reply
+        if self.settings.log_decisions:
+            ids = self.store.record(rows)  # committed before the reply
+        else:
+            ids = [(None, None)] * len(rows)
         out = []
         for i, (row, (did, task)) in enumerate(zip(rows, ids)):
             self.decisions_total.labels(outcome=row.outcome).inc()
@@ -271,7 +293,7 @@ class Teaming:
         }
 
     @web.get("/queue/tasks/{task_id}/image")
-    def task_image(self, task_id: int, request: Request) -> Response:
+    def task_image(self, task_id: RowId, request: Request) -> Response:
         self._reviewer(request)
         try:
             data, media = self.store.image(task_id)
@@ -280,7 +302,7 @@ class Teaming:
         return Response(data, media_type=media)
 
     @web.post("/queue/tasks/{task_id}/label")
-    def label(self, task_id: int, body: LabelIn, request: Request) -> dict:
+    def label(self, task_id: RowId, body: LabelIn, request: Request) -> dict:
         reviewer = self._reviewer(request)
         label = self._label_id(body.label)
         try:
@@ -292,7 +314,7 @@ class Teaming:
         return {"review_id": review_id, "task_id": task_id, "label": self.classes[label]}
 
     @web.post("/queue/tasks/{task_id}/skip")
-    def skip(self, task_id: int, body: SkipIn, request: Request) -> dict:
+    def skip(self, task_id: RowId, body: SkipIn, request: Request) -> dict:
         reviewer = self._reviewer(request)
         try:
             self.store.skip(task_id, body.lease_id, reviewer)
@@ -306,7 +328,7 @@ class Teaming:
         return self._refresh_gauges()
 
     @web.get("/outcomes/{decision_id}")
-    def outcome(self, decision_id: int, request: Request) -> dict:
+    def outcome(self, decision_id: RowId, request: Request) -> dict:
         self._reviewer_or_admin(request)
         try:
             out = self.store.outcome(decision_id)
@@ -326,3 +348,6 @@ class Teaming:
         except (PolicyError, RuntimeError) as err:
             raise HTTPException(409, str(err)) from None
         return {"policy_version": version, "threshold": self.policy.threshold_}
+
+
+Teaming.add_asgi_middleware(ClassifyToken, token=SETTINGS.classify_token)

@@ -35,6 +35,7 @@ class Settings:
     max_image_bytes: int = 1_000_000
     max_pixels: int = 4096 * 4096
     seed: int | None = None
+    log_decisions: bool = True  # off only to measure what logging costs (bench/serve_load.py)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -55,6 +56,7 @@ class Settings:
             max_image_bytes=int(e.get("TEAMING_MAX_IMAGE_BYTES", cls.max_image_bytes)),
             max_pixels=int(e.get("TEAMING_MAX_PIXELS", cls.max_pixels)),
             seed=int(e["TEAMING_SEED"]) if e.get("TEAMING_SEED") else None,
+            log_decisions=e.get("TEAMING_LOG_DECISIONS", "1") not in ("0", "false", "no"),
         )
         if not 0 <= s.audit_rate <= 1:
             raise ValueError(f"TEAMING_AUDIT_RATE must lie in [0, 1], got {s.audit_rate}")

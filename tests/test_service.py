@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +17,7 @@ from sqlalchemy import create_engine, func, select, text
 
 pytest.importorskip("bentoml", reason="the service extra (pip install -e '.[serve]') is not installed")
 
+from service.process import ServiceProcess  # noqa: E402
 from teaming.data import DEFAULT_PACK  # noqa: E402
 from teaming.labels import load_cifar10h  # noqa: E402
 from teaming.loop import retune  # noqa: E402
@@ -32,12 +29,6 @@ ADMIN = "tok-admin"
 LEASE_SECONDS = 4
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def jpeg(i: int) -> bytes:
     with np.load(DEFAULT_PACK) as z:
         return z["jpeg"][z["offsets"][i] : z["offsets"][i + 1]].tobytes()
@@ -47,13 +38,12 @@ def item(i: int) -> dict:
     return {"id": f"cifar10_test/{i}", "data": base64.b64encode(jpeg(i)).decode()}
 
 
-class Server:
+class Server(ServiceProcess):
+    """The service with test settings: four reviewers, an admin, short leases, small limits."""
+
     def __init__(self, tmp: Path, audit_rate: float, db: str | None = None, **extra_env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.db = db or f"sqlite:///{tmp / 'service.db'}"
         env = {
-            **os.environ,
             "TEAMING_DB_URL": self.db,
             "TEAMING_REVIEWER_TOKENS": ",".join(f"{k}:{v}" for k, v in TOKENS.items()),
             "TEAMING_ADMIN_TOKEN": ADMIN,
@@ -66,41 +56,8 @@ class Server:
             "BENTOML_HOME": str(tmp / "bentoml"),
             **extra_env,
         }
-        self.log = open(tmp / "server.log", "w")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                "service.app:Teaming",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(tmp / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("server did not become ready in 180 s")
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, 15)
-        self.proc.wait(timeout=30)
-        self.log.close()
+        super().__init__(env, tmp / "server.log")
+        self.start()
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +138,10 @@ def _png(width: int, height: int) -> bytes:
         ([{"id": "x", "data": base64.b64encode(jpeg(1)[:200]).decode()}], 400, "cannot decode"),
         ([{"id": "x", "data": ""}], 400, "zero bytes"),
         ([{"id": "x", "data": "!!not base64!!"}], 400, "base64"),
-        ([{"id": "x", "data": base64.b64encode(b"\xff" * 300000).decode()}], 413, "size limit"),
-        ([{"id": "bomb", "data": base64.b64encode(_png(1100, 1000)).decode()}], 413, "over the limit"),
-        ([item(1)] * 17, 413, "limit is 16"),
-        ([], 400, "at least one"),
+        ([{"id": "x", "data": base64.b64encode(b"\xff" * 300000).decode()}], 400, "size limit"),
+        ([{"id": "bomb", "data": base64.b64encode(_png(1100, 1000)).decode()}], 400, "over the limit"),
+        ([item(1)] * 17, 400, "at most 16 items"),
+        ([], 400, "at least 1 item"),
     ],
 )
 def test_bad_images_get_4xx_and_write_nothing(server, payload, status, message):

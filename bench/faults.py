@@ -1,0 +1,260 @@
+"""Fault drills for the service: SIGKILL under load, PostgreSQL restarted under load, two replicas on one database.
+
+Each drill starts real service processes on 127.0.0.1, drives them over HTTP with bounded loops, and
+checks the log afterwards: every decision a client got an answer for is there, no queue item is lost or
+stuck, and no item was claimed twice. tests/test_faults.py runs the first and last as slow tests.
+Usage: python -m bench.faults [--drills kill,replicas,pg-restart] [--seconds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from sqlalchemy import create_engine, func, select, text
+
+from service.process import ServiceProcess
+from teaming.data import DEFAULT_PACK
+from teaming.store import Store, decisions, reviews, tasks
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REVIEWERS = {"r1": "t1", "r2": "t2", "r3": "t3", "r4": "t4"}
+
+
+def payloads(n: int) -> list[dict]:
+    with np.load(DEFAULT_PACK) as z:
+        jpeg, off = z["jpeg"], z["offsets"]
+        return [
+            {"id": f"cifar10_test/{i}", "data": base64.b64encode(jpeg[off[i] : off[i + 1]].tobytes()).decode()}
+            for i in range(n)
+        ]
+
+
+def service_env(db: str, tmp: Path, lease: float = 3.0) -> dict[str, str]:
+    return {
+        "TEAMING_DB_URL": db,
+        "TEAMING_AUDIT_RATE": "0.2",
+        "TEAMING_LEASE_SECONDS": str(lease),
+        "TEAMING_REVIEWER_TOKENS": ",".join(f"{k}:{v}" for k, v in REVIEWERS.items()),
+        "TEAMING_ADMIN_TOKEN": "admin",
+        "BENTOML_HOME": str(tmp / "bentoml"),
+    }
+
+
+def pg_database() -> str:
+    name = f"teaming_faults_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_pg(url: str) -> None:
+    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)"))
+    engine.dispose()
+
+
+class Load:
+    """Client threads posting 4-image requests until stopped, remembering every answer they received."""
+
+    def __init__(self, urls: list[str], clients: int = 4, max_requests: int = 5000) -> None:
+        self.items = payloads(400)
+        self.answered: list[dict] = []
+        self.failures = 0
+        self.server_errors = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._left = max_requests
+        self.threads = [threading.Thread(target=self._run, args=(urls[k % len(urls)], k)) for k in range(clients)]
+
+    def _run(self, url: str, k: int) -> None:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            i = k * 4
+            while not self._stop.is_set():
+                with self._lock:
+                    if self._left <= 0:
+                        return
+                    self._left -= 1
+                body = {"images": [self.items[(i + j) % len(self.items)] for j in range(4)]}
+                i += 16
+                try:
+                    r = c.post("/classify", json=body)
+                except httpx.HTTPError:
+                    with self._lock:
+                        self.failures += 1
+                    time.sleep(0.05)
+                    continue
+                with self._lock:
+                    if r.status_code == 200:
+                        self.answered += r.json()
+                    elif r.status_code >= 500:
+                        self.server_errors += 1
+
+    def start(self) -> "Load":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self.threads:
+            t.join()
+
+
+@dataclass
+class LogCheck:
+    answered: int
+    missing: int
+    tasks: int
+    open_or_stuck_after_drain: int
+    double_claims: int
+
+
+def drain(urls: list[str], lease: float) -> list[int]:
+    """Work the queue with all reviewers (spread over the replicas) until it stays empty past a lease."""
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def work(name: str, token: str, url: str) -> None:
+        empty_since = None
+        with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as c:
+            while True:
+                task = c.post("/v1/queue/claim").raise_for_status().json()["task"]
+                if task is None:
+                    empty_since = empty_since or time.time()
+                    if time.time() - empty_since > lease + 1:
+                        return
+                    time.sleep(0.2)
+                    continue
+                empty_since = None
+                r = c.post(f"/v1/queue/tasks/{task['task_id']}/label", json={"lease_id": task["lease_id"], "label": 0})
+                if r.status_code == 200:
+                    with lock:
+                        claimed.append(task["task_id"])
+
+    threads = [
+        threading.Thread(target=work, args=(n, t, urls[k % len(urls)])) for k, (n, t) in enumerate(REVIEWERS.items())
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return claimed
+
+
+def check_log(db: str, answered: list[dict], resolved: list[int]) -> LogCheck:
+    store = Store(db)
+    with store.engine.connect() as conn:
+        logged = dict(conn.execute(select(decisions.c.id, decisions.c.item_id)).all())
+        n_tasks = conn.execute(select(func.count()).select_from(tasks)).scalar_one()
+        not_done = conn.execute(select(func.count()).where(tasks.c.status != "done")).scalar_one()
+        n_reviews = conn.execute(select(func.count()).select_from(reviews)).scalar_one()
+    store.engine.dispose()
+    missing = sum(1 for d in answered if logged.get(d["decision_id"]) != d["item_id"])
+    dupes = len(resolved) - len(set(resolved)) + (n_reviews - n_tasks + not_done)
+    return LogCheck(len(answered), missing, n_tasks, not_done, dupes)
+
+
+def kill_under_load(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> LogCheck:
+    """SIGKILL the service mid-load with items claimed but unresolved, restart it, drain, check the log."""
+    db = f"sqlite:///{tmp / 'kill.db'}"
+    svc = ServiceProcess(service_env(db, tmp, lease), tmp / "kill.log").start()
+    load = Load([svc.url]).start()
+    time.sleep(seconds / 2)
+    # a reviewer holds an item when the service dies: its lease must expire and the item come back
+    httpx.post(f"{svc.url}/v1/queue/claim", headers={"Authorization": "Bearer t1"}).raise_for_status()
+    time.sleep(seconds / 2)
+    svc.kill()
+    load.stop()
+    svc.start()
+    resolved = drain([svc.url], lease)
+    svc.stop()
+    return check_log(db, load.answered, resolved)
+
+
+def replicas(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> LogCheck:
+    """Two service processes on one PostgreSQL database, clients and reviewers spread over both."""
+    db = pg_database()
+    try:
+        a = ServiceProcess(service_env(db, tmp, lease), tmp / "replica-a.log").start()
+        b = ServiceProcess(service_env(db, tmp, lease), tmp / "replica-b.log").start()
+        load = Load([a.url, b.url]).start()
+        time.sleep(seconds)
+        load.stop()
+        resolved = drain([a.url, b.url], lease)
+        a.stop()
+        b.stop()
+        return check_log(db, load.answered, resolved)
+    finally:
+        drop_pg(db)
+
+
+def pg_restart(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> tuple[LogCheck, int, bool]:
+    """Restart the PostgreSQL server under load: (log check, /readyz non-200 answers seen, recovered)."""
+    db = pg_database()
+    try:
+        svc = ServiceProcess(service_env(db, tmp, lease), tmp / "pg.log").start()
+        load = Load([svc.url]).start()
+        time.sleep(seconds / 2)
+        not_ready = 0
+        restart = subprocess.Popen(["pg_ctlcluster", "15", "main", "restart"])
+        while restart.poll() is None:
+            try:
+                not_ready += httpx.get(f"{svc.url}/readyz", timeout=2).status_code != 200
+            except httpx.HTTPError:
+                not_ready += 1
+            time.sleep(0.05)
+        time.sleep(seconds / 2)
+        load.stop()
+        recovered = httpx.get(f"{svc.url}/readyz", timeout=5).status_code == 200
+        resolved = drain([svc.url], lease)
+        svc.stop()
+        return check_log(db, load.answered, resolved), not_ready, recovered
+    finally:
+        drop_pg(db)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--drills", default="kill,replicas,pg-restart")
+    p.add_argument("--seconds", type=float, default=6.0)
+    args = p.parse_args()
+    print(f"# faults, {time.strftime('%Y-%m-%d')}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for drill in args.drills.split(","):
+            start = time.perf_counter()
+            if drill == "kill":
+                c = kill_under_load(Path(tmp), args.seconds)
+            elif drill == "replicas":
+                c = replicas(Path(tmp), args.seconds)
+            elif drill == "pg-restart":
+                c, not_ready, recovered = pg_restart(Path(tmp), args.seconds)
+                print(
+                    f"pg-restart: /readyz answered not-ready {not_ready} times during the restart; "
+                    f"recovered={recovered}"
+                )
+            else:
+                raise SystemExit(f"unknown drill {drill!r}")
+            ok = c.missing == 0 and c.open_or_stuck_after_drain == 0 and c.double_claims == 0
+            print(
+                f"{drill}: answered decisions {c.answered}, missing from the log {c.missing}, review tasks "
+                f"{c.tasks}, open or stuck after draining {c.open_or_stuck_after_drain}, double claims "
+                f"{c.double_claims}: {'ok' if ok else 'FAILED'} ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Fault drills as slow tests: SIGKILL under load and two replicas on one PostgreSQL database (bench/faults.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("bentoml", reason="the service extra is not installed")
+
+from sqlalchemy import create_engine  # noqa: E402
+
+from bench.faults import PG_ADMIN, kill_under_load, replicas  # noqa: E402
+
+
+@pytest.mark.slow
+def test_sigkill_under_load_loses_nothing(tmp_path):
+    c = kill_under_load(tmp_path, seconds=4)
+    assert c.answered > 0 and c.tasks > 0
+    assert c.missing == 0  # every answer a client received is in the log
+    assert c.open_or_stuck_after_drain == 0  # the held lease expired and its item was reviewed
+    assert c.double_claims == 0
+
+
+@pytest.mark.slow
+def test_two_replicas_on_one_postgres(tmp_path):
+    try:
+        create_engine(PG_ADMIN).connect().close()
+    except Exception as err:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {err}")
+    c = replicas(tmp_path, seconds=4)
+    assert c.answered > 0 and c.missing == 0
+    assert c.open_or_stuck_after_drain == 0 and c.double_claims == 0
