@@ -120,6 +120,8 @@ class LogCheck:
     tasks: int
     open_or_stuck_after_drain: int
     double_claims: int
+    server_errors: int = 0  # 5xx answers the clients saw during the drill
+    refused: int = 0  # requests that got no answer at all (connection refused or reset)
 
 
 def drain(urls: list[str], lease: float) -> list[int]:
@@ -154,7 +156,7 @@ def drain(urls: list[str], lease: float) -> list[int]:
     return claimed
 
 
-def check_log(db: str, answered: list[dict], resolved: list[int]) -> LogCheck:
+def check_log(db: str, load: Load, resolved: list[int]) -> LogCheck:
     store = Store(db)
     with store.engine.connect() as conn:
         logged = dict(conn.execute(select(decisions.c.id, decisions.c.item_id)).all())
@@ -162,9 +164,9 @@ def check_log(db: str, answered: list[dict], resolved: list[int]) -> LogCheck:
         not_done = conn.execute(select(func.count()).where(tasks.c.status != "done")).scalar_one()
         n_reviews = conn.execute(select(func.count()).select_from(reviews)).scalar_one()
     store.engine.dispose()
-    missing = sum(1 for d in answered if logged.get(d["decision_id"]) != d["item_id"])
+    missing = sum(1 for d in load.answered if logged.get(d["decision_id"]) != d["item_id"])
     dupes = len(resolved) - len(set(resolved)) + (n_reviews - n_tasks + not_done)
-    return LogCheck(len(answered), missing, n_tasks, not_done, dupes)
+    return LogCheck(len(load.answered), missing, n_tasks, not_done, dupes, load.server_errors, load.failures)
 
 
 def kill_under_load(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> LogCheck:
@@ -181,7 +183,7 @@ def kill_under_load(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> LogC
     svc.start()
     resolved = drain([svc.url], lease)
     svc.stop()
-    return check_log(db, load.answered, resolved)
+    return check_log(db, load, resolved)
 
 
 def replicas(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> LogCheck:
@@ -196,7 +198,7 @@ def replicas(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> LogCheck:
         resolved = drain([a.url, b.url], lease)
         a.stop()
         b.stop()
-        return check_log(db, load.answered, resolved)
+        return check_log(db, load, resolved)
     finally:
         drop_pg(db)
 
@@ -221,7 +223,7 @@ def pg_restart(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> tuple[Log
         recovered = httpx.get(f"{svc.url}/readyz", timeout=5).status_code == 200
         resolved = drain([svc.url], lease)
         svc.stop()
-        return check_log(db, load.answered, resolved), not_ready, recovered
+        return check_log(db, load, resolved), not_ready, recovered
     finally:
         drop_pg(db)
 
@@ -251,7 +253,8 @@ def main() -> None:
             print(
                 f"{drill}: answered decisions {c.answered}, missing from the log {c.missing}, review tasks "
                 f"{c.tasks}, open or stuck after draining {c.open_or_stuck_after_drain}, double claims "
-                f"{c.double_claims}: {'ok' if ok else 'FAILED'} ({time.perf_counter() - start:.0f} s)",
+                f"{c.double_claims}, 5xx {c.server_errors}, unanswered {c.refused}: "
+                f"{'ok' if ok else 'FAILED'} ({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
 

@@ -16,7 +16,6 @@ import asyncio
 import base64
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -114,7 +113,7 @@ class Target:
 
     def stop(self) -> None:
         if self.name == "bare":
-            os.killpg(self.bare.pid, signal.SIGTERM)
+            self.bare.terminate()
             self.bare.wait(timeout=60)
         else:
             self.proc.stop()

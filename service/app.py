@@ -19,9 +19,11 @@ from typing import Annotated, Literal
 import bentoml
 import numpy as np
 import torch
+from bentoml.exceptions import ServiceUnavailable
 from fastapi import FastAPI, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
+from sqlalchemy.exc import OperationalError
 
 from service.config import Settings
 from teaming.artifact import load_artifact
@@ -208,7 +210,12 @@ class Teaming:
                 )
             )
         if self.settings.log_decisions:
-            ids = self.store.record(rows)  # committed before the reply
+            try:
+                ids = self.store.record(rows)  # committed before the reply
+            except OperationalError as err:  # database down or restarting: nothing was written
+                raise ServiceUnavailable(
+                    f"the decision log is unreachable, retry later ({type(err).__name__})"
+                ) from None
         else:
             ids = [(None, None)] * len(rows)
         out = []

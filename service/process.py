@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,11 +64,32 @@ class ServiceProcess:
             time.sleep(0.5)
         raise RuntimeError(f"service not ready after {timeout:.0f} s; see {self.log_path}")
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the whole process group (SIGKILL: no cleanup at all) and wait for it."""
-        os.killpg(self.proc.pid, sig)
-        self.proc.wait(timeout=60)
+    def kill(self) -> None:
+        """SIGKILL the arbiter and every worker at once: no cleanup, as when a machine dies.
+
+        BentoML's workers run in sessions of their own, so the process tree is walked, not the group.
+        """
+        procs = self._tree()
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        psutil.wait_procs(procs, timeout=30)
+        self.proc.wait(timeout=30)
         self.log.close()
 
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM (graceful shutdown), then SIGKILL whatever is left of the tree."""
+        procs = self._tree()
+        self.proc.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs(procs, timeout=timeout)
+        for p in alive:
+            p.kill()
+        psutil.wait_procs(alive, timeout=10)
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
