@@ -149,7 +149,7 @@ class Teaming:
             self.model_version,
             self.device,
             torch.get_num_threads(),
-            self.policy.version,
+            self.active[1],
             s.db_url.split("@")[-1],
         )
         self.decisions_total = bentoml.metrics.Counter(
@@ -172,13 +172,13 @@ class Teaming:
         policy = policy_from_dict(body)
         if policy.classes_ is not None and policy.classes_ != self.classes:
             raise PolicyError(f"policy classes {policy.classes_} differ from the model's {self.classes}")
-        self.policy = policy
+        self.active = (policy, policy.version)  # one attribute, so readers never pair a policy with another's id
         return policy.version
 
     def __is_ready__(self) -> bool:
         return self.store.ping()
 
-    @bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=60_000)
+    @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms)
     def classify(
         self, images: Annotated[list[ImageIn], Field(min_length=1, max_length=SETTINGS.max_images)]
     ) -> list[Decision]:
@@ -189,7 +189,7 @@ class Teaming:
         with torch.inference_mode():
             probs = self.artifact.predict_proba(batch).astype(np.float64)
         probs /= probs.sum(1, keepdims=True)
-        policy = self.policy
+        policy, policy_version = self.active  # the version id hashes the policy: computed once per reload
         defer = policy.decide(probs)
         conf = confidence(probs, "max_prob")
         pred = probs.argmax(1)
@@ -203,7 +203,7 @@ class Teaming:
                     confidence=float(conf[i]),
                     probs=[round(float(p), 6) for p in probs[i]],
                     model_version=self.model_version,
-                    policy_version=policy.version,
+                    policy_version=policy_version,
                     audit=self.rng.random() < self.settings.audit_rate,
                     image=item._raw,
                     content_type=item.content_type,
@@ -354,7 +354,7 @@ class Teaming:
             version = self.reload_policy()
         except (PolicyError, RuntimeError) as err:
             raise HTTPException(409, str(err)) from None
-        return {"policy_version": version, "threshold": self.policy.threshold_}
+        return {"policy_version": version, "threshold": self.active[0].threshold_}
 
 
 Teaming.add_asgi_middleware(ClassifyToken, token=SETTINGS.classify_token)

@@ -34,6 +34,8 @@ class Settings:
     max_images: int = 64
     max_image_bytes: int = 1_000_000
     max_pixels: int = 4096 * 4096
+    max_batch_size: int = 256  # images per model call (adaptive batching)
+    max_latency_ms: int = 110_000  # BentoML sheds load (503) beyond this; kept under the 120 s traffic timeout
     seed: int | None = None
     log_decisions: bool = True  # off only to measure what logging costs (bench/serve_load.py)
 
@@ -55,6 +57,8 @@ class Settings:
             max_images=int(e.get("TEAMING_MAX_IMAGES", cls.max_images)),
             max_image_bytes=int(e.get("TEAMING_MAX_IMAGE_BYTES", cls.max_image_bytes)),
             max_pixels=int(e.get("TEAMING_MAX_PIXELS", cls.max_pixels)),
+            max_batch_size=int(e.get("TEAMING_MAX_BATCH_SIZE", cls.max_batch_size)),
+            max_latency_ms=int(e.get("TEAMING_MAX_LATENCY_MS", cls.max_latency_ms)),
             seed=int(e["TEAMING_SEED"]) if e.get("TEAMING_SEED") else None,
             log_decisions=e.get("TEAMING_LOG_DECISIONS", "1") not in ("0", "false", "no"),
         )
