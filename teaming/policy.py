@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -233,7 +234,7 @@ def select_threshold(
     return chosen, best, cands
 
 
-class _Policy:
+class _Policy(ABC):
     """What both policies share: score, decide, JSON persistence with a content-derived version id."""
 
     kind = ""
@@ -272,8 +273,9 @@ class _Policy:
             return conf < self.class_thresholds_[p.argmax(1)]
         return conf < self.threshold_
 
+    @abstractmethod
     def params(self) -> dict:
-        raise NotImplementedError
+        """The constructor arguments, as JSON (what `policy_from_dict` rebuilds the policy from)."""
 
     def to_dict(self) -> dict:
         report = self.report_.to_dict() if isinstance(self.report_, PolicyReport) else self.report_
