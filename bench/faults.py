@@ -9,34 +9,21 @@ Usage: python -m bench.faults [--drills kill,replicas,pg-restart] [--seconds 6]
 from __future__ import annotations
 
 import argparse
-import base64
 import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import numpy as np
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
+from bench.common import drop_postgres, jpeg_payloads, scratch_postgres
 from service.process import ServiceProcess
-from teaming.data import DEFAULT_PACK
 from teaming.store import Store, decisions, reviews, tasks
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REVIEWERS = {"r1": "t1", "r2": "t2", "r3": "t3", "r4": "t4"}
-
-
-def payloads(n: int) -> list[dict]:
-    with np.load(DEFAULT_PACK) as z:
-        jpeg, off = z["jpeg"], z["offsets"]
-        return [
-            {"id": f"cifar10_test/{i}", "data": base64.b64encode(jpeg[off[i] : off[i + 1]].tobytes()).decode()}
-            for i in range(n)
-        ]
 
 
 def service_env(db: str, tmp: Path, lease: float = 3.0) -> dict[str, str]:
@@ -50,27 +37,11 @@ def service_env(db: str, tmp: Path, lease: float = 3.0) -> dict[str, str]:
     }
 
 
-def pg_database() -> str:
-    name = f"teaming_faults_{uuid.uuid4().hex[:8]}"
-    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    engine.dispose()
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-
-
-def drop_pg(url: str) -> None:
-    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)"))
-    engine.dispose()
-
-
 class Load:
     """Client threads posting 4-image requests until stopped, remembering every answer they received."""
 
     def __init__(self, urls: list[str], clients: int = 4, max_requests: int = 5000) -> None:
-        self.items = payloads(400)
+        self.items = jpeg_payloads(400)
         self.answered: list[dict] = []
         self.failures = 0
         self.server_errors = 0
@@ -188,7 +159,7 @@ def kill_under_load(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> LogC
 
 def replicas(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> LogCheck:
     """Two service processes on one PostgreSQL database, clients and reviewers spread over both."""
-    db = pg_database()
+    db = scratch_postgres("teaming_faults")
     try:
         a = ServiceProcess(service_env(db, tmp, lease), tmp / "replica-a.log").start()
         b = ServiceProcess(service_env(db, tmp, lease), tmp / "replica-b.log").start()
@@ -200,12 +171,12 @@ def replicas(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> LogCheck:
         b.stop()
         return check_log(db, load, resolved)
     finally:
-        drop_pg(db)
+        drop_postgres(db)
 
 
 def pg_restart(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> tuple[LogCheck, int, bool]:
     """Restart the PostgreSQL server under load: (log check, /readyz non-200 answers seen, recovered)."""
-    db = pg_database()
+    db = scratch_postgres("teaming_faults")
     try:
         svc = ServiceProcess(service_env(db, tmp, lease), tmp / "pg.log").start()
         load = Load([svc.url]).start()
@@ -225,7 +196,7 @@ def pg_restart(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> tuple[Log
         svc.stop()
         return check_log(db, load, resolved), not_ready, recovered
     finally:
-        drop_pg(db)
+        drop_postgres(db)
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Runs on a fresh SQLite file and a fresh database on the PostgreSQL server at 127.0.0.1:5432, in one run.
 Each reviewer is a thread looping claim -> label until the queue is empty. Afterwards it checks that no
 task was claimed twice and none was lost. Prints one line per backend and reviewer count.
-Usage: python bench/queue_load.py [--items 2000] [--reviewers 1,8,32]
+Usage: python -m bench.queue_load [--items 2000] [--reviewers 1,8,32]
 """
 
 from __future__ import annotations
@@ -15,30 +15,12 @@ import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
+from bench.common import drop_postgres, scratch_postgres
 from teaming.store import NewDecision, Store
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def fresh_url(backend: str, tmp: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp / (uuid.uuid4().hex + '.db')}"
-    name = f"teaming_bench_{uuid.uuid4().hex[:8]}"
-    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    engine.dispose()
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-
-
-def drop(url: str) -> None:
-    if url.startswith("postgresql"):
-        engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)"))
-        engine.dispose()
+    return f"sqlite:///{tmp / (uuid.uuid4().hex + '.db')}" if backend == "sqlite" else scratch_postgres("teaming_bench")
 
 
 def run(url: str, items: int, reviewers: int) -> tuple[float, int, int, int]:
@@ -81,7 +63,8 @@ def main() -> None:
                 try:
                     ops, done, dupes, left = run(url, args.items, n)
                 finally:
-                    drop(url)
+                    if url.startswith("postgresql"):
+                        drop_postgres(url)
                 ok = "ok" if dupes == 0 and left == 0 and done == args.items else "FAILED"
                 print(
                     f"{backend:<10s} reviewers={n:<3d} ops/s={ops:8.1f}  (claims + labels)  done={done} "

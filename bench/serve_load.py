@@ -27,21 +27,13 @@ import httpx
 import numpy as np
 import torch
 
+from bench.common import jpeg_payloads
 from service.process import ServiceProcess
 from teaming.artifact import load_artifact
-from teaming.data import DEFAULT_PACK, decode_image
+from teaming.data import decode_image
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "cifar10h-default"
-
-
-def jpeg_payloads(n: int) -> list[dict]:
-    with np.load(DEFAULT_PACK) as z:
-        jpeg, off = z["jpeg"], z["offsets"]
-        return [
-            {"id": f"cifar10_test/{i}", "data": base64.b64encode(jpeg[off[i] : off[i + 1]].tobytes()).decode()}
-            for i in range(n)
-        ]
 
 
 def ceiling(payloads: list[dict], batch: int, seconds: float) -> float:

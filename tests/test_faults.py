@@ -8,7 +8,8 @@ pytest.importorskip("bentoml", reason="the service extra is not installed")
 
 from sqlalchemy import create_engine  # noqa: E402
 
-from bench.faults import PG_ADMIN, kill_under_load, replicas  # noqa: E402
+from bench.common import PG_ADMIN  # noqa: E402
+from bench.faults import kill_under_load, replicas  # noqa: E402
 
 
 @pytest.mark.slow

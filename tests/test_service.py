@@ -13,10 +13,11 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 pytest.importorskip("bentoml", reason="the service extra (pip install -e '.[serve]') is not installed")
 
+from bench.common import drop_postgres, jpeg_payloads  # noqa: E402
 from service.process import ServiceProcess  # noqa: E402
 from teaming.data import DEFAULT_PACK  # noqa: E402
 from teaming.labels import load_cifar10h  # noqa: E402
@@ -35,7 +36,7 @@ def jpeg(i: int) -> bytes:
 
 
 def item(i: int) -> dict:
-    return {"id": f"cifar10_test/{i}", "data": base64.b64encode(jpeg(i)).decode()}
+    return jpeg_payloads(1, start=i)[0]
 
 
 class Server(ServiceProcess):
@@ -234,14 +235,11 @@ def loop_db(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'loop.db'}"
         return
-    from test_store import PG_ADMIN, _postgres_url
+    from test_store import postgres_url
 
-    url = _postgres_url()
+    url = postgres_url()
     yield url
-    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)"))
-    engine.dispose()
+    drop_postgres(url)
 
 
 def test_full_loop_retune_and_reload(tmp_path, loop_db):

@@ -4,41 +4,30 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text
 
+from bench.common import drop_postgres, scratch_postgres
 from teaming.store import NewDecision, Store, StoreError
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
-
-def _postgres_url() -> str:
+def postgres_url() -> str:
     """A fresh database on the local server, or skip when the server is absent."""
     try:
-        engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        name = f"teaming_test_{uuid.uuid4().hex[:8]}"
-        with engine.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {name}"))
-        engine.dispose()
+        return scratch_postgres("teaming_test")
     except Exception as err:  # no server, no driver
         pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {err}")
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path) -> Store:
-    url = f"sqlite:///{tmp_path / 'log.db'}" if request.param == "sqlite" else _postgres_url()
+    url = f"sqlite:///{tmp_path / 'log.db'}" if request.param == "sqlite" else postgres_url()
     s = Store(url, audit_reviewers=3)
     yield s
     s.engine.dispose()
     if request.param == "postgresql":
-        engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)"))
-        engine.dispose()
+        drop_postgres(url)
 
 
 def decision(i: int, outcome: str = "deferred", audit: bool = False, label: int = 3) -> NewDecision:

@@ -1,0 +1,45 @@
+"""What the benches, drills and tests share: request payloads and scratch PostgreSQL databases."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+
+import numpy as np
+from sqlalchemy import create_engine, text
+
+from teaming.data import DEFAULT_PACK
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def jpeg_payloads(n: int, start: int = 0) -> list[dict]:
+    """/classify items for CIFAR-10 test images start..start+n-1 (JPEG bytes, base64)."""
+    with np.load(DEFAULT_PACK) as z:
+        jpeg, off = z["jpeg"], z["offsets"]
+        return [
+            {"id": f"cifar10_test/{i}", "data": base64.b64encode(jpeg[off[i] : off[i + 1]].tobytes()).decode()}
+            for i in range(start, start + n)
+        ]
+
+
+def scratch_postgres(prefix: str = "teaming_scratch") -> str:
+    """Create an empty database on the local server and return its URL (raises when the server is absent)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    finally:
+        engine.dispose()
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_postgres(url: str) -> None:
+    """Drop a database made by scratch_postgres, closing its connections."""
+    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)"))
+    finally:
+        engine.dispose()
