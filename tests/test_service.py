@@ -27,7 +27,7 @@ from teaming.store import Store, reviews  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS = {"alice": "tok-alice", "bob": "tok-bob", "carol": "tok-carol", "dave": "tok-dave"}
 ADMIN = "tok-admin"
-LEASE_SECONDS = 4
+LEASE_SECONDS = 8  # long enough for a slow CI machine between claim and label
 
 
 def jpeg(i: int) -> bytes:
