@@ -5,22 +5,19 @@ from __future__ import annotations
 import base64
 import uuid
 
-import numpy as np
 from sqlalchemy import create_engine, text
 
-from teaming.data import DEFAULT_PACK
+from teaming.data import pack_jpegs
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def jpeg_payloads(n: int, start: int = 0) -> list[dict]:
     """/classify items for CIFAR-10 test images start..start+n-1 (JPEG bytes, base64)."""
-    with np.load(DEFAULT_PACK) as z:
-        jpeg, off = z["jpeg"], z["offsets"]
-        return [
-            {"id": f"cifar10_test/{i}", "data": base64.b64encode(jpeg[off[i] : off[i + 1]].tobytes()).decode()}
-            for i in range(start, start + n)
-        ]
+    indices = range(start, start + n)
+    return [
+        {"id": f"cifar10_test/{i}", "data": base64.b64encode(b).decode()} for i, b in zip(indices, pack_jpegs(indices))
+    ]
 
 
 def scratch_postgres(prefix: str = "teaming_scratch") -> str:

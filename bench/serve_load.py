@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from bench.common import jpeg_payloads
-from service.process import ServiceProcess
+from service.process import ServiceProcess, free_port
 from teaming.artifact import load_artifact
 from teaming.data import decode_image
 
@@ -64,11 +64,12 @@ class Target:
         }
         if name == "bentoml-nolog":
             env["TEAMING_LOG_DECISIONS"] = "0"
-        self.proc = ServiceProcess(env, tmp / f"{name}.log")
-        self.url = self.proc.url
         if name != "bare":
-            self.proc.start()
+            self.proc = ServiceProcess(env, tmp / f"{name}.log").start()
+            self.url = self.proc.url
             return
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
         self.bare = subprocess.Popen(
             [
                 sys.executable,
@@ -78,7 +79,7 @@ class Target:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(self.proc.port),
+                str(port),
                 "--log-level",
                 "warning",
             ],

@@ -12,6 +12,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
+from teaming.labels import HumanLabels
 from teaming.policy import PolicyError, check_labels, check_probs, confidence
 
 
@@ -121,10 +122,8 @@ def pair_teams(
 
 def majority_vote(answers: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
     """Aggregated humans: the most common answer per item (ties to the lowest class id)."""
-    a = np.stack([np.asarray(x) for x in answers], 1)
-    votes = np.zeros((len(a), num_classes), dtype=np.int64)
-    np.add.at(votes, (np.repeat(np.arange(len(a)), a.shape[1]), a.ravel()), 1)
-    return votes.argmax(1)
+    cols = [np.asarray(x) for x in answers]
+    return HumanLabels.from_annotators(cols, [str(c) for c in range(num_classes)]).majority()
 
 
 def error_confusion(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:

@@ -204,6 +204,7 @@ def team_inputs(
     sampled (seeded) in proportion to the votes, as if that many people had reviewed it.
     """
     from teaming.artifact import load_artifact
+    from teaming.policy import human_answers
     from teaming.report import TeamData
     from teaming.train import resolve_device
 
@@ -221,7 +222,8 @@ def team_inputs(
     idx = parse_items(items, len(data))
     human = human.subset(idx)
     rng = np.random.default_rng(seed)
-    if np.all(human.votes == 1):
+    single = bool(np.all(human.votes == 1))  # one label per item (CIFAR-10N column): that is the answer
+    if single:
         answers = human.majority()
     else:
         answers = np.stack([human.sample(rng) for _ in range(reviewers)], 1)
@@ -232,9 +234,7 @@ def team_inputs(
     else:
         y = human.majority()
     probs = art.predict_proba(data.images[torch.from_numpy(idx)])
-    from teaming.policy import human_answers
-
-    counts = None if np.all(human.votes == 1) else human.counts
+    counts = None if single else human.counts
     return art, TeamData(probs, human_answers(answers, len(art.classes)), y, art.classes, counts)
 
 

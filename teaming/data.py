@@ -161,6 +161,13 @@ def load_jpeg_pack(path: str | Path = DEFAULT_PACK, size: int | None = None, pre
     return ImageSet(images, ids, classes, labels, source=str(path))
 
 
+def pack_jpegs(indices: Sequence[int], path: str | Path = DEFAULT_PACK) -> list[bytes]:
+    """The encoded JPEG bytes of items `indices` of a pack, undecoded (to send to the service)."""
+    with np.load(path, allow_pickle=False) as z:
+        jpeg, offsets = z["jpeg"], z["offsets"]
+        return [jpeg[offsets[i] : offsets[i + 1]].tobytes() for i in indices]
+
+
 def load_default_test() -> ImageSet:
     """The embedded CIFAR-10 test images (10,000, JPEG q75) that ship inside the package."""
     images = load_jpeg_pack(DEFAULT_PACK, prefix="cifar10_test")

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from teaming.analysis import best_in_hindsight
-from teaming.data import DEFAULT_PACK, load_default_test
+from teaming.data import load_default_test, pack_jpegs
 from teaming.labels import load_cifar10h
 from teaming.policy import PolicyError, ThresholdPolicy, policy_from_dict
 from teaming.store import Store
@@ -58,12 +58,6 @@ def retune(
     if out is not None:
         policy.save(out)
     return policy
-
-
-def _jpegs(indices: Sequence[int]) -> list[bytes]:
-    with np.load(DEFAULT_PACK) as z:
-        jpeg, offsets = z["jpeg"], z["offsets"]
-        return [jpeg[offsets[i] : offsets[i + 1]].tobytes() for i in indices]
 
 
 @dataclass
@@ -106,7 +100,7 @@ def simulate(
     for start in tqdm(range(0, len(items), batch), desc="classify", disable=not progress):
         chunk = items[start : start + batch]
         payload = [
-            {"id": f"cifar10_test/{i}", "data": base64.b64encode(b).decode()} for i, b in zip(chunk, _jpegs(chunk))
+            {"id": f"cifar10_test/{i}", "data": base64.b64encode(b).decode()} for i, b in zip(chunk, pack_jpegs(chunk))
         ]
         r = client.post("/classify", json={"images": payload})
         r.raise_for_status()

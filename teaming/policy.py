@@ -21,6 +21,7 @@ import numpy as np
 from scipy import stats
 
 from teaming import __version__
+from teaming.labels import HumanLabels
 
 Score = Literal["max_prob", "margin", "entropy"]
 Resample = Literal["folds", "bootstrap", "models"]
@@ -78,8 +79,7 @@ def human_answers(human: np.ndarray, num_classes: int) -> np.ndarray:
     h = np.asarray(human)
     if h.ndim == 1:
         return h
-    votes = np.zeros((len(h), num_classes), dtype=np.int64)
-    np.add.at(votes, (np.repeat(np.arange(len(h)), h.shape[1]), h.ravel()), 1)
+    votes = HumanLabels.from_annotators(list(h.T), [str(c) for c in range(num_classes)]).counts
     top = votes == votes.max(1, keepdims=True)
     first_tied = np.argmax(top[np.arange(len(h))[:, None], h], axis=1)
     return h[np.arange(len(h)), first_tied]

@@ -130,6 +130,11 @@ def _held(task_id: int, lease_id: str, reviewer: str, now: float) -> tuple:
     )
 
 
+def _claimable(now: float):
+    """Tasks a reviewer may take: open, or claimed under a lease that has run out."""
+    return or_(tasks.c.status == "open", and_(tasks.c.status == "claimed", tasks.c.lease_expires_at < now))
+
+
 def connect(url: str) -> Engine:
     """An engine for `url`; SQLite files run in WAL mode with a busy timeout so readers never block writers."""
     if url.startswith("sqlite"):
@@ -209,7 +214,7 @@ class Store:
                 )
             )
         )
-        claimable = or_(tasks.c.status == "open", and_(tasks.c.status == "claimed", tasks.c.lease_expires_at < now))
+        claimable = _claimable(now)
         pick = (
             select(tasks.c.id)
             .where(claimable, tasks.c.decision_id.not_in(mine))
@@ -309,11 +314,7 @@ class Store:
         now = time.time()
         with self.engine.connect() as conn:
             by = dict(conn.execute(select(decisions.c.outcome, func.count()).group_by(decisions.c.outcome)).all())
-            open_ = conn.execute(
-                select(func.count()).where(
-                    or_(tasks.c.status == "open", and_(tasks.c.status == "claimed", tasks.c.lease_expires_at < now))
-                )
-            ).scalar_one()
+            open_ = conn.execute(select(func.count()).where(_claimable(now))).scalar_one()
             claimed = conn.execute(
                 select(func.count()).where(tasks.c.status == "claimed", tasks.c.lease_expires_at >= now)
             ).scalar_one()

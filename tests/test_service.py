@@ -19,7 +19,7 @@ pytest.importorskip("bentoml", reason="the service extra (pip install -e '.[serv
 
 from bench.common import drop_postgres, jpeg_payloads  # noqa: E402
 from service.process import ServiceProcess  # noqa: E402
-from teaming.data import DEFAULT_PACK  # noqa: E402
+from teaming.data import pack_jpegs  # noqa: E402
 from teaming.labels import load_cifar10h  # noqa: E402
 from teaming.loop import retune  # noqa: E402
 from teaming.store import Store, reviews  # noqa: E402
@@ -31,8 +31,7 @@ LEASE_SECONDS = 8  # long enough for a slow CI machine between claim and label
 
 
 def jpeg(i: int) -> bytes:
-    with np.load(DEFAULT_PACK) as z:
-        return z["jpeg"][z["offsets"][i] : z["offsets"][i + 1]].tobytes()
+    return pack_jpegs([i])[0]
 
 
 def item(i: int) -> dict:
