@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -161,11 +162,22 @@ def load_jpeg_pack(path: str | Path = DEFAULT_PACK, size: int | None = None, pre
     return ImageSet(images, ids, classes, labels, source=str(path))
 
 
+_PACK_BYTES: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+# np.load parses each array header with ast.literal_eval, which CPython 3.11 cannot run in two threads at once
+# ("AST constructor recursion depth mismatch", python/cpython#106905): packs are read once, under this lock.
+_PACK_LOCK = threading.Lock()
+
+
 def pack_jpegs(indices: Sequence[int], path: str | Path = DEFAULT_PACK) -> list[bytes]:
-    """The encoded JPEG bytes of items `indices` of a pack, undecoded (to send to the service)."""
-    with np.load(path, allow_pickle=False) as z:
-        jpeg, offsets = z["jpeg"], z["offsets"]
-        return [jpeg[offsets[i] : offsets[i + 1]].tobytes() for i in indices]
+    """The encoded JPEG bytes of items `indices` of a pack, undecoded (to send to the service); thread-safe."""
+    path = Path(path).resolve()
+    key = (str(path), path.stat().st_mtime_ns)
+    with _PACK_LOCK:
+        if key not in _PACK_BYTES:
+            with np.load(path, allow_pickle=False) as z:
+                _PACK_BYTES[key] = (z["jpeg"], z["offsets"].astype(np.int64))
+        jpeg, offsets = _PACK_BYTES[key]
+    return [jpeg[offsets[i] : offsets[i + 1]].tobytes() for i in indices]
 
 
 def load_default_test() -> ImageSet:

@@ -1,5 +1,6 @@
 import io
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from teaming.data import (
     load_images,
     load_jpeg_pack,
     load_torchvision_cifar10,
+    pack_jpegs,
 )
 
 
@@ -123,3 +125,15 @@ def test_torchvision_cifar10_folder_round_trips_pixels(tmp_path, cifar_test):
 def test_shared_train_pack_has_50000_images(shared_dir):
     ds = load_jpeg_pack(shared_dir / "cifar10_train_jpeg.npz")
     assert len(ds) == 50000 and ds.ids[-1] == "cifar10_train/49999"
+
+
+def test_pack_jpegs_reads_each_pack_once_and_is_thread_safe(tmp_path):
+    """Tests and benches fetch pack bytes from many threads at once; every thread gets the right bytes."""
+    with np.load("teaming/embedded/cifar10_test_jpeg.npz") as src:
+        off, jpeg = src["offsets"][:65], src["jpeg"]
+        np.savez(tmp_path / "pack.npz", jpeg=jpeg[: off[-1]], offsets=off)
+        expected = [jpeg[off[i] : off[i + 1]].tobytes() for i in range(64)]
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(lambda i: pack_jpegs([i], tmp_path / "pack.npz")[0], range(64)))
+    assert got == expected and all(b[:2] == b"\xff\xd8" for b in got)
+    assert pack_jpegs([3, 1], tmp_path / "pack.npz") == [expected[3], expected[1]]
