@@ -20,23 +20,23 @@ def jpeg_payloads(n: int, start: int = 0) -> list[dict]:
     ]
 
 
-def scratch_postgres(prefix: str = "teaming_scratch") -> str:
-    """Create an empty database on the local server and return its URL (raises when the server is absent)."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+def _admin(sql: str) -> None:
+    """Run one statement on the local server's maintenance database, outside a transaction."""
     engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {name}"))
+            conn.execute(text(sql))
     finally:
         engine.dispose()
+
+
+def scratch_postgres(prefix: str = "teaming_scratch") -> str:
+    """Create an empty database on the local server and return its URL (raises when the server is absent)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    _admin(f"CREATE DATABASE {name}")
     return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 
 def drop_postgres(url: str) -> None:
     """Drop a database made by scratch_postgres, closing its connections."""
-    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)"))
-    finally:
-        engine.dispose()
+    _admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")

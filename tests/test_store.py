@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.common import drop_postgres, scratch_postgres
-from teaming.store import NewDecision, Store, StoreError
+from teaming.store import NewDecision, Store, StoreError, decisions, tasks
 
 
 def postgres_url() -> str:
@@ -51,6 +51,25 @@ def test_record_claim_submit_outcome(store):
     stats = store.stats()
     assert stats["decisions"] == 2 and stats["deferral_rate"] == 0.5 and stats["reviews_done"] == 1
     assert store.image(c.task_id) == (b"jpeg-bytes", "image/jpeg")
+
+
+def test_bulk_record_maps_ids_back_in_order(store):
+    """One batch mixing auto, deferred and audited items: every id goes back to its own item."""
+    items = [decision(i, "deferred" if i % 3 == 0 else "auto", audit=i % 4 == 0, label=i % 10) for i in range(40)]
+    ids = store.record(items)
+    assert len(ids) == 40 and len({d for d, _ in ids}) == 40
+    assert store.record([]) == []
+    with store.engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(decisions.select())}
+        kinds = {}
+        for t in conn.execute(tasks.select()):
+            kinds.setdefault(t.decision_id, []).append((t.kind, t.id))
+    for item, (did, task) in zip(items, ids):
+        assert rows[did].item_id == item.item_id and rows[did].machine_label == item.machine_label
+        expected = (["defer"] if item.outcome == "deferred" else []) + ["audit"] * (3 * item.audit)
+        assert sorted(k for k, _ in kinds.get(did, [])) == sorted(expected)
+        assert task == (dict(kinds[did])["defer"] if item.outcome == "deferred" else None)
+        assert (rows[did].image is not None) == (item.outcome == "deferred" or item.audit)
 
 
 def test_refusals(store):
