@@ -2,7 +2,8 @@
 
 Each drill starts real service processes on 127.0.0.1, drives them over HTTP with bounded loops, and
 checks the log afterwards: every decision a client got an answer for is there, no queue item is lost or
-stuck, and no item was claimed twice. tests/test_faults.py runs the first and last as slow tests.
+stuck, and no item was claimed twice. With two replicas, a policy reloaded on one reaches the other by polling.
+tests/test_faults.py runs the kill and replica drills as slow tests.
 Usage: python -m bench.faults [--drills kill,replicas,pg-restart] [--seconds 6]
 """
 
@@ -21,19 +22,23 @@ from sqlalchemy import func, select
 
 from bench.common import drop_postgres, jpeg_payloads, scratch_postgres
 from service.process import ServiceProcess
+from teaming.policy import policy_from_dict
 from teaming.store import Store, decisions, reviews, tasks
 
 REVIEWERS = {"r1": "t1", "r2": "t2", "r3": "t3", "r4": "t4"}
+POLICY_POLL_SECONDS = 1.0
 
 
-def service_env(db: str, tmp: Path, lease: float = 3.0) -> dict[str, str]:
+def service_env(db: str, tmp: Path, lease: float = 3.0, name: str = "service") -> dict[str, str]:
+    """Settings for one service process; each `name` gets its own BENTOML_HOME (and so its own metrics)."""
     return {
         "TEAMING_DB_URL": db,
         "TEAMING_AUDIT_RATE": "0.2",
         "TEAMING_LEASE_SECONDS": str(lease),
         "TEAMING_REVIEWER_TOKENS": ",".join(f"{k}:{v}" for k, v in REVIEWERS.items()),
         "TEAMING_ADMIN_TOKEN": "admin",
-        "BENTOML_HOME": str(tmp / "bentoml"),
+        "TEAMING_POLICY_POLL_SECONDS": str(POLICY_POLL_SECONDS),
+        "BENTOML_HOME": str(tmp / f"bentoml-{name}"),
     }
 
 
@@ -93,6 +98,7 @@ class LogCheck:
     double_claims: int
     server_errors: int = 0  # 5xx answers the clients saw during the drill
     refused: int = 0  # requests that got no answer at all (connection refused or reset)
+    policy_followed: bool | None = None  # replicas: a policy reloaded on one replica reached every replica
 
 
 def drain(urls: list[str], lease: float) -> list[int]:
@@ -125,6 +131,23 @@ def drain(urls: list[str], lease: float) -> list[int]:
     for t in threads:
         t.join()
     return claimed
+
+
+def switch_policy(db: str, urls: list[str]) -> bool:
+    """Activate a new policy version (as `teaming retune` does), reload it on the first replica only, and
+    check that every replica decides with it once the poll interval has passed."""
+    store = Store(db)
+    policy = policy_from_dict(store.active_policy())
+    policy.threshold_ = min(1.0, policy.threshold_ + 0.01)
+    version = store.add_policy(policy.to_dict())
+    store.engine.dispose()
+    httpx.post(f"{urls[0]}/v1/admin/policy/reload", headers={"Authorization": "Bearer admin"}).raise_for_status()
+    time.sleep(POLICY_POLL_SECONDS + 0.5)
+    seen = [
+        httpx.post(f"{u}/classify", json={"images": jpeg_payloads(1)}, timeout=30).json()[0]["policy_version"]
+        for u in urls
+    ]
+    return all(v == version for v in seen)
 
 
 def check_log(db: str, load: Load, resolved: list[int]) -> LogCheck:
@@ -161,15 +184,18 @@ def replicas(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> LogCheck:
     """Two service processes on one PostgreSQL database, clients and reviewers spread over both."""
     db = scratch_postgres("teaming_faults")
     try:
-        a = ServiceProcess(service_env(db, tmp, lease), tmp / "replica-a.log").start()
-        b = ServiceProcess(service_env(db, tmp, lease), tmp / "replica-b.log").start()
+        a = ServiceProcess(service_env(db, tmp, lease, "a"), tmp / "replica-a.log").start()
+        b = ServiceProcess(service_env(db, tmp, lease, "b"), tmp / "replica-b.log").start()
         load = Load([a.url, b.url]).start()
         time.sleep(seconds)
         load.stop()
+        followed = switch_policy(db, [a.url, b.url])
         resolved = drain([a.url, b.url], lease)
         a.stop()
         b.stop()
-        return check_log(db, load, resolved)
+        check = check_log(db, load, resolved)
+        check.policy_followed = followed
+        return check
     finally:
         drop_postgres(db)
 
@@ -221,6 +247,9 @@ def main() -> None:
             else:
                 raise SystemExit(f"unknown drill {drill!r}")
             ok = c.missing == 0 and c.open_or_stuck_after_drain == 0 and c.double_claims == 0
+            ok = ok and c.policy_followed is not False
+            if c.policy_followed is not None:
+                print(f"{drill}: a policy reloaded on one replica reached both: {c.policy_followed}")
             print(
                 f"{drill}: answered decisions {c.answered}, missing from the log {c.missing}, review tasks "
                 f"{c.tasks}, open or stuck after draining {c.open_or_stuck_after_drain}, double claims "

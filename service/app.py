@@ -1,8 +1,8 @@
 """BentoML service: classify images, answer when confident, defer the rest to a durable human review queue.
 
 Each image is decoded and checked while its request is validated, so a bad one fails only its own request.
-`classify` is batchable: BentoML's adaptive batching merges requests, the model runs once per batch (on the
-GPU when there is one), the active policy decides, and every decision is committed before any answer. The review queue,
+`classify` requests are merged greedily (service/batcher.py): the model runs once per batch (on the GPU when
+there is one), the active policy decides, and every decision is committed before any answer. The review queue,
 outcomes, policy reload and the reviewer page live in a FastAPI app mounted at /v1.
 """
 
@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
 from sqlalchemy.exc import OperationalError
 
+from service.batcher import GreedyBatcher
 from service.config import Settings
 from teaming.artifact import load_artifact
 from teaming.data import DataError, decode_image, resize
@@ -144,6 +145,8 @@ class Teaming:
         if s.policy_path is not None and s.policy_path.exists() and self.store.active_policy() is None:
             self.store.add_policy(load_policy(s.policy_path).to_dict(), activate=True)
         self.reload_policy()
+        self.policy_checked_at = time.monotonic()
+        self.policy_refused: str | None = None
         logger.info(
             "serving %s on %s (%d torch threads), policy %s, log %s",
             self.model_version,
@@ -159,11 +162,25 @@ class Teaming:
         self.deferral_rate = bentoml.metrics.Gauge(
             name="teaming_deferral_rate", documentation="Share of logged decisions deferred to people"
         )
+        sizes = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+        self.batch_requests = bentoml.metrics.Histogram(
+            name="teaming_batch_requests", documentation="Requests merged into one model call", buckets=sizes
+        )
+        self.batch_images = bentoml.metrics.Histogram(
+            name="teaming_batch_images", documentation="Images in one model call", buckets=sizes
+        )
+        self.batcher = GreedyBatcher(
+            self.classify_batch, s.max_batch_size, len, self._observe_batch, s.batch_concurrency
+        )
         self.review_latency = bentoml.metrics.Histogram(
             name="teaming_review_latency_seconds",
             documentation="Time from decision to human label",
             buckets=(1, 5, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
         )
+
+    def _observe_batch(self, requests: int, images: int) -> None:
+        self.batch_requests.observe(requests)
+        self.batch_images.observe(images)
 
     def reload_policy(self) -> str:
         body = self.store.active_policy()
@@ -175,20 +192,45 @@ class Teaming:
         self.active = (policy, policy.version)  # one attribute, so readers never pair a policy with another's id
         return policy.version
 
+    def follow_policy(self) -> None:
+        """Every poll interval, take up a policy activated elsewhere: `teaming retune`, or a reload on a replica."""
+        now = time.monotonic()
+        if now - self.policy_checked_at < self.settings.policy_poll_seconds:
+            return
+        self.policy_checked_at = now
+        try:
+            version = self.store.active_policy_version()
+        except OperationalError:
+            return  # the decision log write reports the outage
+        if version is None or version in (self.active[1], self.policy_refused):
+            return
+        try:
+            self.reload_policy()
+            logger.info("took up policy %s", version)
+        except PolicyError as err:
+            self.policy_refused = version
+            logger.error("kept policy %s: the active %s does not fit the model: %s", self.active[1], version, err)
+
     def __is_ready__(self) -> bool:
         return self.store.ping()
 
-    @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms)
-    def classify(
+    @bentoml.api
+    async def classify(
         self, images: Annotated[list[ImageIn], Field(min_length=1, max_length=SETTINGS.max_images)]
     ) -> list[Decision]:
-        """Answer each image or defer it to people. Adaptive batching merges requests; every decision in the
-        batch is committed in one transaction before any reply."""
+        """Answer each image or defer it to people. Requests are batched together; every decision in a batch is
+        committed in one transaction before any reply."""
+        return await self.batcher.submit(images)
+
+    def classify_batch(self, requests: list[list[ImageIn]]) -> list[list[Decision]]:
+        """One model call, one policy decision and one log transaction for several requests' images."""
+        images = [item for req in requests for item in req]
         size = self.artifact.meta.input_size
         batch = torch.cat([resize(item._pixels[None], size) for item in images]).to(self.device)
         with torch.inference_mode():
             probs = self.artifact.predict_proba(batch).astype(np.float64)
         probs /= probs.sum(1, keepdims=True)
+        self.follow_policy()
         policy, policy_version = self.active  # the version id hashes the policy: computed once per reload
         defer = policy.decide(probs)
         conf = confidence(probs, "max_prob")
@@ -235,7 +277,8 @@ class Teaming:
                     review_id=task,
                 )
             )
-        return out
+        ends = np.cumsum([len(req) for req in requests])
+        return [out[end - len(req) : end] for req, end in zip(requests, ends)]
 
     # ---- reviewer and admin routes (FastAPI, mounted at /v1) ----
 

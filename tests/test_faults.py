@@ -30,3 +30,4 @@ def test_two_replicas_on_one_postgres(tmp_path):
     c = replicas(tmp_path, seconds=4)
     assert c.answered > 0 and c.missing == 0
     assert c.open_or_stuck_after_drain == 0 and c.double_claims == 0
+    assert c.policy_followed  # a policy reloaded on one replica reached the other by polling

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -112,17 +113,20 @@ def test_classify_answers_or_defers_and_logs_first(server):
     assert any(d["decision"] == "deferred" for d in decisions) and any(d["decision"] == "auto" for d in decisions)
 
 
-def test_metrics_report_deferral_and_queue(server):
-    classify(server, [item(7100)]).raise_for_status()
+def metric(text: str, name: str) -> float:
+    """A sample's value from Prometheus text (summed over label sets)."""
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def test_metrics_report_deferral_queue_and_batches(server):
+    before = httpx.get(f"{server.url}/metrics").text
+    classify(server, [item(7100), item(7101), item(7102)]).raise_for_status()
     text = httpx.get(f"{server.url}/metrics").text
-    for name in (
-        "teaming_decisions_total",
-        "teaming_queue_depth",
-        "teaming_deferral_rate",
-        "teaming_review_latency_seconds",
-        "bentoml_service_adaptive_batch_size",
-    ):
+    for name in ("teaming_queue_depth", "teaming_deferral_rate", "teaming_review_latency_seconds_count"):
         assert name in text
+    assert metric(text, "teaming_decisions_total") - metric(before, "teaming_decisions_total") == 3
+    assert metric(text, "teaming_batch_images_sum") - metric(before, "teaming_batch_images_sum") == 3
+    assert metric(text, "teaming_batch_requests_count") - metric(before, "teaming_batch_requests_count") == 1
 
 
 def _png(width: int, height: int) -> bytes:
@@ -242,11 +246,13 @@ def loop_db(request, tmp_path):
 
 
 def test_full_loop_retune_and_reload(tmp_path, loop_db):
-    """classify -> defer -> review -> outcome -> retune from audits -> reload, on SQLite and on PostgreSQL.
+    """classify -> defer -> review -> outcome -> retune from audits -> taken up, on SQLite and on PostgreSQL.
 
     This server also protects classify with a token.
     """
-    srv = Server(tmp_path, audit_rate=1.0, db=loop_db, TEAMING_CLASSIFY_TOKEN="tok-client")
+    srv = Server(
+        tmp_path, audit_rate=1.0, db=loop_db, TEAMING_CLASSIFY_TOKEN="tok-client", TEAMING_POLICY_POLL_SECONDS="1"
+    )
     try:
         assert classify(srv, [item(1)]).status_code == 401
         assert classify(srv, [item(1)], token="wrong").status_code == 401
@@ -274,9 +280,10 @@ def test_full_loop_retune_and_reload(tmp_path, loop_db):
         assert out["final_label"] is not None
         policy = retune(srv.db, tmp_path / "retuned.json", max_deferral=0.5)
         assert policy.report_.n_items == len(items) and policy.model_["retuned_from"] == first
-        r = admin(srv).post("/v1/admin/policy/reload").json()
-        assert r["policy_version"] == policy.version != first
+        time.sleep(1.5)  # past the poll interval: the service takes up the new policy with no reload call
         d = classify(srv, [item(9999)], token="tok-client").json()[0]
-        assert d["policy_version"] == policy.version  # new decisions use the retuned policy, no restart
+        assert d["policy_version"] == policy.version != first  # new decisions use the retuned policy, no restart
+        r = admin(srv).post("/v1/admin/policy/reload").json()
+        assert r["policy_version"] == policy.version
     finally:
         srv.stop()
