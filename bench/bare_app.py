@@ -1,7 +1,7 @@
 """Reference for bench/serve_load.py: a bare Starlette app doing the service's work with no framework extras.
 
 Same request and response shape as the service's /classify: decode, model forward, threshold, answer.
-No adaptive batching across requests and no logging. Run: uvicorn bench.bare_app:app --port 3100
+No batching across requests and no logging. Run: uvicorn bench.bare_app:app --port 3100
 """
 
 from __future__ import annotations

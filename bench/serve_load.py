@@ -4,9 +4,14 @@ Targets, each started here as a subprocess on 127.0.0.1 and loaded from this pro
   bentoml        the service as shipped (decisions logged to a fresh SQLite file)
   bentoml-nolog  the same service with TEAMING_LOG_DECISIONS=0 (what deferral logging costs)
   bare           bench/bare_app.py: Starlette + uvicorn doing the same decode + forward, no batching or logging
+  bentoml-keepalive5  (only when asked for) the service with BentoML's default 5 s keep-alive instead of 75 s
+  bentoml@REV    (with --baseline REV) the service as it was at git commit REV, served from a temporary worktree
 and the in-process ceiling: the same decode + forward in this Python process, no HTTP.
-Every level runs a bounded time and request count. Prints one line per target and level.
-Usage: python -m bench.serve_load [--levels 1,16,64,256] [--images 1,64] [--seconds 8] [--targets bentoml,bare]
+All targets run at once and each level runs in rounds that interleave them (in-process, bentoml, bentoml-nolog,
+bare, then again), so a drift in the shared machine's speed hits every target alike. Every round is bounded in
+time and request count. Prints one line per target and level, then the ratios the issue sets goals for.
+Usage: python -m bench.serve_load [--levels 1,16,64,256] [--images 1,64] [--seconds 4] [--rounds 3]
+                                  [--targets bentoml,bentoml-nolog,bare] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -28,7 +34,7 @@ import numpy as np
 import torch
 
 from bench.common import jpeg_payloads
-from service.process import ServiceProcess, free_port
+from service.process import KEEP_ALIVE_SECONDS, ServiceProcess, free_port
 from teaming.artifact import load_artifact
 from teaming.data import decode_image
 
@@ -56,16 +62,24 @@ class Target:
 
     def __init__(self, name: str, tmp: Path) -> None:
         self.name = name
+        self.worktree: Path | None = None
         env = {
             "TEAMING_DB_URL": f"sqlite:///{tmp / (name + '.db')}",
             "TEAMING_AUDIT_RATE": "0.05",
-            "BENTOML_HOME": str(tmp / "bentoml"),
+            "BENTOML_HOME": str(tmp / f"bentoml-{name}"),  # one Prometheus directory per service
             "TEAMING_MAX_IMAGES": "64",
         }
         if name == "bentoml-nolog":
             env["TEAMING_LOG_DECISIONS"] = "0"
         if name != "bare":
-            self.proc = ServiceProcess(env, tmp / f"{name}.log").start()
+            keep_alive = 5 if name == "bentoml-keepalive5" else KEEP_ALIVE_SECONDS  # 5 s: BentoML's default
+            tree = ROOT
+            if "@" in name:  # an earlier commit of the service, checked out beside this one
+                self.worktree = tree = tmp / f"tree-{name.split('@', 1)[1]}"
+                git = ["git", "-C", str(ROOT), "worktree"]
+                subprocess.run([*git, "add", "--detach", str(tree), name.split("@", 1)[1]], check=True)
+            log = tmp / f"{name.replace('@', '-')}.log"
+            self.proc = ServiceProcess(env, log, keep_alive=keep_alive, tree=tree).start()
             self.url = self.proc.url
             return
         port = free_port()
@@ -96,13 +110,16 @@ class Target:
         raise RuntimeError("the bare app did not start")
 
     def batch_stats(self) -> tuple[float, float]:
-        """(sum, count) of BentoML's adaptive batch size histogram; zeros for the bare app."""
+        """(sum, count) of the requests-per-batch histogram (BentoML's adaptive one in older commits); zeros for
+        the bare app."""
         if self.name == "bare":
             return 0.0, 0.0
         text = httpx.get(self.url + "/metrics").text
-        s = sum(float(v) for v in re.findall(r"^bentoml_service_adaptive_batch_size_sum\{[^}]*\} (\S+)", text, re.M))
-        c = sum(float(v) for v in re.findall(r"^bentoml_service_adaptive_batch_size_count\{[^}]*\} (\S+)", text, re.M))
-        return s, c
+        for metric in ("teaming_batch_requests", "bentoml_service_adaptive_batch_size"):
+            s, c = (re.search(rf"^{metric}_{k}(?:{{[^}}]*}})? (\S+)$", text, re.M) for k in ("sum", "count"))
+            if s and c:
+                return float(s[1]), float(c[1])
+        return 0.0, 0.0
 
     def stop(self) -> None:
         if self.name == "bare":
@@ -110,17 +127,22 @@ class Target:
             self.bare.wait(timeout=60)
         else:
             self.proc.stop()
+        if self.worktree is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(self.worktree)], check=True)
 
 
 @dataclass
 class Level:
-    images_per_s: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
-    server_errors: int
+    """What one closed-loop run saw: answered requests' latencies (s) and failures."""
+
+    latencies: list[float]
+    errors: int  # 4xx answers
+    server_errors: int  # 5xx answers
+    failures: Counter  # no answer: exception type -> count
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies)
 
 
 async def closed_loop(
@@ -129,6 +151,7 @@ async def closed_loop(
     """`clients` workers each send a request and wait for its answer, for `seconds` or `max_requests`."""
     latencies: list[float] = []
     errors = server_errors = 0
+    failures: Counter = Counter()
     sent = 0
     stop_at = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -144,8 +167,8 @@ async def closed_loop(
                 t0 = time.perf_counter()
                 try:
                     r = await client.post("/classify", json=body)
-                except httpx.HTTPError:
-                    errors += 1
+                except httpx.HTTPError as err:
+                    failures[type(err).__name__] += 1
                     continue
                 if r.status_code >= 500:
                     server_errors += 1
@@ -154,54 +177,106 @@ async def closed_loop(
                 else:
                     latencies.append(time.perf_counter() - t0)
 
-        start = time.perf_counter()
         await asyncio.gather(*(worker(w) for w in range(clients)))
-        elapsed = time.perf_counter() - start
-    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return Level(
-        len(latencies) * per_request / elapsed, *np.percentile(lat, [50, 95, 99]), len(latencies), errors, server_errors
-    )
+    return Level(latencies, errors, server_errors, failures)
+
+
+@dataclass
+class Tally:
+    """One target's results at one level, summed over its interleaved rounds."""
+
+    images: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    server_errors: int = 0
+    failures: Counter = field(default_factory=Counter)
+    batch_sum: float = 0.0
+    batch_count: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--levels", default="1,16,64,256")
     p.add_argument("--images", default="1,64")
-    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--seconds", type=float, default=4.0, help="length of one round of one target")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per level, targets interleaved in each")
     p.add_argument("--max-requests", type=int, default=20000)
     p.add_argument("--targets", default="bentoml,bentoml-nolog,bare")
+    p.add_argument("--baseline", help="also load the service as it was at this git commit (before/after)")
     args = p.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     sizes = [int(x) for x in args.images.split(",")]
+    names = args.targets.split(",") + ([f"bentoml@{args.baseline}"] if args.baseline else [])
     payloads = jpeg_payloads(2000)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(
         f"# serve_load on {device}, {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}; "
-        f"{args.seconds:g} s per level"
+        f"{args.rounds} interleaved rounds of {args.seconds:g} s per target and level"
     )
-    for size in sizes:
-        print(f"in-process ceiling  images/req={size:<3d} batch=256  images/s={ceiling(payloads, 256, 5):8.1f}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.targets.split(","):
-            target = Target(name, Path(tmp))
-            try:
-                for size in sizes:
-                    for clients in levels:
-                        s0, c0 = target.batch_stats()
-                        lv = asyncio.run(
-                            closed_loop(target.url, payloads, clients, size, args.seconds, args.max_requests)
-                        )
-                        s1, c1 = target.batch_stats()
-                        batch = f"{(s1 - s0) / (c1 - c0):6.1f}" if c1 > c0 else "     -"
-                        print(
-                            f"{name:<18s}  images/req={size:<3d} clients={clients:<4d} images/s={lv.images_per_s:8.1f}"
-                            f"  p50={lv.p50_ms:7.1f}ms p95={lv.p95_ms:7.1f}ms p99={lv.p99_ms:7.1f}ms"
-                            f"  requests={lv.requests:<6d} 4xx/conn={lv.errors} 5xx={lv.server_errors}"
-                            f"  mean_batch={batch}",
-                            flush=True,
-                        )
-            finally:
+        targets: list[Target] = []
+        try:
+            for name in names:
+                targets.append(Target(name, Path(tmp)))
+                asyncio.run(closed_loop(targets[-1].url, payloads, 4, 16, 2.0, 50))  # warm up
+            for size in sizes:
+                for clients in levels:
+                    tallies = {name: Tally() for name in ["in-process", *names]}
+                    for _ in range(args.rounds):
+                        t = tallies["in-process"]
+                        t.images += int(ceiling(payloads, 256, args.seconds) * args.seconds)
+                        t.seconds += args.seconds
+                        for target in targets:
+                            t = tallies[target.name]
+                            s0, c0 = target.batch_stats()
+                            start = time.perf_counter()
+                            lv = asyncio.run(
+                                closed_loop(target.url, payloads, clients, size, args.seconds, args.max_requests)
+                            )
+                            t.seconds += time.perf_counter() - start
+                            s1, c1 = target.batch_stats()
+                            t.images += lv.requests * size
+                            t.latencies += lv.latencies
+                            t.errors += lv.errors
+                            t.server_errors += lv.server_errors
+                            t.failures.update(lv.failures)
+                            t.batch_sum += s1 - s0
+                            t.batch_count += c1 - c0
+                    report(size, clients, tallies, args.baseline)
+        finally:
+            for target in targets:
                 target.stop()
+
+
+def report(size: int, clients: int, tallies: dict[str, Tally], baseline: str | None = None) -> None:
+    """One line per target, then one line per ratio the issue sets a goal for (and after/before)."""
+    for name, t in tallies.items():
+        if name == "in-process":
+            print(f"{name:<18s} images/req={size:<3d} clients={clients:<4d} images/s={t.rate:8.1f}  batch 256, no HTTP")
+            continue
+        lat = np.array(t.latencies) * 1000 if t.latencies else np.array([np.nan])
+        p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+        batch = f"{t.batch_sum / t.batch_count:6.1f}" if t.batch_count else "     -"
+        print(
+            f"{name:<18s} images/req={size:<3d} clients={clients:<4d} images/s={t.rate:8.1f}"
+            f"  p50={p50:7.1f}ms p95={p95:7.1f}ms p99={p99:7.1f}ms  requests={len(t.latencies):<6d}"
+            f" 4xx={t.errors} 5xx={t.server_errors} no_answer={sum(t.failures.values())}  mean_batch={batch}"
+            + "".join(f"  {kind}={n}" for kind, n in sorted(t.failures.items())),
+            flush=True,
+        )
+    for den in ("in-process", "bare", "bentoml-nolog", f"bentoml@{baseline}"):
+        num = "bentoml"
+        if num in tallies and den in tallies and tallies[den].rate:
+            print(
+                f"ratio              images/req={size:<3d} clients={clients:<4d} {num}/{den}="
+                f"{tallies[num].rate / tallies[den].rate:.3f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
