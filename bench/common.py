@@ -1,4 +1,4 @@
-"""What the benches, drills and tests share: request payloads and scratch PostgreSQL databases."""
+"""What the benches, drills and tests share: request payloads, /metrics readings, scratch PostgreSQL databases."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ def jpeg_payloads(n: int, start: int = 0) -> list[dict]:
     return [
         {"id": f"cifar10_test/{i}", "data": base64.b64encode(b).decode()} for i, b in zip(indices, pack_jpegs(indices))
     ]
+
+
+def metric_total(text: str, name: str) -> float:
+    """A sample's value in Prometheus /metrics text, summed over its label sets (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families  # installed with BentoML
+
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == name)
 
 
 def _admin(sql: str) -> None:

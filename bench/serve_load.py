@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import base64
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import httpx
 import numpy as np
 import torch
 
-from bench.common import jpeg_payloads
+from bench.common import jpeg_payloads, metric_total
 from service.process import KEEP_ALIVE_SECONDS, ServiceProcess, free_port
 from teaming.artifact import load_artifact
 from teaming.data import decode_image
@@ -75,9 +74,9 @@ class Target:
             keep_alive = 5 if name == "bentoml-keepalive5" else KEEP_ALIVE_SECONDS  # 5 s: BentoML's default
             tree = ROOT
             if "@" in name:  # an earlier commit of the service, checked out beside this one
-                self.worktree = tree = tmp / f"tree-{name.split('@', 1)[1]}"
-                git = ["git", "-C", str(ROOT), "worktree"]
-                subprocess.run([*git, "add", "--detach", str(tree), name.split("@", 1)[1]], check=True)
+                rev = name.split("@", 1)[1]
+                self.worktree = tree = tmp / f"tree-{rev}"
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True)
             log = tmp / f"{name.replace('@', '-')}.log"
             self.proc = ServiceProcess(env, log, keep_alive=keep_alive, tree=tree).start()
             self.url = self.proc.url
@@ -116,9 +115,9 @@ class Target:
             return 0.0, 0.0
         text = httpx.get(self.url + "/metrics").text
         for metric in ("teaming_batch_requests", "bentoml_service_adaptive_batch_size"):
-            s, c = (re.search(rf"^{metric}_{k}(?:{{[^}}]*}})? (\S+)$", text, re.M) for k in ("sum", "count"))
-            if s and c:
-                return float(s[1]), float(c[1])
+            count = metric_total(text, f"{metric}_count")
+            if count:
+                return metric_total(text, f"{metric}_sum"), count
         return 0.0, 0.0
 
     def stop(self) -> None:

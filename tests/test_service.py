@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,7 @@ from sqlalchemy import func, select
 
 pytest.importorskip("bentoml", reason="the service extra (pip install -e '.[serve]') is not installed")
 
-from bench.common import drop_postgres, jpeg_payloads  # noqa: E402
+from bench.common import drop_postgres, jpeg_payloads, metric_total  # noqa: E402
 from service.process import ServiceProcess  # noqa: E402
 from teaming.data import pack_jpegs  # noqa: E402
 from teaming.labels import load_cifar10h  # noqa: E402
@@ -113,20 +112,19 @@ def test_classify_answers_or_defers_and_logs_first(server):
     assert any(d["decision"] == "deferred" for d in decisions) and any(d["decision"] == "auto" for d in decisions)
 
 
-def metric(text: str, name: str) -> float:
-    """A sample's value from Prometheus text (summed over label sets)."""
-    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
-
-
 def test_metrics_report_deferral_queue_and_batches(server):
     before = httpx.get(f"{server.url}/metrics").text
     classify(server, [item(7100), item(7101), item(7102)]).raise_for_status()
     text = httpx.get(f"{server.url}/metrics").text
     for name in ("teaming_queue_depth", "teaming_deferral_rate", "teaming_review_latency_seconds_count"):
         assert name in text
-    assert metric(text, "teaming_decisions_total") - metric(before, "teaming_decisions_total") == 3
-    assert metric(text, "teaming_batch_images_sum") - metric(before, "teaming_batch_images_sum") == 3
-    assert metric(text, "teaming_batch_requests_count") - metric(before, "teaming_batch_requests_count") == 1
+
+    def grew(name: str) -> float:
+        return metric_total(text, name) - metric_total(before, name)
+
+    assert grew("teaming_decisions_total") == 3
+    assert grew("teaming_batch_images_sum") == 3
+    assert grew("teaming_batch_requests_count") == 1
 
 
 def _png(width: int, height: int) -> bytes:
