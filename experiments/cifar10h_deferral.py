@@ -12,10 +12,9 @@ import argparse
 import torch
 
 from teaming.analysis import best_in_hindsight, cross_fitted_team, oracle_accuracy
-from teaming.artifact import load_artifact
-from teaming.cli import parse_items
-from teaming.data import load_default_test
-from teaming.labels import load_cifar10h
+from teaming.data import parse_items
+from teaming.datasets import load_cifar10h, load_default_test
+from teaming.model import load_artifact
 from teaming.policy import CertifiedPolicy, ThresholdPolicy
 
 
@@ -40,9 +39,9 @@ def main() -> None:
     print(f"human alone {(human == y).mean():.4f}")
     print(f"oracle bound {oracle_accuracy(pred, human, y):.4f}")
     variants = {
-        "t-test rule": lambda pr, h, yy: ThresholdPolicy().fit(pr, h, yy),
-        "t-test rule, max 10% deferred": lambda pr, h, yy: ThresholdPolicy(max_deferral=0.10).fit(pr, h, yy),
-        "certified 98% on auto items": lambda pr, h, yy: CertifiedPolicy(0.98, 0.05).fit(pr, yy, h),
+        "t-test rule": ThresholdPolicy().fit,
+        "t-test rule, max 10% deferred": ThresholdPolicy(max_deferral=0.10).fit,
+        "certified 98% on auto items": CertifiedPolicy(0.98, 0.05).fit,
     }
     for name, fit in variants.items():
         team, rows = cross_fitted_team(fit, probs, human, y, repeats=args.repeats, seed=args.seed)

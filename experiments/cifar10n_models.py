@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from teaming.calibration import fit_temperature, softmax
-from teaming.data import load_jpeg_pack, shared_data_dir
-from teaming.labels import load_cifar10n
-from teaming.metrics import accuracy
-from teaming.predict import predict_logits
-from teaming.train import TrainConfig, resolve_device, train
+from teaming.data import load_jpeg_pack
+from teaming.datasets import load_cifar10n, shared_data_dir
+from teaming.model.calibration import fit_temperature, softmax
+from teaming.model.metrics import accuracy
+from teaming.model.predict import predict_logits
+from teaming.model.train import TrainConfig, resolve_device, train
 
 FIT, CAL, TEST = slice(0, 36000), slice(36000, 40000), slice(40000, 50000)
 # name -> (label columns, TrainConfig overrides): machines that differ in loss, label source and net width.

@@ -25,8 +25,9 @@ from teaming.analysis import (
     matching_percentage,
     oracle_accuracy,
 )
-from teaming.data import shared_data_dir
-from teaming.policy import ThresholdPolicy, confidence
+from teaming.confidence import confidence
+from teaming.datasets import shared_data_dir
+from teaming.policy import ThresholdPolicy
 
 HUMANS = ["random_label1", "random_label2", "random_label3", "aggre_label"]
 
@@ -56,8 +57,7 @@ def main() -> None:
         humans = {h: z[h][items].astype(np.int64) for h in HUMANS}
     preds = {m: pr.argmax(1) for m, pr in machines.items()}
 
-    def fit(pr, h, yy):
-        return ThresholdPolicy(n_resamples=10).fit(pr, h, yy)
+    fit = ThresholdPolicy(n_resamples=10).fit
 
     ai_ai = {
         m: max((best_in_hindsight(machines[m], preds[o], y) for o in machines if o != m), key=lambda t: t.accuracy)
@@ -104,7 +104,7 @@ def main() -> None:
     # Liu et al. Table 2: paired t-tests of thresholds 0.1..0.9 against the best, 10 folds of all items.
     first = next(iter(machines))
     grid = np.round(np.arange(0.1, 1.0, 0.1), 2)
-    pol = ThresholdPolicy(candidates=grid, n_resamples=10).fit(machines[first], humans["random_label2"], y)
+    pol = ThresholdPolicy(candidates=grid, n_resamples=10).fit(machines[first], y, humans["random_label2"])
     r = pol.report_
     print(f"\n## Paired t-tests: {first} + random_label2, best {r.best_threshold:.1f}, chosen {r.threshold:.1f}\n")
     print("| threshold | deferred % | team % | t | p |")

@@ -12,8 +12,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from teaming.labels import HumanLabels
-from teaming.policy import PolicyError, check_labels, check_probs, confidence
+from teaming._validation import InputError, check_probs
+from teaming.confidence import confidence
 
 
 def oracle_accuracy(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray) -> float:
@@ -62,8 +62,8 @@ def cross_fitted_team(
 ) -> tuple[TeamPoint, np.ndarray]:
     """Fit a policy on a random half, score the team on the other half, over `repeats` splits.
 
-    `fit(probs, human, y)` returns a fitted policy with `decide`. Returns the mean TeamPoint and the
-    per-split (threshold, accuracy, deferral) rows, so the spread can be reported.
+    `fit(probs, y, human)` returns a fitted policy with `decide` (e.g. `ThresholdPolicy().fit`). Returns the
+    mean TeamPoint and the per-split (threshold, accuracy, deferral) rows, so the spread can be reported.
     """
     p = check_probs(probs)
     y = np.asarray(y)
@@ -73,7 +73,7 @@ def cross_fitted_team(
     for _ in range(repeats):
         perm = rng.permutation(len(y))
         a, b = perm[: len(y) // 2], perm[len(y) // 2 :]
-        policy = fit(p[a], h[a], y[a])
+        policy = fit(p[a], y[a], h[a])
         defer = policy.decide(p[b])
         ok = np.where(defer, h[b] == y[b], p[b].argmax(1) == y[b])
         rows.append((policy.threshold_, ok.mean(), defer.mean()))
@@ -120,12 +120,6 @@ def pair_teams(
     return rows
 
 
-def majority_vote(answers: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
-    """Aggregated humans: the most common answer per item (ties to the lowest class id)."""
-    cols = [np.asarray(x) for x in answers]
-    return HumanLabels.from_annotators(cols, [str(c) for c in range(num_classes)]).majority()
-
-
 def error_confusion(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
     """C x C shares over items both get wrong: row = a's wrong answer, column = b's. The diagonal is shared mistakes."""
     a, b, y = (np.asarray(v) for v in (pred_a, pred_b, y))
@@ -152,7 +146,7 @@ class ConfusionTest:
 def compare_confusions(x: np.ndarray, y: np.ndarray, label_x: str = "x", label_y: str = "y") -> ConfusionTest:
     """Paired t-tests (scipy ttest_rel) of the C diagonal entries and the C(C-1) off-diagonal entries."""
     if x.shape != y.shape or x.ndim != 2 or x.shape[0] != x.shape[1]:
-        raise PolicyError(f"need two square matrices of one shape, got {x.shape} and {y.shape}")
+        raise InputError(f"need two square matrices of one shape, got {x.shape} and {y.shape}")
     off = ~np.eye(len(x), dtype=bool)
     d = stats.ttest_rel(np.diag(x), np.diag(y))
     o = stats.ttest_rel(x[off], y[off])
@@ -237,7 +231,3 @@ def accuracy_by_bins(correct: np.ndarray, value: np.ndarray, edges: Sequence[flo
     else:
         slope = intercept = p = float("nan")
     return BinnedAccuracy(edges, centers, acc, counts, slope, intercept, p)
-
-
-def check_answers(answers: Mapping[str, np.ndarray], n: int, num_classes: int) -> dict[str, np.ndarray]:
-    return {k: check_labels(v, n, num_classes, f"answers {k!r}") for k, v in answers.items()}

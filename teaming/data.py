@@ -1,9 +1,9 @@
-"""Image sets: JPEG packs, ImageFolder directories and torchvision's CIFAR-10, decoded to uint8 tensors."""
+"""Image sets in generic formats: JPEG packs, ImageFolder trees and torchvision's CIFAR-10 folder, decoded to
+uint8 tensors; item selections ('7000:10000'). Named data sets (CIFAR-10, CIFAR-10H, CIFAR-10N) are in datasets.py."""
 
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import threading
 from dataclasses import dataclass, field
@@ -15,13 +15,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-EMBEDDED_DIR = Path(__file__).parent / "embedded"
-DEFAULT_PACK = EMBEDDED_DIR / "cifar10_test_jpeg.npz"
+from teaming._validation import DataError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the item and the problem."""
 
 
 @dataclass
@@ -139,7 +135,7 @@ def decode_jpegs(blobs: Sequence[np.ndarray], ids: Sequence[str], size: int | No
     return torch.cat([resize(d[None], size) for d in decoded])
 
 
-def load_jpeg_pack(path: str | Path = DEFAULT_PACK, size: int | None = None, prefix: str | None = None) -> ImageSet:
+def load_jpeg_pack(path: str | Path, size: int | None = None, prefix: str | None = None) -> ImageSet:
     """Load the shared JPEG pack format (npz with jpeg, offsets, labels, classes); ids are '<prefix>/<index>'."""
     path = Path(path)
     if not path.exists():
@@ -168,7 +164,7 @@ _PACK_BYTES: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
 _PACK_LOCK = threading.Lock()
 
 
-def pack_jpegs(indices: Sequence[int], path: str | Path = DEFAULT_PACK) -> list[bytes]:
+def pack_jpegs(indices: Sequence[int], path: str | Path) -> list[bytes]:
     """The encoded JPEG bytes of items `indices` of a pack, undecoded (to send to the service); thread-safe."""
     path = Path(path).resolve()
     key = (str(path), path.stat().st_mtime_ns)
@@ -178,13 +174,6 @@ def pack_jpegs(indices: Sequence[int], path: str | Path = DEFAULT_PACK) -> list[
                 _PACK_BYTES[key] = (z["jpeg"], z["offsets"].astype(np.int64))
         jpeg, offsets = _PACK_BYTES[key]
     return [jpeg[offsets[i] : offsets[i + 1]].tobytes() for i in indices]
-
-
-def load_default_test() -> ImageSet:
-    """The embedded CIFAR-10 test images (10,000, JPEG q75) that ship inside the package."""
-    images = load_jpeg_pack(DEFAULT_PACK, prefix="cifar10_test")
-    images.source = "embedded CIFAR-10 test images (teaming/embedded/cifar10_test_jpeg.npz, JPEG q75)"
-    return images
 
 
 def load_image_folder(root: str | Path, size: int = 32, classes: Sequence[str] | None = None) -> ImageSet:
@@ -236,25 +225,18 @@ def load_torchvision_cifar10(root: str | Path, train: bool = False) -> ImageSet:
     return ImageSet(images, ids, list(classes), np.array(labels), source=str(base))
 
 
-def load_images(spec: str | Path, size: int | None = None, classes: Sequence[str] | None = None) -> ImageSet:
-    """Load by path or name: 'default' (embedded test set), a .npz pack, an ImageFolder or a CIFAR-10 folder.
-
-    `classes` fixes an ImageFolder's class order (a model's classes), so missing folders don't shift label ids.
-    """
-    if str(spec) == "default":
-        return load_default_test()
-    path = Path(spec)
-    if path.suffix == ".npz":
-        return load_jpeg_pack(path, size)
-    if path.is_dir() and ((path / "cifar-10-batches-py").is_dir() or (path / "batches.meta").exists()):
-        return load_torchvision_cifar10(path, train=False)
-    return load_image_folder(path, size or 32, classes)
-
-
-def shared_data_dir() -> Path | None:
-    """The shared data folder beside the checkout (../shared/data), or TEAMING_DATA; None when absent."""
-    candidates = [os.environ.get("TEAMING_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"]
-    for c in candidates:
-        if c and (Path(c) / "cifar10_train_jpeg.npz").exists():
-            return Path(c)
-    return None
+def parse_items(spec: str | None, n: int) -> np.ndarray:
+    """Positions into a set of n items: 'START:STOP' (a slice), 'I,J,K', or None / 'all' for every item."""
+    if spec is None or spec in ("", "all"):
+        return np.arange(n)
+    try:
+        if ":" in spec:
+            a, b = (int(x) if x else None for x in spec.split(":"))
+            idx = np.arange(n)[slice(a, b)]
+        else:
+            idx = np.array([int(x) for x in spec.split(",")])
+    except ValueError:
+        raise DataError(f"items {spec!r} must look like 'START:STOP' or 'I,J,K'") from None
+    if len(idx) == 0 or idx.min() < 0 or idx.max() >= n:
+        raise DataError(f"items {spec!r} select nothing valid among {n} images")
+    return idx

@@ -1,4 +1,9 @@
-"""What people said about each item: vote counts per class, and the targets derived from them."""
+"""What people said about each item: vote counts per class, the targets derived from them, and majority votes.
+
+One tie rule holds everywhere: a tie goes to the tied class named first. For reviewers' answers (N x k) that
+is the earliest reviewer's answer among the tied classes; for bare vote counts, which keep no order, the lowest
+class id.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from teaming.data import EMBEDDED_DIR, DataError
+from teaming._validation import DataError, check_labels
 
 
 @dataclass
@@ -127,8 +132,8 @@ class HumanLabels:
         return self.counts / self.votes[:, None]
 
     def majority(self) -> np.ndarray:
-        """The most chosen class per item (lowest class id on ties)."""
-        return self.counts.argmax(1)
+        """The most chosen class per item (lowest class id on ties: counts keep no order)."""
+        return majority(self.counts)
 
     def sample(self, rng: np.random.Generator | int | None = None) -> np.ndarray:
         """One annotator's answer per item, drawn in proportion to the votes."""
@@ -170,25 +175,23 @@ def _parse_label(value: str, by_name: Mapping[str, int], num_classes: int, where
     return label
 
 
-def load_cifar10h(path: str | Path | None = None, classes: Sequence[str] | None = None) -> HumanLabels:
-    """CIFAR-10H counts for the 10,000 test images, ids 'cifar10_test/<index>' (embedded copy by default)."""
-    path = Path(path) if path else EMBEDDED_DIR / "cifar10h_counts.npz"
-    with np.load(path) as z:
-        counts = z["counts"]
-    classes = list(classes) if classes else CIFAR10_CLASSES
-    return HumanLabels.from_counts(counts, classes, [f"cifar10_test/{i}" for i in range(len(counts))])
+def majority(counts: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """The most voted class per item from N x C vote counts; a tie goes to the tied class named first in `order`
+    (N x k answers in the order they were given), or to the lowest class id without one."""
+    counts = np.asarray(counts)
+    top = counts == counts.max(1, keepdims=True)
+    if order is None:
+        return top.argmax(1)
+    rows = np.arange(len(counts))
+    first = np.argmax(top[rows[:, None], order], axis=1)
+    return order[rows, first]
 
 
-def load_cifar10n(
-    path: str | Path, columns: Sequence[str] = ("random_label1", "random_label2", "random_label3")
-) -> HumanLabels:
-    """CIFAR-10N annotator columns for the 50,000 training images, ids 'cifar10_train/<index>'."""
-    with np.load(path) as z:
-        unknown = [c for c in columns if c not in z.files]
-        if unknown:
-            raise DataError(f"{path}: unknown label columns {unknown}; available: {z.files}")
-        cols = [z[c] for c in columns]
-    return HumanLabels.from_annotators(cols, CIFAR10_CLASSES, [f"cifar10_train/{i}" for i in range(len(cols[0]))])
-
-
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+def vote(answers: np.ndarray, num_classes: int) -> np.ndarray:
+    """One answer per item: a single reviewer's (N,) as given, or the majority of k reviewers (N x k)."""
+    a = check_labels(answers, len(answers), num_classes, "answers")
+    if a.ndim == 1:
+        return a
+    counts = np.zeros((len(a), num_classes), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(len(a)), a.shape[1]), a.ravel()), 1)
+    return majority(counts, a)

@@ -1,3 +1,5 @@
+"""Image sets in every format the library reads, item selections, and the pack reader under threads."""
+
 import io
 import pickle
 from concurrent.futures import ThreadPoolExecutor
@@ -7,16 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
+from teaming._validation import DataError
 from teaming.data import (
-    DataError,
     ImageSet,
     decode_image,
     load_image_folder,
-    load_images,
     load_jpeg_pack,
     load_torchvision_cifar10,
     pack_jpegs,
+    parse_items,
 )
+from teaming.datasets import DEFAULT_PACK, load_images
 
 
 def test_default_pack_decodes_all_items_with_stable_ids(cifar_test):
@@ -84,7 +87,7 @@ def test_empty_inputs_are_rejected(tmp_path):
 
 
 def test_truncated_jpeg_in_pack_names_the_item(tmp_path, cifar_test):
-    src = np.load("teaming/embedded/cifar10_test_jpeg.npz")
+    src = np.load(DEFAULT_PACK)
     off = src["offsets"][:4]
     jpeg = src["jpeg"][: off[-1]].copy()
     jpeg[off[1] : off[1] + 40] = 0  # wipe the header of item 1
@@ -129,7 +132,7 @@ def test_shared_train_pack_has_50000_images(shared_dir):
 
 def test_pack_jpegs_reads_each_pack_once_and_is_thread_safe(tmp_path):
     """Tests and benches fetch pack bytes from many threads at once; every thread gets the right bytes."""
-    with np.load("teaming/embedded/cifar10_test_jpeg.npz") as src:
+    with np.load(DEFAULT_PACK) as src:
         off, jpeg = src["offsets"][:65], src["jpeg"]
         np.savez(tmp_path / "pack.npz", jpeg=jpeg[: off[-1]], offsets=off)
         expected = [jpeg[off[i] : off[i + 1]].tobytes() for i in range(64)]
@@ -137,3 +140,12 @@ def test_pack_jpegs_reads_each_pack_once_and_is_thread_safe(tmp_path):
         got = list(pool.map(lambda i: pack_jpegs([i], tmp_path / "pack.npz")[0], range(64)))
     assert got == expected and all(b[:2] == b"\xff\xd8" for b in got)
     assert pack_jpegs([3, 1], tmp_path / "pack.npz") == [expected[3], expected[1]]
+
+
+def test_parse_items_reads_slices_and_lists():
+    assert parse_items("7:10", 20).tolist() == [7, 8, 9] and parse_items("3,1", 5).tolist() == [3, 1]
+    assert parse_items(None, 3).tolist() == [0, 1, 2] and parse_items("all", 2).tolist() == [0, 1]
+    with pytest.raises(DataError, match="START:STOP"):
+        parse_items("a:b", 5)
+    with pytest.raises(DataError, match="select nothing valid"):
+        parse_items("5:9", 5)

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from teaming.data import DataError
-from teaming.labels import HumanLabels, load_cifar10n
+from teaming._validation import DataError
+from teaming.datasets import load_cifar10n, resolve_labels
+from teaming.labels import HumanLabels, majority, vote
 
 CLASSES = ["a", "b", "c"]
 
@@ -14,6 +15,16 @@ def test_from_counts_derives_soft_majority_entropy_agreement():
     np.testing.assert_allclose(h.entropy(), [-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)), 0.0, np.log(2)])
     np.testing.assert_allclose(h.agreement(), [0.75, 1.0, 0.5])
     assert h.votes.tolist() == [4, 4, 4]
+
+
+def test_one_tie_rule_the_tied_class_named_first():
+    counts = np.array([[2, 2, 0], [0, 1, 1], [3, 0, 0]])
+    assert majority(counts).tolist() == [0, 1, 0]  # counts keep no order: the lowest class id
+    answers = np.array([[1, 0, 2], [2, 1, 1], [2, 0, 0], [1, 2, 0], [0, 0, 0]])
+    assert vote(answers, 3).tolist() == [1, 1, 0, 1, 0]  # the earliest reviewer's among the tied
+    assert vote(np.array([2, 0, 1]), 3).tolist() == [2, 0, 1]  # one reviewer: as given
+    h = HumanLabels.from_annotators(list(answers.T), CLASSES)
+    assert h.majority().tolist() == [0, 1, 0, 0, 0]  # the same votes as bare counts
 
 
 def test_sampled_annotator_follows_the_vote_shares():
@@ -89,8 +100,7 @@ def test_cifar10n_annotators_are_about_82_percent_accurate(shared_dir):
         load_cifar10n(shared_dir / "cifar10n_labels.npz", ["random_label9"])
 
 
-def test_cli_label_specs_align_with_the_images(shared_dir, cifar_test):
-    from teaming.cli import resolve_labels
+def test_label_specs_align_with_the_images(shared_dir, cifar_test):
     from teaming.data import load_jpeg_pack
 
     train = load_jpeg_pack(shared_dir / "cifar10_train_jpeg.npz").subset([7, 3])

@@ -1,8 +1,9 @@
 """The decision log and the human review queue, in SQL (SQLite by default, PostgreSQL to scale out).
 
-Decisions are an append-only log. A deferred item gets one `defer` task; an audited item (auto or deferred)
-also gets k `audit` tasks for k different reviewers. Claims hold an expiring lease; a lease id must come
-back with the label, so a reviewer whose lease lapsed cannot overwrite anyone.
+Decisions are an append-only log; each opens the review tasks its caller names (ops/review.py says which).
+A reviewer is never given two tasks of one item. Claims hold an expiring lease; a lease id must come back with
+the label, so a reviewer whose lease lapsed cannot overwrite anyone. The store keeps no rule of what the
+labels mean: that is the caller's.
 """
 
 from __future__ import annotations
@@ -10,87 +11,26 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    Float,
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    and_,
-    create_engine,
-    event,
-    func,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import and_, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import Engine
 
-metadata = MetaData()
-decisions = Table(
-    "decisions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("item_id", String(256), nullable=False, index=True),
-    Column("created_at", Float, nullable=False),
-    Column("outcome", String(16), nullable=False),  # auto | deferred
-    Column("machine_label", Integer, nullable=False),
-    Column("confidence", Float, nullable=False),
-    Column("probs", JSON, nullable=False),
-    Column("model_version", String(128), nullable=False),
-    Column("policy_version", String(128), nullable=False),
-    Column("audit", Boolean, nullable=False, default=False),
-    Column("image", LargeBinary, nullable=True),  # kept only where a person must look at it
-    Column("content_type", String(64), nullable=True),
-)
-tasks = Table(
-    "review_tasks",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, index=True),
-    Column("kind", String(16), nullable=False),  # defer | audit
-    Column("status", String(16), nullable=False, index=True),  # open | claimed | done
-    Column("claimed_by", String(128), nullable=True),
-    Column("lease_id", String(64), nullable=True),
-    Column("lease_expires_at", Float, nullable=True),
-    Column("skips", Integer, nullable=False, default=0),
-    Column("created_at", Float, nullable=False),
-)
-reviews = Table(
-    "reviews",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("task_id", Integer, ForeignKey("review_tasks.id"), nullable=False, unique=True),
-    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, index=True),
-    Column("reviewer", String(128), nullable=False),
-    Column("label", Integer, nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("latency_s", Float, nullable=False),  # decision logged -> label submitted
-)
-policies = Table(
-    "policies",
-    metadata,
-    Column("version", String(128), primary_key=True),
-    Column("created_at", Float, nullable=False),
-    Column("body", JSON, nullable=False),
-    Column("active", Boolean, nullable=False, default=False),
-)
+from teaming._validation import TeamingError
+from teaming.ops.schema import decisions, policies, reviews, tasks, upgrade
 
 
-class StoreError(Exception):
-    """A request the queue refuses; `status` is the HTTP code the service answers with."""
+class StoreError(TeamingError):
+    """A request the queue refuses."""
 
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
+
+class NotFound(StoreError):
+    """No such task or decision."""
+
+
+class Conflict(StoreError):
+    """The row is not in a state that allows this: resolved already, or the caller's lease is not live."""
 
 
 @dataclass
@@ -105,8 +45,33 @@ class NewDecision:
     model_version: str
     policy_version: str
     audit: bool = False
-    image: bytes | None = None
+    image: bytes | None = None  # kept for people to look at; None when nobody will
     content_type: str | None = None
+    tasks: tuple[str, ...] = ()  # review tasks to open, by kind
+
+
+@dataclass
+class Review:
+    kind: str
+    label: int
+    reviewer: str
+    created_at: float
+
+
+@dataclass
+class Outcome:
+    """A logged decision and what people said about it so far."""
+
+    decision_id: int
+    item_id: str
+    outcome: str
+    machine_label: int
+    confidence: float
+    model_version: str
+    policy_version: str
+    audit: bool
+    open_tasks: int
+    reviews: list[Review]
 
 
 @dataclass
@@ -120,7 +85,7 @@ class Claim:
 
 
 def decision_row(d: NewDecision, now: float) -> dict:
-    """The decisions-table row for one item; the image is kept only where a person will look at it."""
+    """The decisions-table row for one item."""
     return {
         "item_id": d.item_id,
         "created_at": now,
@@ -131,19 +96,14 @@ def decision_row(d: NewDecision, now: float) -> dict:
         "model_version": d.model_version,
         "policy_version": d.policy_version,
         "audit": d.audit,
-        "image": d.image if (d.outcome == "deferred" or d.audit) else None,
+        "image": d.image,
         "content_type": d.content_type,
     }
 
 
 def task_row(decision_id: int, kind: str, now: float) -> dict:
-    """A new, open review task of `kind` ("defer" or "audit") for one logged decision."""
+    """A new, open review task of `kind` for one logged decision."""
     return {"decision_id": decision_id, "kind": kind, "status": "open", "skips": 0, "created_at": now}
-
-
-def task_kinds(d: NewDecision, audit_reviewers: int) -> list[str]:
-    """Review tasks one decision opens: a defer task when deferred, `audit_reviewers` audit tasks when audited."""
-    return (["defer"] if d.outcome == "deferred" else []) + ["audit"] * (audit_reviewers * d.audit)
 
 
 def _held(task_id: int, lease_id: str, reviewer: str, now: float) -> tuple:
@@ -165,6 +125,9 @@ def _claimable(now: float):
 def connect(url: str) -> Engine:
     """An engine for `url`; SQLite files run in WAL mode with a busy timeout so readers never block writers."""
     if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != url and not path.startswith(":memory:"):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)  # a new log folder, e.g. runs/
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -182,11 +145,10 @@ def connect(url: str) -> Engine:
 class Store:
     """Decision log, review queue, reviews and policy versions behind one SQLAlchemy engine."""
 
-    def __init__(self, url: str, audit_reviewers: int = 3) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
         self.engine = connect(url)
-        self.audit_reviewers = audit_reviewers
-        metadata.create_all(self.engine)
+        upgrade(self.engine)  # alembic: a new database gets the schema, an older one its missing migrations
         self.postgres = self.engine.dialect.name == "postgresql"
 
     def ping(self) -> bool:
@@ -197,8 +159,9 @@ class Store:
         except Exception:
             return False
 
-    def record(self, items: Sequence[NewDecision]) -> list[tuple[int, int | None]]:
-        """Log decisions and open their review tasks in one transaction: (decision id, defer task id) each.
+    def record(self, items: Sequence[NewDecision]) -> list[tuple[int, list[int]]]:
+        """Log decisions and open their review tasks in one transaction: (decision id, task ids in the order of
+        its `tasks`) per item.
 
         Two bulk INSERT ... RETURNING statements per batch, whatever its size: row-by-row inserts cost more
         than the model's forward pass on a CPU.
@@ -212,16 +175,15 @@ class Store:
             ids = ids.scalars().all()
             owners, task_rows = [], []
             for i, (did, d) in enumerate(zip(ids, items)):
-                for kind in task_kinds(d, self.audit_reviewers):
-                    owners.append((i, kind))
+                for kind in d.tasks:
+                    owners.append(i)
                     task_rows.append(task_row(did, kind, now))
-            defer_task: dict[int, int] = {}
+            task_ids: list[list[int]] = [[] for _ in items]
             if task_rows:
-                task_ids = conn.execute(tasks.insert().returning(tasks.c.id, sort_by_parameter_order=True), task_rows)
-                for (i, kind), tid in zip(owners, task_ids.scalars().all()):
-                    if kind == "defer":
-                        defer_task[i] = tid
-        return [(did, defer_task.get(i)) for i, did in enumerate(ids)]
+                new = conn.execute(tasks.insert().returning(tasks.c.id, sort_by_parameter_order=True), task_rows)
+                for i, tid in zip(owners, new.scalars().all()):
+                    task_ids[i].append(tid)
+        return list(zip(ids, task_ids))
 
     def claim(self, reviewer: str, lease_seconds: float) -> Claim | None:
         """Atomically take the oldest claimable task (deferrals first) this reviewer has not seen for its item."""
@@ -275,17 +237,17 @@ class Store:
     def _refuse(self, conn, task_id: int, lease_id: str, reviewer: str) -> StoreError:
         t = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
         if t is None:
-            return StoreError(f"unknown review task {task_id}", 404)
+            return NotFound(f"unknown review task {task_id}")
         if t.status == "done":
-            return StoreError(f"review task {task_id} is already resolved", 409)
+            return Conflict(f"review task {task_id} is already resolved")
         if t.lease_id != lease_id or t.claimed_by != reviewer:
-            return StoreError(f"lease on task {task_id} is not yours (expired and claimed again?)", 409)
-        return StoreError(f"lease on task {task_id} expired; claim the next item", 409)
+            return Conflict(f"lease on task {task_id} is not yours (expired and claimed again?)")
+        return Conflict(f"lease on task {task_id} expired; claim the next item")
 
     def submit(self, task_id: int, lease_id: str, reviewer: str, label: int) -> tuple[int, float]:
         """Resolve a claimed task with a label -> (review id, seconds since the decision).
 
-        Refused (409/404) unless the caller holds a live lease on an unresolved task.
+        Refused (Conflict, NotFound) unless the caller holds a live lease on an unresolved task.
         """
         now = time.time()
         with self.engine.begin() as conn:
@@ -328,7 +290,7 @@ class Store:
                 .where(tasks.c.id == task_id)
             ).first()
         if row is None or row.image is None:
-            raise StoreError(f"unknown review task {task_id}", 404)
+            raise NotFound(f"unknown review task {task_id}")
         return row.image, row.content_type or "application/octet-stream"
 
     def stats(self) -> dict:
@@ -353,14 +315,14 @@ class Store:
             "mean_review_latency_s": latency,
         }
 
-    def outcome(self, decision_id: int) -> dict:
-        """The decision, its reviews, and the final answer (the reviewer's for deferred items)."""
+    def outcome(self, decision_id: int) -> Outcome:
+        """A logged decision with its reviews (oldest first) and how many of its tasks are still open."""
         with self.engine.connect() as conn:
             d = conn.execute(select(decisions).where(decisions.c.id == decision_id)).first()
             if d is None:
-                raise StoreError(f"unknown decision {decision_id}", 404)
+                raise NotFound(f"unknown decision {decision_id}")
             rows = conn.execute(
-                select(reviews.c.label, reviews.c.reviewer, tasks.c.kind, reviews.c.created_at)
+                select(tasks.c.kind, reviews.c.label, reviews.c.reviewer, reviews.c.created_at)
                 .join(tasks, tasks.c.id == reviews.c.task_id)
                 .where(reviews.c.decision_id == decision_id)
                 .order_by(reviews.c.id)
@@ -368,34 +330,21 @@ class Store:
             pending = conn.execute(
                 select(func.count()).where(tasks.c.decision_id == decision_id, tasks.c.status != "done")
             ).scalar_one()
-        defer = [r for r in rows if r.kind == "defer"]
-        if d.outcome == "auto":
-            final = d.machine_label
-        else:
-            final = defer[0].label if defer else None
-        return {
-            "decision_id": d.id,
-            "item_id": d.item_id,
-            "outcome": d.outcome,
-            "machine_label": d.machine_label,
-            "confidence": d.confidence,
-            "model_version": d.model_version,
-            "policy_version": d.policy_version,
-            "audit": d.audit,
-            "final_label": final,
-            "open_tasks": pending,
-            "reviews": [{"kind": r.kind, "label": r.label, "reviewer": r.reviewer} for r in rows],
-        }
+        return Outcome(
+            d.id,
+            d.item_id,
+            d.outcome,
+            d.machine_label,
+            d.confidence,
+            d.model_version,
+            d.policy_version,
+            d.audit,
+            pending,
+            [Review(*r) for r in rows],
+        )
 
-    def audit_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Fully audited items as (probs N x C, human answer N, reference N) for retuning.
-
-        The first audit label plays the human who would have answered; the majority of the next k - 1 is the
-        reference (ties go to the earliest of the tied labels).
-        """
-        from teaming.policy import human_answers
-
-        k = self.audit_reviewers
+    def audit_labels(self) -> list[tuple[list[float], list[int]]]:
+        """(probabilities, audit labels oldest first) for every audited decision with at least one audit label."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(decisions.c.id, decisions.c.probs, reviews.c.label)
@@ -407,13 +356,7 @@ class Store:
         by: dict[int, tuple[list[float], list[int]]] = {}
         for did, probs, label in rows:
             by.setdefault(did, (probs, []))[1].append(label)
-        full = [(p, labels) for p, labels in by.values() if len(labels) >= k]
-        if not full:
-            return np.zeros((0, 0)), np.zeros(0, np.int64), np.zeros(0, np.int64)
-        probs = np.array([p for p, _ in full], dtype=np.float64)
-        human = np.array([labels[0] for _, labels in full], dtype=np.int64)
-        ref = human_answers(np.array([labels[1:k] for _, labels in full], dtype=np.int64), probs.shape[1])
-        return probs, human, ref
+        return list(by.values())
 
     def add_policy(self, body: dict, activate: bool = True) -> str:
         with self.engine.begin() as conn:

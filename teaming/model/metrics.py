@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from teaming.predict import net_device, to_float
+from teaming.model.predict import net_device, to_float
 
 EPS = 1e-12
 

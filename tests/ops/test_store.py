@@ -2,52 +2,56 @@
 
 from __future__ import annotations
 
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from bench.common import drop_postgres, scratch_postgres
-from teaming.store import NewDecision, Store, StoreError, decisions, tasks
+from teaming.ops.review import audit_answers, keeps_image, review_tasks
+from teaming.ops.schema import decisions, tasks
+from teaming.ops.store import Conflict, NewDecision, NotFound, Store
 
 
-def postgres_url() -> str:
-    """A fresh database on the local server, or skip when the server is absent."""
-    try:
-        return scratch_postgres("teaming_test")
-    except Exception as err:  # no server, no driver
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {err}")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path) -> Store:
-    url = f"sqlite:///{tmp_path / 'log.db'}" if request.param == "sqlite" else postgres_url()
-    s = Store(url, audit_reviewers=3)
+@pytest.fixture
+def store(db_url) -> Store:
+    s = Store(db_url)
     yield s
     s.engine.dispose()
-    if request.param == "postgresql":
-        drop_postgres(url)
 
 
 def decision(i: int, outcome: str = "deferred", audit: bool = False, label: int = 3) -> NewDecision:
     probs = [0.05] * 10
     probs[label] = 0.55
-    return NewDecision(f"item/{i}", outcome, label, 0.55, probs, "m@1", "p-1", audit, b"jpeg-bytes", "image/jpeg")
+    deferred = outcome == "deferred"
+    image = b"jpeg-bytes" if keeps_image(deferred, audit) else None
+    return NewDecision(
+        f"item/{i}",
+        outcome,
+        label,
+        0.55,
+        probs,
+        "m@1",
+        "p-1",
+        audit,
+        image,
+        "image/jpeg",
+        review_tasks(deferred, audit),
+    )
 
 
 def test_record_claim_submit_outcome(store):
     ids = store.record([decision(0), decision(1, "auto")])
-    (d0, t0), (d1, t1) = ids
-    assert t0 is not None and t1 is None  # only deferred items get a task
+    (d0, [t0]), (d1, t1) = ids
+    assert t1 == []  # only deferred items get a task
     c = store.claim("alice", 60)
     assert c.task_id == t0 and c.item_id == "item/0" and c.kind == "defer"
     assert store.claim("alice", 60) is None  # nothing else to do
     review_id, latency = store.submit(c.task_id, c.lease_id, "alice", 7)
     assert review_id > 0 and latency >= 0
     out = store.outcome(d0)
-    assert out["final_label"] == 7 and out["open_tasks"] == 0 and out["reviews"][0]["reviewer"] == "alice"
-    assert store.outcome(d1)["final_label"] == 3  # auto: the machine's answer
+    assert out.open_tasks == 0 and out.reviews[0].reviewer == "alice" and out.reviews[0].label == 7
+    assert store.outcome(d1).machine_label == 3 and store.outcome(d1).reviews == []
     stats = store.stats()
     assert stats["decisions"] == 2 and stats["deferral_rate"] == 0.5 and stats["reviews_done"] == 1
     assert store.image(c.task_id) == (b"jpeg-bytes", "image/jpeg")
@@ -64,31 +68,30 @@ def test_bulk_record_maps_ids_back_in_order(store):
         kinds = {}
         for t in conn.execute(tasks.select()):
             kinds.setdefault(t.decision_id, []).append((t.kind, t.id))
-    for item, (did, task) in zip(items, ids):
+    for item, (did, task_ids) in zip(items, ids):
         assert rows[did].item_id == item.item_id and rows[did].machine_label == item.machine_label
         expected = (["defer"] if item.outcome == "deferred" else []) + ["audit"] * (3 * item.audit)
         assert sorted(k for k, _ in kinds.get(did, [])) == sorted(expected)
-        assert task == (dict(kinds[did])["defer"] if item.outcome == "deferred" else None)
+        kind_of = {t: k for k, t in kinds.get(did, [])}
+        assert [kind_of[t] for t in task_ids] == list(item.tasks) and len(task_ids) == len(kind_of)
         assert (rows[did].image is not None) == (item.outcome == "deferred" or item.audit)
 
 
 def test_refusals(store):
     [(d, t)] = store.record([decision(0)])
     c = store.claim("alice", 60)
-    with pytest.raises(StoreError, match="not yours") as err:
+    with pytest.raises(Conflict, match="not yours"):
         store.submit(c.task_id, "wrong-lease", "alice", 1)
-    assert err.value.status == 409
-    with pytest.raises(StoreError, match="not yours"):
+    with pytest.raises(Conflict, match="not yours"):
         store.submit(c.task_id, c.lease_id, "mallory", 1)
     store.submit(c.task_id, c.lease_id, "alice", 1)
-    with pytest.raises(StoreError, match="already resolved"):
+    with pytest.raises(Conflict, match="already resolved"):
         store.submit(c.task_id, c.lease_id, "alice", 2)
-    with pytest.raises(StoreError, match="unknown review task") as err:
+    with pytest.raises(NotFound, match="unknown review task"):
         store.submit(999999, c.lease_id, "alice", 1)
-    assert err.value.status == 404
-    with pytest.raises(StoreError, match="unknown decision"):
+    with pytest.raises(NotFound, match="unknown decision"):
         store.outcome(424242)
-    assert store.outcome(d)["reviews"][0]["label"] == 1  # the refused writes changed nothing
+    assert [r.label for r in store.outcome(d).reviews] == [1]  # the refused writes changed nothing
 
 
 def test_lease_expires_and_item_returns(store):
@@ -96,11 +99,11 @@ def test_lease_expires_and_item_returns(store):
     c = store.claim("alice", 0.3)
     assert store.claim("bob", 60) is None  # held by alice
     time.sleep(0.5)
-    with pytest.raises(StoreError, match="expired"):
+    with pytest.raises(Conflict, match="expired"):
         store.submit(c.task_id, c.lease_id, "alice", 1)
     again = store.claim("bob", 60)
     assert again.task_id == c.task_id and again.lease_id != c.lease_id
-    with pytest.raises(StoreError):
+    with pytest.raises(Conflict):
         store.submit(c.task_id, c.lease_id, "alice", 1)  # alice's stale lease cannot overwrite bob
     store.submit(again.task_id, again.lease_id, "bob", 2)
 
@@ -130,28 +133,23 @@ def test_audits_go_to_different_reviewers_and_feed_the_table(store):
         if not progressed:
             break
     assert store.stats()["reviews_done"] == 6 * 3 + 3  # three audits each, plus the three deferrals
-    probs, human, ref = store.audit_table()
+    probs, human, ref = audit_answers(store.audit_labels(), 3)
     assert probs.shape == (6, 10) and human.shape == ref.shape == (6,)
 
 
 def test_concurrent_reviewers_never_share_an_item(store):
     n = 60
     store.record([decision(i) for i in range(n)])
-    claimed: list[tuple[str, int]] = []
-    lock = threading.Lock()
 
-    def work(name: str) -> None:
+    def work(name: str) -> list[int]:
+        done = []
         while (c := store.claim(name, 60)) is not None:
             store.submit(c.task_id, c.lease_id, name, 1)
-            with lock:
-                claimed.append((name, c.task_id))
+            done.append(c.task_id)
+        return done
 
-    threads = [threading.Thread(target=work, args=(f"r{k}",)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    tasks = [t for _, t in claimed]
+    with ThreadPoolExecutor(8) as pool:
+        tasks = [t for f in [pool.submit(work, f"r{k}") for k in range(8)] for t in f.result()]
     assert len(tasks) == n and len(set(tasks)) == n  # nothing lost, nothing claimed twice
     assert store.stats()["reviews_done"] == n and store.stats()["queue_open"] == 0
 
@@ -163,3 +161,9 @@ def test_policy_versions(store):
     assert store.active_policy()["version"] == "v2"
     store.add_policy({"version": "v1", "x": 1})  # re-activating an old version
     assert store.active_policy()["version"] == "v1"
+
+
+def test_a_new_sqlite_log_gets_its_folder(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'runs' / 'nested' / 'teaming.db'}")
+    assert (tmp_path / "runs" / "nested" / "teaming.db").exists() and store.ping()
+    store.engine.dispose()

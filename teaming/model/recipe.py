@@ -9,13 +9,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from teaming.artifact import Artifact, ModelMeta
-from teaming.calibration import fit_temperature, softmax
 from teaming.data import ImageSet
 from teaming.labels import HumanLabels
-from teaming.metrics import evaluate_probs, fgsm
-from teaming.predict import predict_logits
-from teaming.train import TrainConfig, resolve_device, train
+from teaming.model.artifact import Artifact, ModelMeta
+from teaming.model.calibration import fit_temperature, softmax
+from teaming.model.figures import reliability_png
+from teaming.model.metrics import evaluate_probs, fgsm
+from teaming.model.predict import predict_logits
+from teaming.model.train import TrainConfig, resolve_device, train
+from teaming.model.train import pretrain_config as pretrain_defaults
 
 
 @dataclass
@@ -72,7 +74,8 @@ def build_model(
     if pretrain is not None:
         if pretrain.labels is None:
             raise ValueError("pretraining images need hard labels")
-        pcfg = pretrain_config or TrainConfig(loss="hard", label_smoothing=0.2)
+        net_only = TrainConfig(config.arch, config.widths, config.input_size, seed=config.seed, device=config.device)
+        pcfg = pretrain_config or pretrain_defaults(net_only)
         res = train(pretrain.images, pretrain.labels, pcfg, num_classes=len(images.classes), progress=progress)
         init = res.net
         stages.append(
@@ -160,8 +163,6 @@ class Evaluation:
     labels: np.ndarray | None
 
     def reliability_png(self, title: str = "") -> bytes:
-        from teaming.plots import reliability_png
-
         if self.labels is None:
             raise ValueError("a reliability diagram needs hard labels")
         return reliability_png(self.probs, self.labels, title)

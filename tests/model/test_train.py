@@ -1,12 +1,24 @@
+"""Training on real (sub-sampled) CIFAR-10H: soft, hard and sampled-annotator losses, seeds, fine-tuning, folds."""
+
 import numpy as np
 import pytest
 import torch
 
-from teaming.calibration import softmax
-from teaming.data import DataError
-from teaming.metrics import accuracy, cross_entropy
-from teaming.predict import predict_logits
-from teaming.train import TrainConfig, augment, batch_targets, cross_fit, kfold_indices, soft_cross_entropy, train
+from teaming._validation import DataError
+from teaming.model.calibration import softmax
+from teaming.model.metrics import accuracy, cross_entropy
+from teaming.model.predict import predict_logits
+from teaming.model.train import (
+    TrainConfig,
+    augment,
+    batch_targets,
+    cross_fit,
+    finetune_config,
+    kfold_indices,
+    pretrain_config,
+    soft_cross_entropy,
+    train,
+)
 
 TINY = dict(widths=(16, 32, 64), batch_size=200, epochs=4)
 
@@ -99,3 +111,13 @@ def test_bad_training_input(small):
         train(train_set.images[:10], np.full(10, 12), TrainConfig(**TINY), num_classes=10, progress=False)
     with pytest.raises(ValueError, match="loss must be soft, hard or sampled"):
         TrainConfig(loss="mse")
+
+
+def test_pretrain_and_finetune_configs_keep_the_net_and_change_the_schedule():
+    base = TrainConfig(widths=(8, 16, 16), lr=10.0, label_smoothing=0.1, seed=3)
+    pre = pretrain_config(base)
+    assert pre.loss == "hard" and pre.label_smoothing == 0.2 and pre.epochs == 10.0
+    assert pre.widths == base.widths and pre.lr == base.lr and pre.seed == 3
+    tune = finetune_config(base)
+    assert tune.loss == "soft" and tune.label_smoothing == 0.0 and tune.epochs == 8.0 and tune.lr == pytest.approx(2.0)
+    assert finetune_config(base, loss="hard").label_smoothing == 0.1  # only soft targets drop the smoothing

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal, Sequence
 
 import numpy as np
@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from teaming.data import DataError
+from teaming._validation import DataError
 from teaming.labels import HumanLabels
-from teaming.nets import FastNet, build_net
-from teaming.predict import predict_logits, to_float
+from teaming.model.nets import FastNet, build_net
+from teaming.model.predict import predict_logits, to_float
 
 LossKind = Literal["soft", "hard", "sampled"]
 
@@ -59,6 +59,21 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """JSON-ready: the same dict after a round trip through model.json."""
         return {**asdict(self), "widths": list(self.widths)}
+
+
+def pretrain_config(base: TrainConfig | None = None, epochs: float = 10.0, label_smoothing: float = 0.2) -> TrainConfig:
+    """Settings for pretraining on hard labels (CIFAR-10 train): `base`'s net and optimiser, smoothed labels."""
+    return replace(base or TrainConfig(), loss="hard", epochs=epochs, label_smoothing=label_smoothing)
+
+
+def finetune_config(
+    base: TrainConfig | None = None, loss: LossKind = "soft", epochs: float = 8.0, lr_scale: float = 0.2
+) -> TrainConfig:
+    """Settings for fine-tuning a pretrained net on human labels: smaller steps, no label smoothing of soft
+    targets (people's disagreement is the signal)."""
+    base = base or TrainConfig()
+    smoothing = 0.0 if loss == "soft" else base.label_smoothing
+    return replace(base, loss=loss, epochs=epochs, lr=base.lr * lr_scale, label_smoothing=smoothing)
 
 
 @dataclass
@@ -290,18 +305,3 @@ def cross_fit(
         out[te] = logits
     assert out is not None
     return out
-
-
-def finetune_config(
-    base: TrainConfig, loss: LossKind = "soft", epochs: float = 8.0, lr_scale: float = 0.2
-) -> TrainConfig:
-    """Settings for fine-tuning a pretrained net: smaller steps, no whitening-bias training."""
-    return TrainConfig(
-        **{
-            **base.to_dict(),
-            "loss": loss,
-            "epochs": epochs,
-            "lr": base.lr * lr_scale,
-            "label_smoothing": 0.0 if loss == "soft" else base.label_smoothing,
-        }
-    )

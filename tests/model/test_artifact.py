@@ -1,18 +1,17 @@
-import json
-import subprocess
-import sys
+"""Artifacts: built by the recipe on real data, saved atomically with their card and figures, loaded exactly."""
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import teaming.artifact as artifact_mod
-from teaming.artifact import load_artifact, save_artifact
-from teaming.recipe import build_model
-from teaming.train import TrainConfig
+import teaming.model.artifact as artifact_mod
+from teaming.model.artifact import METRIC_NAMES, load_artifact, model_card, save_artifact
+from teaming.model.recipe import build_model
+from teaming.model.train import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "models" / "cifar10h-default"
 
 
@@ -72,73 +71,6 @@ def test_artifact_resizes_larger_images(tiny_artifact, cifar_test):
     assert probs.shape == (8, 10) and np.allclose(probs.sum(1), 1)
 
 
-def _cli(*args, cwd=ROOT):
-    return subprocess.run(
-        [sys.executable, "-m", "teaming.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-
-
-def test_cli_train_then_evaluate(tmp_path):
-    out = tmp_path / "cli-model"
-    r = _cli(
-        "train",
-        "--out",
-        str(out),
-        "--widths",
-        "8,16,16",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "250",
-        "--train-items",
-        "0:1000",
-        "--eval-items",
-        "9000:9200",
-        "--no-fgsm",
-    )
-    assert r.returncode == 0, r.stderr
-    assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "![reliability.png](reliability.png)" in (out / "MODEL_CARD.md").read_text()
-    r = _cli(
-        "evaluate",
-        str(out),
-        "--items",
-        "9000:9200",
-        "--json",
-        str(tmp_path / "m.json"),
-        "--plot",
-        str(tmp_path / "rel.png"),
-    )
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "rel.png").stat().st_size > 10_000
-    result = json.loads((tmp_path / "m.json").read_text())
-    assert result["metrics"]["calibrated"]["n"] == 200
-    r = _cli("evaluate", str(out), "--items", "9000:9200", "--labels", "none", "--json", str(tmp_path / "hard.json"))
-    assert r.returncode == 0, r.stderr
-    hard_only = json.loads((tmp_path / "hard.json").read_text())["metrics"]["calibrated"]
-    assert "human_ce" not in hard_only and hard_only["accuracy"] == result["metrics"]["calibrated"]["accuracy"]
-    stored = json.loads((out / "model.json").read_text())["metrics"]["calibrated"]
-    assert result["metrics"]["calibrated"]["human_ce"] == pytest.approx(stored["human_ce"], abs=1e-6)
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["evaluate", "models/no-such-model"], "model.safetensors is missing"),
-        (["evaluate", "{model}", "--items", "20000:30000"], "select nothing valid"),
-        (["evaluate", "{model}", "--items", "a:b"], "must look like"),
-        (["evaluate", "{model}", "--labels", "missing.csv"], "no label file at missing.csv"),
-        (["train", "--out", "/tmp/x", "--train-items", "0:8000", "--eval-items", "7000:10000"], "overlap"),
-        (["train", "--out", "/tmp/x", "--labels", "nolabels.csv"], "no label file"),
-    ],
-)
-def test_cli_bad_input_exits_2_with_a_clear_message(args, message, tmp_path, tiny_artifact):
-    model = save_artifact(tiny_artifact, tmp_path / "tiny")
-    r = _cli(*[a.replace("{model}", str(model)) for a in args])
-    assert r.returncode == 2
-    assert message in r.stdout + r.stderr
-
-
 def test_shipped_default_model_loads_and_is_calibrated(cifar_test, cifar10h):
     if not (DEFAULT_MODEL / "model.json").exists():
         pytest.fail("the shipped default model is missing from models/cifar10h-default")
@@ -179,3 +111,17 @@ def test_resnet_on_a_larger_image_folder_round_trips(tmp_path, cifar_test):
     assert art.meta.widths is None and art.meta.input_size == 40
     loaded = load_artifact(save_artifact(art, tmp_path / "resnet"))
     np.testing.assert_array_equal(loaded.predict_proba(photos.images[:8]), art.predict_proba(photos.images[:8]))
+
+
+def test_model_card_says_what_the_model_is_and_how_it_scored(tiny_artifact):
+    card = model_card(tiny_artifact.meta, figures=["reliability.png"])
+    meta = tiny_artifact.meta
+    assert card.startswith("# Model card: tiny") and f"T = {meta.temperature:.4f}" in card
+    assert "mirror test-time augmentation" in card and "![reliability.png](reliability.png)" in card
+    assert "**Held out**: 7000..7299 (300 items)" in card
+    for key in ("accuracy", "human_ce", "ece"):
+        assert (
+            f"| {METRIC_NAMES[key]} | {meta.metrics['uncalibrated'][key]:.4f} | {meta.metrics['calibrated'][key]:.4f} |"
+            in card
+        )
+    assert "train" in card and f"{meta.training['stages'][0]['seconds']:.0f} s" in card

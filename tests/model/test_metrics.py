@@ -1,8 +1,17 @@
+"""Metrics and temperature scaling, worked by hand."""
+
 import numpy as np
 import pytest
 
-from teaming.calibration import fit_temperature, softmax
-from teaming.metrics import accuracy, cross_entropy, ece, multilabel_accuracy, reliability, second_best_accuracy
+from teaming.model.calibration import fit_temperature, softmax
+from teaming.model.metrics import (
+    accuracy,
+    cross_entropy,
+    ece,
+    multilabel_accuracy,
+    reliability,
+    second_best_accuracy,
+)
 
 
 def test_soft_cross_entropy_by_hand():

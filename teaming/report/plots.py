@@ -1,59 +1,18 @@
-"""Figures people would rather look at than tables, rendered to PNG bytes: reliability, threshold curves,
-accuracy by bins, error confusion matrices."""
+"""The teaming report's figures, rendered to PNG bytes: team accuracy against threshold, accuracy by bins,
+error confusion matrices. (The reliability diagram is the model's own: teaming.model.figures.)"""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
+from teaming._plotting import png, pyplot
 from teaming.analysis import BinnedAccuracy
-from teaming.metrics import ece, reliability
 from teaming.policy import PolicyReport
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    _pyplot().close(fig)
-    return buf.getvalue()
-
-
-def reliability_png(curves: dict[str, np.ndarray], labels: np.ndarray, title: str = "", bins: int = 15) -> bytes:
-    """Accuracy against confidence per bin, one line per named set of probabilities, with item counts below."""
-    plt = _pyplot()
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=[3, 1], sharex=True, constrained_layout=True)
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
-    for i, (name, probs) in enumerate(curves.items()):
-        r = reliability(probs, labels, bins)
-        used = r.counts > 0
-        ax.plot(r.confidence[used], r.accuracy[used], marker="o", label=f"{name} (ECE {ece(probs, labels, bins):.3f})")
-        centers = (r.edges[:-1] + r.edges[1:]) / 2
-        width = (r.edges[1] - r.edges[0]) / (len(curves) + 1)
-        hist.bar(centers + (i - (len(curves) - 1) / 2) * width, r.counts, width=width, label=name)
-    ax.set_ylabel("accuracy")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(title or "Reliability diagram")
-    hist.set_yscale("log")
-    hist.set_xlabel("confidence (max probability)")
-    hist.set_ylabel("items")
-    return _png(fig)
 
 
 def threshold_curve_png(report: PolicyReport, chosen: float | None = None, title: str = "") -> bytes:
     """Team accuracy (mean with its interval over resamples) and deferral rate against the threshold."""
-    plt = _pyplot()
+    plt = pyplot()
     c = report.candidates
     t = np.array([x.threshold for x in c])
     fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
@@ -73,12 +32,12 @@ def threshold_curve_png(report: PolicyReport, chosen: float | None = None, title
     right.set_ylim(0, 1)
     ax.legend(loc="lower left", fontsize=7)
     ax.set_title(title or "Team accuracy and deferral by threshold")
-    return _png(fig)
+    return png(fig)
 
 
 def binned_accuracy_png(series: dict[str, BinnedAccuracy], xlabel: str, title: str = "") -> bytes:
     """Accuracy per bin for several answerers (e.g. human and machine), with their OLS trend lines."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for i, (name, b) in enumerate(series.items()):
         color = f"C{i}"
@@ -91,12 +50,12 @@ def binned_accuracy_png(series: dict[str, BinnedAccuracy], xlabel: str, title: s
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
     ax.set_title(title)
-    return _png(fig)
+    return png(fig)
 
 
 def confusion_png(matrices: dict[str, np.ndarray], classes: list[str], xlabel: str, ylabel: str) -> bytes:
     """Side-by-side heat maps of C x C matrices (shares), one per name."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(matrices), figsize=(4.6 * len(matrices), 4.4), constrained_layout=True)
     axes = np.atleast_1d(axes)
     for ax, (name, m) in zip(axes, matrices.items()):
@@ -107,4 +66,4 @@ def confusion_png(matrices: dict[str, np.ndarray], classes: list[str], xlabel: s
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         fig.colorbar(im, ax=ax, shrink=0.7)
-    return _png(fig)
+    return png(fig)

@@ -1,0 +1,116 @@
+"""The database tables of the decision log and the review queue, and `upgrade`, which brings a database to them.
+
+Alembic owns the schema: every change is a migration in ops/migrations/versions, applied in order. A database
+made before migrations existed (by `metadata.create_all`) holds exactly revision 0001's tables and is adopted
+as such.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    inspect,
+    text,
+)
+from sqlalchemy.engine import Engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASELINE = "0001"  # the schema as metadata.create_all made it before alembic
+_LOCK_ID = 0x7EA1  # PostgreSQL advisory lock: replicas starting together migrate one at a time
+
+metadata = MetaData()
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_id", String(256), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("outcome", String(16), nullable=False),  # auto | deferred
+    Column("machine_label", Integer, nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("probs", JSON, nullable=False),
+    Column("model_version", String(128), nullable=False),
+    Column("policy_version", String(128), nullable=False),
+    Column("audit", Boolean, nullable=False, default=False),
+    Column("image", LargeBinary, nullable=True),  # kept only where a person must look at it
+    Column("content_type", String(64), nullable=True),
+)
+tasks = Table(
+    "review_tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # defer | audit
+    Column("status", String(16), nullable=False, index=True),  # open | claimed | done
+    Column("claimed_by", String(128), nullable=True),
+    Column("lease_id", String(64), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("skips", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+)
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", Integer, ForeignKey("review_tasks.id"), nullable=False, unique=True),
+    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, index=True),
+    Column("reviewer", String(128), nullable=False),
+    Column("label", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("latency_s", Float, nullable=False),  # decision logged -> label submitted
+)
+policies = Table(
+    "policies",
+    metadata,
+    Column("version", String(128), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("active", Boolean, nullable=False, default=False),
+)
+
+
+def alembic_config() -> Config:
+    """Alembic's settings for this package's migrations (no alembic.ini needed)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Migrate the database to `revision` (the latest by default): (revision before, revision after)."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_ID})"))
+        before = MigrationContext.configure(conn).get_current_revision()
+        cfg.attributes["connection"] = conn
+        if before is None and inspect(conn).has_table("decisions"):
+            command.stamp(cfg, BASELINE)
+            before = BASELINE
+        command.upgrade(cfg, revision)
+        after = MigrationContext.configure(conn).get_current_revision()
+    return before, after

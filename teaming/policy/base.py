@@ -1,0 +1,194 @@
+"""What every deferral policy shares: the estimator shape (scikit-learn's), `decide`, and one report type.
+
+A policy is fitted as `fit(probs, y, human=None, classes=None)` on held-out items and answers `decide(probs)`
+with a mask (True = defer to a person). Fitted attributes end in an underscore: `threshold_`,
+`class_thresholds_`, `classes_`, `report_`; `model_` records what the policy was fitted for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import ClassVar, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from teaming import __version__
+from teaming._validation import PolicyError, check_labels, check_probs
+from teaming.confidence import SCORES, Score, confidence
+from teaming.labels import vote
+
+FORMAT = "teaming.policy"
+FORMAT_VERSION = 2
+
+
+@dataclass
+class Candidate:
+    """One candidate threshold, the statistics the rule judged it by, and whether the rule may choose it.
+
+    `p` is the paired t-test against the best threshold (threshold rule) or the binomial test of the accuracy
+    target (certified rule); team figures are present where human answers were given.
+    """
+
+    threshold: float
+    deferral_rate: float
+    p: float
+    eligible: bool
+    mean_accuracy: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    t: float | None = None
+    feasible: bool = True
+    accepted: int | None = None
+    errors: int | None = None
+
+
+@dataclass
+class PolicyReport:
+    """Why a policy chose its threshold: every candidate, the team it makes on the fitting items, and the rule."""
+
+    kind: str
+    score: str
+    n_items: int
+    threshold: float
+    deferral_rate: float
+    machine_accuracy: float
+    accepted_accuracy: float | None
+    human_accuracy: float | None
+    team_accuracy: float | None
+    rule: str
+    alpha: float
+    best_threshold: float | None = None
+    resample: str | None = None
+    n_resamples: int | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    class_thresholds: dict[str, float] | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PolicyReport":
+        return cls(**{**d, "candidates": [Candidate(**c) for c in d.get("candidates", [])]})
+
+    def candidate(self, threshold: float) -> Candidate:
+        return min(self.candidates, key=lambda c: abs(c.threshold - threshold))
+
+
+def team_figures(
+    defer: np.ndarray, machine_ok: np.ndarray, human_ok: np.ndarray | None
+) -> tuple[float, float | None, float | None, float | None]:
+    """(deferral rate, machine accuracy on the items it answers, human accuracy, team accuracy)."""
+    accepted = float(machine_ok[~defer].mean()) if (~defer).any() else None
+    if human_ok is None:
+        return float(defer.mean()), accepted, None, None
+    team = np.where(defer, human_ok, machine_ok)
+    return float(defer.mean()), accepted, float(human_ok.mean()), float(team.mean())
+
+
+class DeferralPolicy(BaseEstimator, ABC):
+    """Defer an item when its confidence score is below the fitted threshold (of its predicted class, if any)."""
+
+    kind: ClassVar[str] = ""
+    score: Score
+    candidates: int | Sequence[float]
+    class_thresholds_: np.ndarray | None = None
+    classes_: list[str] | None = None
+    model_: dict | None = None
+    created_: str | None = None
+
+    @abstractmethod
+    def fit(
+        self,
+        probs: np.ndarray,
+        y: np.ndarray,
+        human: np.ndarray | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> "DeferralPolicy":
+        """Fit on held-out items: probs N x C, reference labels y, the reviewers' answers (N, or N x k)."""
+
+    def check_params(self) -> None:
+        """Raise PolicyError on settings no data could fix (called by fit, and by the CLI before loading data)."""
+        if self.score not in SCORES:
+            raise PolicyError(f"unknown score {self.score!r}; choose from {SCORES}")
+
+    def _inputs(
+        self, probs: np.ndarray, y: np.ndarray, human: np.ndarray | None, classes: Sequence[str] | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Checked (probs, y, one human answer per item or None); records the class names."""
+        self.check_params()
+        p = check_probs(probs)
+        n, c = p.shape[-2], p.shape[-1]
+        y = check_labels(y, n, c, "y (reference labels)")
+        if y.ndim != 1:
+            raise PolicyError(f"y must hold one reference label per item, got shape {y.shape}")
+        h = None if human is None else vote(check_labels(human, n, c, "human answers"), c)
+        if classes is not None and len(classes) != c:
+            raise PolicyError(f"{len(classes)} class names for {c} probability columns")
+        self.classes_ = list(classes) if classes is not None else None
+        self.created_ = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return p, y, h
+
+    def _grid(self) -> np.ndarray:
+        c = self.candidates
+        grid = np.linspace(0, 1, c) if isinstance(c, int) else np.asarray(c, float)
+        if grid.ndim != 1 or len(grid) < 2 or not np.all(np.isfinite(grid)):
+            raise PolicyError("candidates must be an int >= 2 or a list of at least two finite thresholds")
+        return np.unique(grid)
+
+    def confidence(self, probs: np.ndarray) -> np.ndarray:
+        return confidence(check_probs(probs), self.score)
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """Boolean mask over items: True = defer to a person."""
+        if not hasattr(self, "threshold_"):
+            raise PolicyError("this policy is not fitted; call fit() or load one")
+        p = check_probs(probs)
+        if p.ndim != 2:
+            raise PolicyError(f"decide takes N x C probabilities, got {p.shape}")
+        conf = confidence(p, self.score)
+        if self.class_thresholds_ is not None:
+            if p.shape[1] != len(self.class_thresholds_):
+                raise PolicyError(f"policy has {len(self.class_thresholds_)} class thresholds, probs {p.shape[1]}")
+            return conf < self.class_thresholds_[p.argmax(1)]
+        return conf < self.threshold_
+
+    def json_params(self) -> dict:
+        """get_params() as JSON (what the policy is rebuilt from)."""
+        params = self.get_params()
+        if not isinstance(params.get("candidates"), int):
+            params["candidates"] = [float(x) for x in params["candidates"]]
+        return params
+
+    def to_dict(self) -> dict:
+        """The fitted policy as JSON, with a version id derived from its content (a hand edit changes it)."""
+        body = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "params": self.json_params(),
+            "threshold": self.threshold_,
+            "class_thresholds": None if self.class_thresholds_ is None else self.class_thresholds_.tolist(),
+            "classes": self.classes_,
+            "model": self.model_,
+            "report": self.report_.to_dict(),
+        }
+        return {
+            **body,
+            "version": f"{self.kind}-{content_digest(body)}",
+            "library_version": __version__,
+            "created": self.created_ or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    @property
+    def version(self) -> str:
+        return self.to_dict()["version"]
+
+
+def content_digest(body: dict) -> str:
+    """The first 12 hex digits of the SHA-256 of a policy body's canonical JSON."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=float).encode()).hexdigest()[:12]

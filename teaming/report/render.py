@@ -1,0 +1,205 @@
+"""A TeamSummary rendered for people: sections of text, tables and figures, written as self-contained HTML
+(figures inlined) or Markdown (figures in a folder beside it)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from teaming._validation import InputError
+from teaming.analysis import BinnedAccuracy
+from teaming.model.figures import reliability_png
+from teaming.policy import PolicyReport
+from teaming.report.plots import binned_accuracy_png, confusion_png, threshold_curve_png
+from teaming.report.summary import TeamSummary
+
+
+@dataclass
+class Section:
+    heading: str
+    text: str = ""
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    figure: tuple[str, bytes] | None = None
+
+
+@dataclass
+class Report:
+    title: str
+    sections: list[Section]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def build_report(s: TeamSummary) -> Report:
+    """The report's sections, in the order people read them: the gain first, then why, then where each errs."""
+    gain = Section(
+        "Teaming gain",
+        f"{s.data.y.size} items. The team {'beats' if s.gain > 0 else 'does not beat'} the better of machine and "
+        f"human alone ({100 * s.gain:+.2f} points).",
+        ["who answers", "accuracy", "deferred"],
+        [
+            ["machine alone", _pct(s.machine_accuracy), "0.00%"],
+            ["human alone", _pct(s.human_accuracy), "100.00%"],
+            [
+                f"team, policy {s.policy_version} (threshold {s.threshold:.2f})",
+                _pct(s.team_accuracy),
+                _pct(s.deferral_rate),
+            ],
+            [
+                f"team, best threshold in hindsight ({s.hindsight.threshold:.2f})",
+                _pct(s.hindsight.accuracy),
+                _pct(s.hindsight.deferral_rate),
+            ],
+            ["oracle bound (right if either is right)", _pct(s.oracle), ""],
+        ],
+    )
+    curve = Section(
+        "Accuracy against threshold",
+        "Team accuracy over 10 folds of these items (band: 95% interval) and the share deferred; the black line "
+        "is the policy's threshold, the dashed one the best by mean on these items.",
+        figure=("threshold_curve.png", threshold_curve_png(s.curve, s.threshold)),
+    )
+    reliability = Section(
+        "Reliability",
+        "Machine accuracy against its calibrated confidence.",
+        figure=("reliability.png", reliability_png({"machine": s.data.probs}, s.data.y, "Reliability on these items")),
+    )
+    sections = [gain, curve, _fit_section(s.policy), reliability]
+    sections.append(
+        _binned(
+            "Accuracy by machine confidence",
+            "Where people stay accurate while the machine is unsure, deferring pays.",
+            s.by_confidence,
+            f"machine confidence ({s.policy.score})",
+            "per unit of confidence",
+        )
+    )
+    if s.by_disagreement is not None:
+        sections.append(
+            _binned(
+                "Accuracy by human disagreement",
+                "Accuracy as people disagree more (entropy of the human votes).",
+                s.by_disagreement,
+                "entropy of human votes (nats)",
+                "per nat",
+            )
+        )
+    m = s.matching
+    balanced = f"both wrong {_pct(m.both_wrong)}, same answer {_pct(m.same_wrong_answer)}"
+    sections.append(
+        Section(
+            "Where each errs",
+            f"Share of each one's mistakes by true class (rows) and wrong answer (columns). Both wrong on "
+            f"{_pct(s.both_wrong)} of items; then the same wrong answer {_pct(s.same_wrong_answer)} of the "
+            f"time (class-balanced sample: {balanced}).",
+            figure=("error_confusion.png", confusion_png(s.error_shares, s.data.classes, "wrong answer", "true class")),
+        )
+    )
+    return Report(s.title, sections)
+
+
+def _fit_section(r: PolicyReport) -> Section:
+    """The tests behind the policy's threshold, every tenth candidate and the chosen one."""
+    shown = [c for c in r.candidates if round(c.threshold * 10, 6) % 1 == 0 or c.threshold == r.threshold]
+    if r.kind == "threshold":
+        return Section(
+            "Paired t-tests from the policy's fit",
+            f"Each threshold against the best ({r.best_threshold:.2f}) over {r.n_resamples} {r.resample}; "
+            f"alpha {r.alpha}. Chosen: {r.threshold:.2f}.",
+            ["threshold", "deferred", "team accuracy", "95% interval", "t", "p", "not worse"],
+            [
+                [
+                    f"{c.threshold:.2f}",
+                    _pct(c.deferral_rate),
+                    _pct(c.mean_accuracy),
+                    f"{_pct(c.ci_low)} to {_pct(c.ci_high)}",
+                    f"{c.t:.2f}",
+                    f"{c.p:.4f}",
+                    "yes" if c.eligible else "no",
+                ]
+                for c in shown
+            ],
+        )
+    return Section(
+        "Binomial tests from the policy's fit",
+        f"The {r.rule}, tested in fixed sequence at delta {r.alpha}. Chosen: {r.threshold:.2f}.",
+        ["threshold", "deferred", "auto-answered", "errors", "p", "certified"],
+        [
+            [f"{c.threshold:.2f}", _pct(c.deferral_rate), str(c.accepted), str(c.errors), f"{c.p:.4f}"]
+            + ["yes" if c.eligible else "no"]
+            for c in shown
+        ],
+    )
+
+
+def _binned(heading: str, lead: str, bins: dict[str, BinnedAccuracy], xlabel: str, unit: str) -> Section:
+    """Machine and human accuracy per bin, with OLS slopes in the text and a figure."""
+    slopes = "; ".join(f"{k}: OLS slope {b.slope:+.3f} {unit}" for k, b in bins.items())
+    name = heading.lower().replace(" ", "_") + ".png"
+    return Section(heading, f"{lead} {slopes}.", figure=(name, binned_accuracy_png(bins, xlabel, heading)))
+
+
+def _table_md(s: Section) -> list[str]:
+    if not s.rows:
+        return []
+    lines = ["| " + " | ".join(s.header) + " |", "|" + "---|" * len(s.header)]
+    lines += ["| " + " | ".join(r) + " |" for r in s.rows]
+    return lines + [""]
+
+
+def to_markdown(report: Report, figure_dir: str) -> str:
+    lines = [f"# {report.title}", ""]
+    for s in report.sections:
+        lines += [f"## {s.heading}", "", s.text, ""] + _table_md(s)
+        if s.figure:
+            lines += [f"![{s.heading}]({figure_dir}/{s.figure[0]})", ""]
+    return "\n".join(lines)
+
+
+def to_html(report: Report) -> str:
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}</style>",
+        f"</head><body><h1>{html.escape(report.title)}</h1>",
+    ]
+    for s in report.sections:
+        out.append(f"<h2>{html.escape(s.heading)}</h2><p>{html.escape(s.text)}</p>")
+        if s.rows:
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in s.header) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in s.rows]
+            out.append("</table>")
+        if s.figure:
+            b64 = base64.b64encode(s.figure[1]).decode()
+            out.append(f"<img alt='{html.escape(s.heading)}' src='data:image/png;base64,{b64}'>")
+    return "\n".join(out + ["</body></html>"])
+
+
+def check_report_path(path: str | Path) -> Path:
+    """A report path ends in .html or .md; checked before any work is done."""
+    path = Path(path)
+    if path.suffix not in (".html", ".md"):
+        raise InputError(f"report path must end in .html or .md, got {path.name!r}")
+    return path
+
+
+def write_report(report: Report, path: str | Path) -> Path:
+    """HTML (.html, self-contained) or Markdown (.md, figures in '<stem>_figures/')."""
+    path = check_report_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".html":
+        path.write_text(to_html(report))
+    else:
+        fig_dir = path.parent / f"{path.stem}_figures"
+        fig_dir.mkdir(exist_ok=True)
+        for s in report.sections:
+            if s.figure:
+                (fig_dir / s.figure[0]).write_bytes(s.figure[1])
+        path.write_text(to_markdown(report, fig_dir.name))
+    return path

@@ -1,0 +1,74 @@
+"""Teaming reports: the summary's numbers on real CIFAR-10H items, and the rendering of every section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from teaming._validation import InputError
+from teaming.model import load_artifact
+from teaming.policy import CertifiedPolicy, ThresholdPolicy
+from teaming.report import build_report, summarize, write_report
+from teaming.report.plots import binned_accuracy_png, confusion_png, threshold_curve_png
+from teaming.team import TeamData
+
+MODEL = Path(__file__).resolve().parents[2] / "models" / "cifar10h-default"
+
+
+@pytest.fixture(scope="module")
+def team(cifar_test, cifar10h) -> TeamData:
+    idx = np.arange(7000, 8000)
+    probs = load_artifact(MODEL).predict_proba(cifar_test.images[torch.from_numpy(idx)])
+    human = cifar10h.subset(idx)
+    return TeamData(probs, human.sample(0), cifar_test.labels[idx], cifar_test.classes, human.counts)
+
+
+def test_summary_numbers_agree_with_the_policy(team):
+    policy = ThresholdPolicy(max_deferral=0.3).fit(team.probs, team.y, team.human, team.classes)
+    s = summarize(team, policy, "toy")
+    defer = policy.decide(team.probs)
+    pred = team.probs.argmax(1)
+    assert s.deferral_rate == pytest.approx(defer.mean())
+    assert s.team_accuracy == pytest.approx(np.where(defer, team.human == team.y, pred == team.y).mean())
+    assert s.machine_accuracy == pytest.approx((pred == team.y).mean())
+    assert s.oracle >= max(s.team_accuracy, s.hindsight.accuracy) >= s.machine_accuracy
+    assert s.gain == pytest.approx(s.team_accuracy - max(s.machine_accuracy, s.human_accuracy))
+    assert s.by_confidence["machine"].counts.sum() == len(team.y) and s.by_disagreement is not None
+    assert sum(m.sum() for m in s.error_shares.values()) == pytest.approx(2.0)  # two sets of shares summing to 1
+
+
+def test_every_section_renders_to_html_and_markdown(team, tmp_path):
+    for policy in (ThresholdPolicy(), CertifiedPolicy(0.95, min_accepted=20)):
+        policy.fit(team.probs, team.y, team.human, team.classes)
+        report = build_report(summarize(team, policy, f"{policy.kind} report"))
+        headings = [s.heading for s in report.sections]
+        assert headings[0] == "Teaming gain" and headings[-1] == "Where each errs"
+        assert sum(s.figure is not None for s in report.sections) == 5
+        assert "tests from the policy's fit" in headings[2]
+        html = write_report(report, tmp_path / f"{policy.kind}.html").read_text()
+        assert html.count("data:image/png;base64,") == 5 and "<table>" in html
+        md = write_report(report, tmp_path / f"{policy.kind}.md").read_text()
+        assert md.startswith(f"# {policy.kind} report") and md.count("](") == 5
+    with pytest.raises(InputError, match=".html or .md"):
+        write_report(report, tmp_path / "r.pdf")
+
+
+def test_figures_are_png(team):
+    policy = ThresholdPolicy().fit(team.probs, team.y, team.human)
+    s = summarize(team, policy, "figures")
+    for png in (
+        threshold_curve_png(s.curve, s.threshold),
+        binned_accuracy_png(s.by_confidence, "confidence"),
+        confusion_png(s.error_shares, team.classes, "wrong answer", "true class"),
+    ):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+
+
+def test_team_data_refuses_mismatched_inputs(team):
+    with pytest.raises(InputError, match="class names"):
+        TeamData(team.probs, team.human, team.y, team.classes[:3])
+    with pytest.raises(InputError, match="one entry per item"):
+        TeamData(team.probs, team.human[:-1], team.y, team.classes)

@@ -1,0 +1,208 @@
+"""The command line as a user runs it, in-process through typer's CliRunner: train, evaluate, fit-policy,
+report, migrate, and a clear exit 2 for each bad input with nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from teaming.cli import app
+from teaming.ops.schema import current_revision, head_revision
+from teaming.ops.store import connect
+from teaming.policy import ThresholdPolicy, load_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = str(ROOT / "models" / "cifar10h-default")
+
+
+class Run:
+    """What one command printed and how it exited."""
+
+    def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = exit_code, stdout, stderr
+
+
+def cli(*args: str) -> Run:
+    r = CliRunner().invoke(app, list(args))
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return Run(r.exit_code, r.stdout, r.stderr)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A one-epoch model trained by `teaming train` on 1,000 CIFAR-10H items."""
+    out = tmp_path_factory.mktemp("cli") / "cli-model"
+    args = ["--widths", "8,16,16", "--epochs", "1", "--batch-size", "250", "--train-items", "0:1000"]
+    r = cli("train", "--out", str(out), *args, "--eval-items", "9000:9200", "--no-fgsm")
+    assert r.returncode == 0, r.stderr
+    assert "saved" in r.stdout
+    return out
+
+
+def test_train_then_evaluate(tiny_model, tmp_path):
+    out = tiny_model
+    assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![reliability.png](reliability.png)" in (out / "MODEL_CARD.md").read_text()
+    command = json.loads((out / "model.json").read_text())["training"]["command"]
+    assert command.startswith("teaming ") and "--train-items" in command
+    r = cli(
+        "evaluate",
+        str(out),
+        "--items",
+        "9000:9200",
+        "--json",
+        str(tmp_path / "m.json"),
+        "--plot",
+        str(tmp_path / "rel.png"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "rel.png").stat().st_size > 10_000
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["metrics"]["calibrated"]["n"] == 200
+    r = cli("evaluate", str(out), "--items", "9000:9200", "--labels", "none", "--json", str(tmp_path / "hard.json"))
+    assert r.returncode == 0, r.stderr
+    hard_only = json.loads((tmp_path / "hard.json").read_text())["metrics"]["calibrated"]
+    assert "human_ce" not in hard_only and hard_only["accuracy"] == result["metrics"]["calibrated"]["accuracy"]
+    stored = json.loads((out / "model.json").read_text())["metrics"]["calibrated"]
+    assert result["metrics"]["calibrated"]["human_ce"] == pytest.approx(stored["human_ce"], abs=1e-6)
+
+
+def test_train_defaults_come_from_the_recipe(tmp_path, monkeypatch):
+    """With --pretrain, the pretraining and fine-tuning stages get the recipe's settings (pretrain_config and
+    finetune_config), as the shipped model's card records them."""
+    import teaming.model.recipe as recipe
+
+    seen = {}
+
+    def capture(name, images, targets, tr, ev, config, pre, pcfg, *args):
+        seen.update(config=config, pretrain=pcfg)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(recipe, "build_model", capture)
+    monkeypatch.setattr("teaming.model.build_model", capture)
+    pack = tmp_path / "pack.npz"
+    from teaming.datasets import DEFAULT_PACK
+
+    pack.write_bytes(DEFAULT_PACK.read_bytes())
+    cli("train", "--out", str(tmp_path / "m"), "--pretrain", str(pack), "--pretrain-epochs", "7")
+    shipped = json.loads((ROOT / "models" / "cifar10h-default" / "model.json").read_text())["training"]
+    assert seen["config"].to_dict() == shipped["config"]
+    assert seen["pretrain"].to_dict() == shipped["pretrain_config"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["evaluate", "models/no-such-model"], "model.safetensors is missing"),
+        (["evaluate", "{model}", "--items", "20000:30000"], "select nothing valid"),
+        (["evaluate", "{model}", "--items", "a:b"], "must look like"),
+        (["evaluate", "{model}", "--labels", "missing.csv"], "no label file at missing.csv"),
+        (["train", "--out", "{tmp}/x", "--train-items", "0:8000", "--eval-items", "7000:10000"], "overlap"),
+        (["train", "--out", "{tmp}/x", "--labels", "nolabels.csv"], "no label file"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(args, message, tmp_path, tiny_model):
+    r = cli(*[a.replace("{model}", str(tiny_model)).replace("{tmp}", str(tmp_path)) for a in args])
+    assert r.returncode == 2
+    assert message in r.stdout + r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("policy") / "policy.json"
+    r = cli("fit-policy", MODEL, "--out", str(out), "--items", "7000:8500", "--max-deferral", "0.3")
+    assert r.returncode == 0, r.stderr
+    assert "threshold" in r.stdout and "team accuracy" in r.stdout
+    return out
+
+
+def test_fit_policy_writes_a_versioned_policy(fitted):
+    pol = load_policy(fitted)
+    assert isinstance(pol, ThresholdPolicy)
+    r = pol.report_
+    assert r.n_items == 1500 and r.deferral_rate <= 0.3
+    assert r.team_accuracy > r.machine_accuracy
+    assert pol.classes_[0] == "airplane" and pol.model_["name"] == "cifar10h-default"
+    assert "fit-policy" in pol.model_["command"]
+
+
+def test_report_html_and_markdown(fitted, tmp_path):
+    html = tmp_path / "r.html"
+    r = cli("report", MODEL, "--policy", str(fitted), "--out", str(html), "--items", "8500:10000")
+    assert r.returncode == 0, r.stderr
+    text = html.read_text()
+    assert text.count("data:image/png;base64,") == 5  # self-contained: every figure inlined
+    for heading in (
+        "Teaming gain",
+        "Accuracy against threshold",
+        "Paired t-tests",
+        "Reliability",
+        "Accuracy by machine confidence",
+        "Accuracy by human disagreement",
+        "Where each errs",
+    ):
+        assert heading in text
+    md = tmp_path / "r.md"
+    r = cli("report", MODEL, "--policy", str(fitted), "--out", str(md), "--items", "8500:9000")
+    assert r.returncode == 0, r.stderr
+    figures = sorted(p.name for p in (tmp_path / "r_figures").iterdir())
+    assert "threshold_curve.png" in figures and len(figures) == 5
+    assert all(f"r_figures/{f}" in md.read_text() for f in figures)
+
+
+def test_certified_policy_from_the_cli(tmp_path):
+    out = tmp_path / "cert.json"
+    r = cli("fit-policy", MODEL, "--out", str(out), "--items", "7000:9000", "--certify", "0.97", "--reviewers", "3")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert d["kind"] == "certified" and d["report"]["accepted_accuracy"] >= 0.97
+    assert d["model"]["reviewers"] == 3
+    r = cli("report", MODEL, "--policy", str(out), "--out", str(tmp_path / "c.html"), "--items", "9000:10000")
+    assert r.returncode == 0, r.stderr
+    assert "Binomial tests from the policy" in (tmp_path / "c.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--alpha", "2"], "alpha"),
+        (["--max-deferral", "0.0", "--min-accuracy", "0.99"], "reaches team accuracy"),
+        (["--items", "9990:20000", "--n-resamples", "20"], "20 folds need at least 20 items"),
+        (["--labels", "hard"], "must name human labels"),
+        (["--reviewers", "0"], "at least 1"),
+        (["--score", "vibes"], "unknown score"),
+        (["--reference", "gut"], "reference"),
+        (["--items", "abc"], "START:STOP"),
+    ],
+)
+def test_fit_policy_bad_input(tmp_path, args, message):
+    out = tmp_path / "p.json"
+    r = cli("fit-policy", MODEL, "--out", str(out), *args)
+    assert r.returncode == 2
+    assert message in r.stderr and r.stderr.startswith("error:")
+    assert not out.exists()  # nothing written
+
+
+def test_report_bad_input(fitted, tmp_path):
+    r = cli("report", MODEL, "--policy", str(tmp_path / "none.json"), "--out", str(tmp_path / "r.html"))
+    assert r.returncode == 2 and "no policy file" in r.stderr
+    r = cli("report", MODEL, "--policy", str(fitted), "--out", str(tmp_path / "r.pdf"), "--items", "9000:9100")
+    assert r.returncode == 2 and ".html or .md" in r.stderr
+    assert not (tmp_path / "r.pdf").exists()
+
+
+def test_migrate_brings_a_log_to_the_latest_schema(tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    r = cli("migrate", "--db", url)
+    assert r.returncode == 0, r.stderr
+    assert f"schema at revision {head_revision()} (was empty)" in r.stdout
+    assert current_revision(connect(url)) == head_revision()
+    r = cli("migrate", "--db", url)
+    assert r.returncode == 0 and "(was" not in r.stdout  # nothing left to do
+    r = cli("migrate", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert r.returncode == 2 and r.stderr.startswith("error:")
