@@ -17,8 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from teaming.artifact import load_artifact
-from teaming.data import DataError, decode_image
+from teaming._validation import DataError
+from teaming.data import decode_image
+from teaming.model import load_artifact
 from teaming.policy import load_policy
 
 MODEL = os.environ.get("TEAMING_MODEL_DIR", "models/cifar10h-default")

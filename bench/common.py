@@ -7,7 +7,7 @@ import uuid
 
 from sqlalchemy import create_engine, text
 
-from teaming.data import pack_jpegs
+from teaming.datasets import default_test_jpegs
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -16,7 +16,8 @@ def jpeg_payloads(n: int, start: int = 0) -> list[dict]:
     """/classify items for CIFAR-10 test images start..start+n-1 (JPEG bytes, base64)."""
     indices = range(start, start + n)
     return [
-        {"id": f"cifar10_test/{i}", "data": base64.b64encode(b).decode()} for i, b in zip(indices, pack_jpegs(indices))
+        {"id": f"cifar10_test/{i}", "data": base64.b64encode(b).decode()}
+        for i, b in zip(indices, default_test_jpegs(indices))
     ]
 
 

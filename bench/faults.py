@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,12 @@ import httpx
 from sqlalchemy import func, select
 
 from bench.common import drop_postgres, jpeg_payloads, scratch_postgres
-from service.process import ServiceProcess
+from bench.process import ServiceProcess
+from teaming.client import ApiError, TeamingClient
+from teaming.datasets import default_test_jpegs
+from teaming.ops.schema import decisions, reviews, tasks
+from teaming.ops.store import Store
 from teaming.policy import policy_from_dict
-from teaming.store import Store, decisions, reviews, tasks
 
 REVIEWERS = {"r1": "t1", "r2": "t2", "r3": "t3", "r4": "t4"}
 POLICY_POLL_SECONDS = 1.0
@@ -103,34 +107,28 @@ class LogCheck:
 
 def drain(urls: list[str], lease: float) -> list[int]:
     """Work the queue with all reviewers (spread over the replicas) until it stays empty past a lease."""
-    claimed: list[int] = []
-    lock = threading.Lock()
 
-    def work(name: str, token: str, url: str) -> None:
-        empty_since = None
-        with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as c:
+    def work(token: str, url: str) -> list[int]:
+        done, empty_since = [], None
+        with TeamingClient(url, token, timeout=30) as c:
             while True:
-                task = c.post("/v1/queue/claim").raise_for_status().json()["task"]
+                task = c.claim().task
                 if task is None:
                     empty_since = empty_since or time.time()
                     if time.time() - empty_since > lease + 1:
-                        return
+                        return done
                     time.sleep(0.2)
                     continue
                 empty_since = None
-                r = c.post(f"/v1/queue/tasks/{task['task_id']}/label", json={"lease_id": task["lease_id"], "label": 0})
-                if r.status_code == 200:
-                    with lock:
-                        claimed.append(task["task_id"])
+                try:
+                    c.label(task.task_id, task.lease_id, 0)
+                except ApiError:  # the lease ran out meanwhile: the task comes round again
+                    continue
+                done.append(task.task_id)
 
-    threads = [
-        threading.Thread(target=work, args=(n, t, urls[k % len(urls)])) for k, (n, t) in enumerate(REVIEWERS.items())
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return claimed
+    with ThreadPoolExecutor(len(REVIEWERS)) as pool:
+        futures = [pool.submit(work, t, urls[k % len(urls)]) for k, t in enumerate(REVIEWERS.values())]
+        return [tid for f in futures for tid in f.result()]
 
 
 def switch_policy(db: str, urls: list[str]) -> bool:
@@ -141,12 +139,14 @@ def switch_policy(db: str, urls: list[str]) -> bool:
     policy.threshold_ = min(1.0, policy.threshold_ + 0.01)
     version = store.add_policy(policy.to_dict())
     store.engine.dispose()
-    httpx.post(f"{urls[0]}/v1/admin/policy/reload", headers={"Authorization": "Bearer admin"}).raise_for_status()
+    with TeamingClient(urls[0], "admin") as admin:
+        admin.reload_policy()
     time.sleep(POLICY_POLL_SECONDS + 0.5)
-    seen = [
-        httpx.post(f"{u}/classify", json={"images": jpeg_payloads(1)}, timeout=30).json()[0]["policy_version"]
-        for u in urls
-    ]
+    image = default_test_jpegs([0])[0]
+    seen = []
+    for u in urls:
+        with TeamingClient(u, timeout=30) as c:
+            seen.append(c.classify([("policy-check", image)])[0].policy_version)
     return all(v == version for v in seen)
 
 
@@ -170,7 +170,8 @@ def kill_under_load(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> LogC
     load = Load([svc.url]).start()
     time.sleep(seconds / 2)
     # a reviewer holds an item when the service dies: its lease must expire and the item come back
-    httpx.post(f"{svc.url}/v1/queue/claim", headers={"Authorization": "Bearer t1"}).raise_for_status()
+    with TeamingClient(svc.url, "t1") as holder:
+        holder.claim()
     time.sleep(seconds / 2)
     svc.kill()
     load.stop()

@@ -19,8 +19,10 @@ from functools import partial
 from pathlib import Path
 
 from bench.common import drop_postgres, scratch_postgres
-from teaming.data import pack_jpegs
-from teaming.store import NewDecision, Store, decision_row, decisions, task_kinds, task_row, tasks
+from teaming.datasets import default_test_jpegs
+from teaming.ops.review import keeps_image, review_tasks
+from teaming.ops.schema import decisions, tasks
+from teaming.ops.store import NewDecision, Store, decision_row, task_row
 
 
 def row_by_row(store: Store, items: Sequence[NewDecision]) -> None:
@@ -29,27 +31,30 @@ def row_by_row(store: Store, items: Sequence[NewDecision]) -> None:
     with store.engine.begin() as conn:
         for d in items:
             did = conn.execute(decisions.insert().values(**decision_row(d, now))).inserted_primary_key[0]
-            for kind in task_kinds(d, store.audit_reviewers):
+            for kind in d.tasks:
                 conn.execute(tasks.insert().values(**task_row(did, kind, now)))
 
 
 def batch(n: int, images: list[bytes], rng: random.Random) -> list[NewDecision]:
-    probs = [0.1] * 10
-    return [
-        NewDecision(
-            f"bench/{rng.random()}",
-            "deferred" if rng.random() < 1 / 3 else "auto",
-            3,
-            0.6,
-            probs,
-            "model@1",
-            "threshold-0",
-            rng.random() < 0.05,
-            images[k % len(images)],
-            "image/jpeg",
+    out = []
+    for k in range(n):
+        deferred, audited = rng.random() < 1 / 3, rng.random() < 0.05
+        out.append(
+            NewDecision(
+                f"bench/{rng.random()}",
+                "deferred" if deferred else "auto",
+                3,
+                0.6,
+                [0.1] * 10,
+                "model@1",
+                "threshold-0",
+                audited,
+                images[k % len(images)] if keeps_image(deferred, audited) else None,
+                "image/jpeg",
+                review_tasks(deferred, audited),
+            )
         )
-        for k in range(n)
-    ]
+    return out
 
 
 def median_ms(write: Callable[[list[NewDecision]], object], n: int, images: list[bytes], repeats: int) -> float:
@@ -68,7 +73,7 @@ def main() -> None:
     p.add_argument("--batches", default="1,64,256")
     p.add_argument("--repeats", type=int, default=20)
     args = p.parse_args()
-    images = pack_jpegs(range(64))
+    images = default_test_jpegs(range(64))
     print(f"# log_write, {time.strftime('%Y-%m-%d')}; median of {args.repeats} batches")
     with tempfile.TemporaryDirectory() as tmp:
         for backend in ("sqlite", "postgresql"):

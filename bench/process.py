@@ -1,4 +1,4 @@
-"""Run the service as a child process on a free loopback port: for tests, benchmarks and fault drills."""
+"""Run the service as a child process on a free loopback port: the harness of tests, benchmarks and fault drills."""
 
 from __future__ import annotations
 

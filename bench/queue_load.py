@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from bench.common import drop_postgres, scratch_postgres
-from teaming.store import NewDecision, Store
+from teaming.ops.store import NewDecision, Store
 
 
 def fresh_url(backend: str, tmp: Path) -> str:
@@ -27,7 +27,7 @@ def run(url: str, items: int, reviewers: int) -> tuple[float, int, int, int]:
     """(operations/s, tasks done, duplicate claims, tasks left) for `reviewers` threads draining `items` tasks."""
     store = Store(url)
     probs = [0.1] * 10
-    store.record([NewDecision(f"i/{k}", "deferred", 0, 0.1, probs, "m", "p") for k in range(items)])
+    store.record([NewDecision(f"i/{k}", "deferred", 0, 0.1, probs, "m", "p", tasks=("defer",)) for k in range(items)])
     done: list[int] = []
     lock = threading.Lock()
 

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from bench.common import jpeg_payloads, metric_total
-from service.process import KEEP_ALIVE_SECONDS, ServiceProcess, free_port
-from teaming.artifact import load_artifact
+from bench.process import KEEP_ALIVE_SECONDS, ServiceProcess, free_port
 from teaming.data import decode_image
+from teaming.model import load_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "cifar10h-default"

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from teaming.calibration import fit_temperature, softmax
-from teaming.data import load_jpeg_pack, shared_data_dir
-from teaming.labels import load_cifar10h
-from teaming.metrics import accuracy, cross_entropy
-from teaming.nets import build_net
-from teaming.predict import predict_logits
-from teaming.train import TrainConfig, cross_fit, finetune_config, kfold_indices, resolve_device, train
+from teaming.data import load_jpeg_pack
+from teaming.datasets import load_cifar10h, shared_data_dir
+from teaming.model.calibration import fit_temperature, softmax
+from teaming.model.metrics import accuracy, cross_entropy
+from teaming.model.nets import build_net
+from teaming.model.predict import predict_logits
+from teaming.model.train import TrainConfig, cross_fit, finetune_config, kfold_indices, resolve_device, train
 
 
 def fold_calibrated(logits: np.ndarray, soft: np.ndarray, folds, scored: np.ndarray) -> np.ndarray:

@@ -15,9 +15,10 @@ import time
 import numpy as np
 import torch
 
-from teaming.data import load_jpeg_pack, shared_data_dir
-from teaming.predict import predict_logits
-from teaming.train import TrainConfig, resolve_device, train
+from teaming.data import load_jpeg_pack
+from teaming.datasets import shared_data_dir
+from teaming.model.predict import predict_logits
+from teaming.model.train import TrainConfig, resolve_device, train
 
 
 def sync() -> None:

@@ -9,7 +9,8 @@ pytest.importorskip("bentoml", reason="the service extra is not installed")
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
-from test_service import ADMIN, TOKENS, Server, classify, item  # noqa: E402
+
+from teaming.datasets import default_test_jpegs  # noqa: E402
 
 
 def fuzz(op, token: str, failures: list) -> None:
@@ -26,17 +27,18 @@ def fuzz(op, token: str, failures: list) -> None:
 
 
 @pytest.mark.slow
-def test_openapi_fuzz_finds_no_server_errors(tmp_path):
-    srv = Server(tmp_path, audit_rate=0.5)
+def test_openapi_fuzz_finds_no_server_errors(serve, reviewers, admin_token):
+    srv = serve(audit_rate=0.5)
     try:
-        classify(srv, [item(i) for i in range(7000, 7016)]).raise_for_status()  # some rows to hit
+        idx = list(range(7000, 7016))
+        srv.client().classify([(f"cifar10_test/{i}", b) for i, b in zip(idx, default_test_jpegs(idx))])
         schema = schemathesis.openapi.from_url(f"{srv.url}/docs.json")
         failures: list[tuple[str, int, str]] = []
         operations = [res.ok() for res in schema.get_all_operations()]
         assert len(operations) >= 11
         for op in operations:
-            fuzz(op, ADMIN if "admin" in op.label or "outcomes" in op.label else TOKENS["alice"], failures)
+            fuzz(op, admin_token if "admin" in op.label or "outcomes" in op.label else reviewers["alice"], failures)
         assert failures == []
         assert httpx.get(f"{srv.url}/readyz").status_code == 200  # still up after the fuzzing
     finally:
-        srv.stop()
+        srv.proc.stop()

@@ -9,24 +9,19 @@ import pytest
 pytest.importorskip("bentoml", reason="the service extra is not installed")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
-from test_service import TOKENS, Server, admin, classify, item  # noqa: E402
+from teaming.datasets import default_test_jpegs  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("page"), audit_rate=0.0)
-    yield s
-    s.stop()
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
-def test_reviewer_labels_by_click_and_keyboard(server, tmp_path):
+def test_reviewer_labels_by_click_and_keyboard(serve, reviewers, tmp_path):
+    server = serve(audit_rate=0.0)
     decisions = []
     for start in range(7000, 7064, 16):
-        decisions += classify(server, [item(i) for i in range(start, start + 16)]).json()
-    deferred = [d for d in decisions if d["decision"] == "deferred"]
+        idx = list(range(start, start + 16))
+        decisions += server.client().classify([(f"cifar10_test/{i}", b) for i, b in zip(idx, default_test_jpegs(idx))])
+    deferred = [d for d in decisions if d.decision == "deferred"]
     assert len(deferred) >= 3
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
@@ -37,7 +32,7 @@ def test_reviewer_labels_by_click_and_keyboard(server, tmp_path):
         page.wait_for_selector("#status.error")
         assert "403" in page.text_content("#status")
 
-        page.fill("#token", TOKENS["alice"])
+        page.fill("#token", reviewers["alice"])
         page.click("button[type=submit]")
         page.wait_for_selector("#classes button[data-label=cat]")
         page.wait_for_function("document.getElementById('image').naturalWidth > 0")  # the image really loaded
@@ -53,8 +48,8 @@ def test_reviewer_labels_by_click_and_keyboard(server, tmp_path):
         page.wait_for_function("document.getElementById('progress').textContent.includes('You labelled 2')")
         page.screenshot(path=str(tmp_path / "review.png"))
         browser.close()
-    by_task = {d["review_id"]: d["decision_id"] for d in deferred}
-    out1 = admin(server).get(f"/v1/outcomes/{by_task[int(first)]}").json()
-    out2 = admin(server).get(f"/v1/outcomes/{by_task[int(second)]}").json()
-    assert out1["final_label"] == "cat" and out2["final_label"] == "dog"
-    assert out1["reviews"][0]["reviewer"] == "alice"
+    by_task = {d.review_id: d.decision_id for d in deferred}
+    out1 = server.admin().outcome(by_task[int(first)])
+    out2 = server.admin().outcome(by_task[int(second)])
+    assert out1.final_label == "cat" and out2.final_label == "dog"
+    assert out1.reviews[0].reviewer == "alice"

@@ -1,4 +1,4 @@
-"""Service settings from TEAMING_* variables: defaults, parsing, and a clear error for each bad value."""
+"""Service settings from TEAMING_* variables: defaults, parsing, and a clear error naming each bad value."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from service.config import Settings
+from service.settings import load_settings
 
 
 @pytest.fixture
@@ -19,30 +19,36 @@ def env(monkeypatch, tmp_path):
 
 
 def test_defaults_and_parsing(env, tmp_path):
-    s = Settings.from_env()
+    s = load_settings()
     assert s.max_batch_size == 256 and s.batch_concurrency == 2 and s.policy_poll_seconds == 5.0
-    assert s.policy_path == s.model_dir / "policy.json" and (tmp_path / "logs").is_dir()  # log folder made
+    assert s.policy_path == s.model_dir / "policy.json" and s.audit_reviewers == 3
+    assert s.db_url.endswith("logs/teaming.db") and s.admin_token is None and s.log_decisions
     env.setenv("TEAMING_REVIEWER_TOKENS", "alice:t1, bob:t2")
     env.setenv("TEAMING_BATCH_CONCURRENCY", "1")
     env.setenv("TEAMING_POLICY_POLL_SECONDS", "0.5")
-    s = Settings.from_env()
+    env.setenv("TEAMING_POLICY", str(tmp_path / "p.json"))
+    env.setenv("TEAMING_LOG_DECISIONS", "0")
+    env.setenv("TEAMING_ADMIN_TOKEN", "")  # empty is unset
+    s = load_settings()
     assert s.reviewer_tokens == {"t1": "alice", "t2": "bob"} and s.batch_concurrency == 1
-    assert s.policy_poll_seconds == 0.5
+    assert s.policy_poll_seconds == 0.5 and s.policy_path == tmp_path / "p.json"
+    assert not s.log_decisions and s.admin_token is None
 
 
 @pytest.mark.parametrize(
     "name, value, message",
     [
-        ("TEAMING_REVIEWER_TOKENS", "alice", "look like 'name:token'"),
-        ("TEAMING_AUDIT_RATE", "1.5", "TEAMING_AUDIT_RATE must lie in"),
-        ("TEAMING_BATCH_CONCURRENCY", "0", "TEAMING_BATCH_CONCURRENCY must be >= 1"),
-        ("TEAMING_POLICY_POLL_SECONDS", "0", "TEAMING_POLICY_POLL_SECONDS must be positive"),
-        ("TEAMING_MAX_IMAGES", "300", "exceeds TEAMING_MAX_BATCH_SIZE"),
-        ("TEAMING_MAX_BATCH_SIZE", "abc", "TEAMING_MAX_BATCH_SIZE must be an integer, got 'abc'"),
-        ("TEAMING_LEASE_SECONDS", "5 min", "TEAMING_LEASE_SECONDS must be a number"),
+        ("TEAMING_REVIEWER_TOKENS", "alice", "TEAMING_REVIEWER_TOKENS: entries look like 'name:token', got 'alice'"),
+        ("TEAMING_AUDIT_RATE", "1.5", "TEAMING_AUDIT_RATE: Input should be less than or equal to 1 (got '1.5')"),
+        ("TEAMING_BATCH_CONCURRENCY", "0", "TEAMING_BATCH_CONCURRENCY: Input should be greater than or equal to 1"),
+        ("TEAMING_POLICY_POLL_SECONDS", "0", "TEAMING_POLICY_POLL_SECONDS: Input should be greater than 0"),
+        ("TEAMING_MAX_IMAGES", "300", "TEAMING_MAX_IMAGES (300) exceeds TEAMING_MAX_BATCH_SIZE (256)"),
+        ("TEAMING_MAX_BATCH_SIZE", "abc", "TEAMING_MAX_BATCH_SIZE: Input should be a valid integer"),
+        ("TEAMING_LEASE_SECONDS", "5 min", "TEAMING_LEASE_SECONDS: Input should be a valid number"),
     ],
 )
 def test_bad_values_are_refused_by_name(env, name, value, message):
     env.setenv(name, value)
-    with pytest.raises(ValueError, match=message):
-        Settings.from_env()
+    with pytest.raises(ValueError) as err:
+        load_settings()
+    assert message in str(err.value)

@@ -1,0 +1,31 @@
+"""Prometheus metrics of the service (prometheus_client; BentoML serves them at /metrics with its own)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+decisions = Counter("teaming_decisions", "Decisions by outcome", ["outcome"])
+queue_depth = Gauge("teaming_queue_depth", "Open review tasks", multiprocess_mode="mostrecent")
+deferral_rate = Gauge(
+    "teaming_deferral_rate", "Share of logged decisions deferred to people", multiprocess_mode="mostrecent"
+)
+batch_requests = Histogram("teaming_batch_requests", "Requests merged into one model call", buckets=SIZES)
+batch_images = Histogram("teaming_batch_images", "Images in one model call", buckets=SIZES)
+review_latency = Histogram(
+    "teaming_review_latency_seconds",
+    "Time from decision to human label",
+    buckets=(1, 5, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+)
+
+
+def observe_batch(requests: int, images: int) -> None:
+    batch_requests.observe(requests)
+    batch_images.observe(images)
+
+
+def observe_stats(stats: dict) -> None:
+    """Queue depth and deferral rate from a fresh look at the log."""
+    queue_depth.set(stats["queue_open"])
+    deferral_rate.set(stats["deferral_rate"])
