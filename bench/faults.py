@@ -135,10 +135,11 @@ def switch_policy(db: str, urls: list[str]) -> bool:
     """Activate a new policy version (as `teaming retune` does), reload it on the first replica only, and
     check that every replica decides with it once the poll interval has passed."""
     store = Store(db)
-    policy = policy_from_dict(store.active_policy())
+    model = store.log.latest_model()
+    policy = policy_from_dict(store.active_policy(model))
     policy.threshold_ = min(1.0, policy.threshold_ + 0.01)
-    version = store.add_policy(policy.to_dict())
-    store.engine.dispose()
+    version = store.add_policy(policy.to_dict(), model)
+    store.dispose()
     with TeamingClient(urls[0], "admin") as admin:
         admin.reload_policy()
     time.sleep(POLICY_POLL_SECONDS + 0.5)
@@ -155,12 +156,13 @@ def check_log(db: str, load: Load, resolved: list[int]) -> LogCheck:
     with store.engine.connect() as conn:
         logged = dict(conn.execute(select(decisions.c.id, decisions.c.item_id)).all())
         n_tasks = conn.execute(select(func.count()).select_from(tasks)).scalar_one()
-        not_done = conn.execute(select(func.count()).where(tasks.c.status != "done")).scalar_one()
+        done = conn.execute(select(func.count()).where(tasks.c.status == "done")).scalar_one()
+        stuck = conn.execute(select(func.count()).where(tasks.c.status.in_(("open", "claimed")))).scalar_one()
         n_reviews = conn.execute(select(func.count()).select_from(reviews)).scalar_one()
-    store.engine.dispose()
+    store.dispose()
     missing = sum(1 for d in load.answered if logged.get(d["decision_id"]) != d["item_id"])
-    dupes = len(resolved) - len(set(resolved)) + (n_reviews - n_tasks + not_done)
-    return LogCheck(len(load.answered), missing, n_tasks, not_done, dupes, load.server_errors, load.failures)
+    dupes = len(resolved) - len(set(resolved)) + (n_reviews - done)
+    return LogCheck(len(load.answered), missing, n_tasks, stuck, dupes, load.server_errors, load.failures)
 
 
 def kill_under_load(tmp: Path, seconds: float = 6.0, lease: float = 3.0) -> LogCheck:

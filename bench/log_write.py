@@ -20,9 +20,11 @@ from pathlib import Path
 
 from bench.common import drop_postgres, scratch_postgres
 from teaming.datasets import default_test_jpegs
+from teaming.ops.log import NewDecision, decision_row
+from teaming.ops.queue import task_row
 from teaming.ops.review import keeps_image, review_tasks
 from teaming.ops.schema import decisions, tasks
-from teaming.ops.store import NewDecision, Store, decision_row, task_row
+from teaming.ops.store import Store
 
 
 def row_by_row(store: Store, items: Sequence[NewDecision]) -> None:
@@ -81,11 +83,11 @@ def main() -> None:
             store = Store(url)
             try:
                 for n in (int(x) for x in args.batches.split(",")):
-                    for name, write in (("record", store.record), ("row-by-row", partial(row_by_row, store))):
+                    for name, write in (("record", store.log.record), ("row-by-row", partial(row_by_row, store))):
                         ms = median_ms(write, n, images, args.repeats)
                         print(f"{backend:<10s} batch={n:<4d} {name:<11s} ms/batch={ms:8.2f}", flush=True)
             finally:
-                store.engine.dispose()
+                store.dispose()
                 if backend == "postgresql":
                     drop_postgres(url)
 

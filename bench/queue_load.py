@@ -16,7 +16,8 @@ import uuid
 from pathlib import Path
 
 from bench.common import drop_postgres, scratch_postgres
-from teaming.ops.store import NewDecision, Store
+from teaming.ops.log import NewDecision
+from teaming.ops.store import Store
 
 
 def fresh_url(backend: str, tmp: Path) -> str:
@@ -27,13 +28,15 @@ def run(url: str, items: int, reviewers: int) -> tuple[float, int, int, int]:
     """(operations/s, tasks done, duplicate claims, tasks left) for `reviewers` threads draining `items` tasks."""
     store = Store(url)
     probs = [0.1] * 10
-    store.record([NewDecision(f"i/{k}", "deferred", 0, 0.1, probs, "m", "p", tasks=("defer",)) for k in range(items)])
+    store.log.record(
+        [NewDecision(f"i/{k}", "deferred", 0, 0.1, probs, "m", "p", tasks=("defer",)) for k in range(items)]
+    )
     done: list[int] = []
     lock = threading.Lock()
 
     def reviewer(name: str) -> None:
-        while (c := store.claim(name, 60)) is not None:
-            store.submit(c.task_id, c.lease_id, name, 1)
+        while (c := store.queue.claim(name, 60)) is not None:
+            store.queue.submit(c.task_id, c.lease_id, name, 1)
             with lock:
                 done.append(c.task_id)
 
@@ -44,8 +47,8 @@ def run(url: str, items: int, reviewers: int) -> tuple[float, int, int, int]:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
-    left = store.stats()["queue_open"]
-    store.engine.dispose()
+    left = store.log.stats(3)["queue_open"]
+    store.dispose()
     return 2 * len(done) / elapsed, len(done), len(done) - len(set(done)), left
 
 

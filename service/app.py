@@ -1,8 +1,8 @@
 """BentoML service: classify images, answer when confident, defer the rest to a durable human review queue.
 
-`classify` requests are merged greedily (batcher.py): the model runs once per batch (on the GPU when there is
-one), the active policy decides, and every decision is committed before any answer. The review queue, outcomes,
-policy reload and the reviewer page are FastAPI routes mounted at /v1 (routes.py).
+Classify requests (callers.py) are merged greedily (batcher.py): the model runs once per batch (on the GPU when
+there is one), the active policy decides, and every decision is committed before any answer. The HTTP routes
+are FastAPI (web.py), mounted beside BentoML's own health and metrics routes.
 """
 
 from __future__ import annotations
@@ -14,44 +14,54 @@ import time
 import bentoml
 import numpy as np
 import torch
-from bentoml.exceptions import ServiceUnavailable
 from sqlalchemy.exc import OperationalError
 
 from service import metrics
-from service.auth import ClassifyToken
+from service.background import Background
 from service.batcher import GreedyBatcher
 from service.policy import ServedPolicy
-from service.routes import web
-from service.schemas import ImageIn, Images
+from service.preflight import open_store, preflight
+from service.schemas import Decoded, Refused
 from service.settings import get_settings
+from service.web import web
 from teaming.api import Decision, TopK
 from teaming.confidence import confidence
 from teaming.data import resize
 from teaming.model import load_artifact
-from teaming.ops.review import DEFER, keeps_image, review_tasks
-from teaming.ops.store import NewDecision, Store
-from teaming.policy import load_policy
+from teaming.ops.log import NewDecision
+from teaming.ops.loop import ReviewLoop
+from teaming.ops.review import DEFER, LoopRules, keeps_image, review_tasks
+from teaming.ops.webhooks import Deliverer
 
 logger = logging.getLogger("bentoml.teaming")  # under bentoml so its log config shows it
+metrics.own_prometheus_dir()  # before `bentoml serve` empties the shared one: replicas on one host keep theirs
+preflight()  # in the serving process: a service that cannot work stops here, with one line, not in a crash loop
 
 
 @bentoml.service(resources={"gpu": 1}, traffic={"timeout": 120, "max_concurrency": 1024}, workers=1)
-@bentoml.asgi_app(web, path="/v1")
+@bentoml.asgi_app(web, path="/")
 class Teaming:
     def __init__(self) -> None:
         self.settings = s = get_settings()
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.artifact = load_artifact(s.model_dir, self.device)
-        self.model_version = f"{self.artifact.meta.name}@{self.artifact.meta.created}"
+        self.model_version = self.artifact.meta.version
         self.classes = self.artifact.classes
-        self.store = Store(s.db_url)
+        self.store = open_store(s.db_url)
         self.rng = random.Random(s.seed)
-        if s.policy_path.exists() and self.store.active_policy() is None:
-            self.store.add_policy(load_policy(s.policy_path).to_dict(), activate=True)
-        self.policy = ServedPolicy(self.store, self.classes, s.policy_poll_seconds)
+        self.policy = ServedPolicy(
+            self.store, self.classes, self.model_version, s.policy_poll_seconds, s.policy, s.model_dir / "policy.json"
+        )
+        rules = LoopRules(s.audit_reviewers, s.unresolved_after)
+        self.loop = ReviewLoop(self.store, self.classes, rules, webhooks=s.webhook_url is not None)
+        self.loop.refresh_skills()
         self.batcher = GreedyBatcher(
             self.classify_batch, s.max_batch_size, len, metrics.observe_batch, s.batch_concurrency
         )
+        deliverer = None
+        if s.webhook_url:
+            deliverer = Deliverer(self.store.outbox, s.webhook_url, s.webhook_secret, s.webhook_max_attempts)
+        self.background = Background(self.loop, deliverer, s.close_after_seconds).start()
         logger.info(
             "serving %s on %s (%d torch threads), policy %s, log %s",
             self.model_version,
@@ -64,17 +74,15 @@ class Teaming:
     def __is_ready__(self) -> bool:
         return self.store.ping()
 
-    @bentoml.api
-    async def classify(self, images: Images) -> list[Decision]:
-        """Answer each image or defer it to people. Requests are batched together; every decision in a batch is
-        committed in one transaction before any reply."""
+    async def classify(self, images: list[Decoded]) -> list[Decision]:
+        """Answer each image or defer it to people, batched with other requests; committed before the answer."""
         return await self.batcher.submit(images)
 
-    def classify_batch(self, requests: list[list[ImageIn]]) -> list[list[Decision]]:
+    def classify_batch(self, requests: list[list[Decoded]]) -> list[list[Decision]]:
         """One model call, one policy decision and one log transaction for several requests' images."""
         images = [item for req in requests for item in req]
         size = self.artifact.meta.input_size
-        batch = torch.cat([resize(item._pixels[None], size) for item in images]).to(self.device)
+        batch = torch.cat([resize(item.pixels[None], size) for item in images]).to(self.device)
         with torch.inference_mode():
             probs = self.artifact.predict_proba(batch).astype(np.float64)
         probs /= probs.sum(1, keepdims=True)
@@ -88,7 +96,7 @@ class Teaming:
             audited = self.rng.random() < self.settings.audit_rate
             rows.append(
                 NewDecision(
-                    item_id=item.id or f"req-{time.time_ns()}-{i}",
+                    item_id=item.item_id or f"req-{time.time_ns()}-{i}",
                     outcome="deferred" if defer[i] else "auto",
                     machine_label=int(pred[i]),
                     confidence=float(conf[i]),
@@ -96,7 +104,7 @@ class Teaming:
                     model_version=self.model_version,
                     policy_version=policy_version,
                     audit=audited,
-                    image=item._raw if keeps_image(bool(defer[i]), audited) else None,
+                    image=item.raw if keeps_image(bool(defer[i]), audited) else None,
                     content_type=item.content_type,
                     tasks=review_tasks(bool(defer[i]), audited, self.settings.audit_reviewers),
                 )
@@ -127,9 +135,6 @@ class Teaming:
         if not self.settings.log_decisions:
             return [(None, [None] * len(r.tasks)) for r in rows]
         try:
-            return self.store.record(rows)
+            return self.store.log.record(rows)
         except OperationalError as err:
-            raise ServiceUnavailable(f"the decision log is unreachable, retry later ({type(err).__name__})") from None
-
-
-Teaming.add_asgi_middleware(ClassifyToken)
+            raise Refused(503, f"the decision log is unreachable, retry later ({type(err).__name__})", 5) from None

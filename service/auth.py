@@ -1,7 +1,7 @@
 """Who may call what: bearer tokens for reviewers, the admin and (optionally) classify callers.
 
-Tokens are compared in constant time. Reviewer and admin routes use the FastAPI dependencies below, which run
-before the request body is validated; classify, a BentoML API, is guarded by the ASGI middleware.
+Tokens are compared in constant time. Every protected route takes one of the FastAPI dependencies below, which
+run before the request body is read or validated.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import hmac
 
 from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.responses import JSONResponse
 
 from service.settings import get_settings
 
@@ -62,19 +61,21 @@ def reviewer_or_admin(creds: Credentials = Depends(bearer)) -> str | None:
     return name
 
 
-class ClassifyToken:
-    """ASGI middleware: when TEAMING_CLASSIFY_TOKEN is set, /classify needs it as a bearer token."""
+def caller_or_admin(creds: Credentials = Depends(bearer)) -> bool:
+    """The classify caller's token (TEAMING_CLASSIFY_TOKEN) or the admin's; True for the admin. Reviewers may
+    not read outcomes: they show the model's answer and the other reviewers', which would unblind audits."""
+    if creds is None:
+        raise HTTPException(401, "outcomes need 'Authorization: Bearer <classify or admin token>'")
+    s = get_settings()
+    if same(creds.credentials, s.admin_token):
+        return True
+    if same(creds.credentials, s.classify_token):
+        return False
+    raise HTTPException(403, "outcomes are for the caller (TEAMING_CLASSIFY_TOKEN) and the admin")
 
-    def __init__(self, app) -> None:
-        self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:
-        token = get_settings().classify_token
-        if token and scope["type"] == "http" and scope["path"].rstrip("/") == "/classify":
-            header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
-            given = header[7:].strip() if header.lower().startswith("bearer ") else None
-            if not same(given, token):
-                response = JSONResponse({"error": "classify needs 'Authorization: Bearer <token>'"}, 401)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+def classify_caller(creds: Credentials = Depends(bearer)) -> None:
+    """When TEAMING_CLASSIFY_TOKEN is set, classify needs it (checked before the body is read)."""
+    token = get_settings().classify_token
+    if token and not same(None if creds is None else creds.credentials, token):
+        raise HTTPException(401, "classify needs 'Authorization: Bearer <classify token>'")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
+import psutil
 from prometheus_client import Counter, Gauge, Histogram
 
 SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -29,3 +34,24 @@ def observe_stats(stats: dict) -> None:
     """Queue depth and deferral rate from a fresh look at the log."""
     queue_depth.set(stats["queue_open"])
     deferral_rate.set(stats["deferral_rate"])
+
+
+def own_prometheus_dir() -> None:
+    """Give this `bentoml serve` process a Prometheus folder of its own.
+
+    BentoML keeps multiprocess metrics in $BENTOML_HOME/prometheus_multiproc_dir and empties it when a server
+    starts, so a second replica on the same host would wipe the first one's counters. The serving process (the
+    one without PROMETHEUS_MULTIPROC_DIR yet) takes <that folder>/serve-<pid> instead, and removes the folders
+    of servers that are gone; its workers inherit the folder through the environment.
+    """
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return  # a worker, or a folder chosen by hand
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    shared = Path(BentoMLContainer.bentoml_home.get()) / "prometheus_multiproc_dir"
+    if shared.is_dir():
+        for old in shared.glob("serve-*"):
+            pid = old.name.removeprefix("serve-")
+            if pid.isdigit() and not psutil.pid_exists(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+    BentoMLContainer.prometheus_multiproc_dir.set(str(shared / f"serve-{os.getpid()}"))

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from teaming.ops.review import AUDIT_REVIEWERS
+from teaming.ops.review import AUDIT_REVIEWERS, UNRESOLVED_AFTER
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "TEAMING_"
@@ -33,8 +33,15 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     classify_token: str | None = None
     audit_rate: float = Field(0.05, ge=0, le=1, description="share of all items also audited by k reviewers")
-    audit_reviewers: int = Field(AUDIT_REVIEWERS, ge=1)
+    audit_reviewers: int = Field(AUDIT_REVIEWERS, ge=1, description="k: different people per audited item")
+    unresolved_after: int = Field(UNRESOLVED_AFTER, ge=1, description="none-of-these/can't-tell answers that close it")
+    close_after_seconds: float = Field(
+        24 * 3600.0, gt=0, description="an item whose tasks wait this long closes with the answers it has"
+    )
     lease_seconds: float = Field(300.0, gt=0)
+    webhook_url: str | None = Field(None, description="POST every final answer set or changed here (signed)")
+    webhook_secret: str | None = Field(None, description="HMAC-SHA256 key of the webhook signatures")
+    webhook_max_attempts: int = Field(20, ge=1)
     policy_poll_seconds: float = Field(5.0, gt=0, description="how soon a policy activated elsewhere is taken up")
     max_images: int = Field(64, ge=1, description="images per classify request")
     max_image_bytes: int = Field(1_000_000, ge=1)
@@ -59,11 +66,13 @@ class Settings(BaseSettings):
         return out
 
     @model_validator(mode="after")
-    def _batch_holds_a_request(self) -> "Settings":
+    def _consistent(self) -> "Settings":
         if self.max_images > self.max_batch_size:
             raise ValueError(
                 f"{PREFIX}MAX_IMAGES ({self.max_images}) exceeds {PREFIX}MAX_BATCH_SIZE ({self.max_batch_size})"
             )
+        if self.webhook_url and not self.webhook_secret:
+            raise ValueError(f"{PREFIX}WEBHOOK_URL needs {PREFIX}WEBHOOK_SECRET to sign its events")
         return self
 
     @property

@@ -35,10 +35,19 @@ class QueueStats(BaseModel):
     auto: int
     deferred: int
     deferral_rate: float
-    queue_open: int
+    queue_open: int = Field(..., description="tasks any reviewer may take now")
     queue_claimed: int
     reviews_done: int
     mean_review_latency_s: float | None
+    audited_items: int
+    audits_closed: int = Field(..., description="audited items whose answers are all in (or closed short)")
+    audit_reviewers: int
+    retune_needs: int = Field(..., description="fully audited items `teaming retune` needs")
+    unresolved_items: int
+    closed_short: int = Field(..., description="items closed after the close time with fewer answers than asked")
+    webhooks_pending: int
+    webhooks_failed: int
+    waiting_for_you: int | None = Field(None, description="tasks the calling reviewer may take now")
 
 
 class Task(BaseModel):
@@ -60,8 +69,11 @@ class Claimed(BaseModel):
 
 
 class LabelIn(BaseModel):
+    """A reviewer's answer: a class (name or id), or the verdict "none" (none of these) or "unsure" (can't tell)."""
+
     lease_id: str = Field(..., max_length=64)
-    label: int | str = Field(..., description="a class name or id")
+    label: int | str | None = Field(None, description="a class name or id; leave out with a none/unsure verdict")
+    verdict: Literal["class", "none", "unsure"] = "class"
 
 
 class SkipIn(BaseModel):
@@ -71,7 +83,8 @@ class SkipIn(BaseModel):
 class Labelled(BaseModel):
     review_id: int
     task_id: int
-    label: str
+    verdict: str
+    label: str | None
 
 
 class Skipped(BaseModel):
@@ -81,12 +94,17 @@ class Skipped(BaseModel):
 
 class ReviewOut(BaseModel):
     kind: str
-    label: str
+    verdict: str
+    label: str | None
     reviewer: str
 
 
 class OutcomeOut(BaseModel):
-    """A logged decision, its final answer (None while a deferred item waits for a person) and its reviews."""
+    """A logged decision and its final answer: the model's when auto, people's consensus once they answer.
+
+    `status` is "pending" while a deferred item waits for its first answer, "answered", or "unresolved" when
+    reviewers found it none of the classes or could not tell. `reviews` are shown to the admin only.
+    """
 
     decision_id: int
     item_id: str
@@ -96,9 +114,32 @@ class OutcomeOut(BaseModel):
     model_version: str
     policy_version: str
     audit: bool
+    status: Literal["pending", "answered", "unresolved"]
     final_label: str | None
-    open_tasks: int
-    reviews: list[ReviewOut]
+    source: Literal["model", "reviewer", "consensus"] | None
+    method: str | None
+    n_labels: int
+    closed: bool
+    reason: str | None
+    reviews: list[ReviewOut] | None = None
+
+
+class OutcomesPage(BaseModel):
+    items: list[OutcomeOut]
+    next_after: int | None = Field(None, description="pass as `after` for the next page; None on the last one")
+
+
+class ReviewerOut(BaseModel):
+    """Agreement with the consensus of the others on shared items (95% Wilson interval) and Dawid-Skene's
+    estimate of accuracy."""
+
+    reviewer: str
+    answers: int
+    compared: int
+    agreement: float | None
+    ci_low: float | None
+    ci_high: float | None
+    accuracy: float | None
 
 
 class PolicyInfo(BaseModel):

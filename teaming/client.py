@@ -9,7 +9,17 @@ from typing import TypeVar
 import httpx
 from pydantic import BaseModel
 
-from teaming.api import Claimed, Decision, Labelled, OutcomeOut, PolicyInfo, QueueStats, Skipped
+from teaming.api import (
+    Claimed,
+    Decision,
+    Labelled,
+    OutcomeOut,
+    OutcomesPage,
+    PolicyInfo,
+    QueueStats,
+    ReviewerOut,
+    Skipped,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -61,10 +71,10 @@ class TeamingClient:
     def image(self, task_id: int) -> bytes:
         return self._call("GET", f"/v1/queue/tasks/{task_id}/image").content
 
-    def label(self, task_id: int, lease_id: str, label: int | str) -> Labelled:
-        return self._call(
-            "POST", f"/v1/queue/tasks/{task_id}/label", Labelled, json={"lease_id": lease_id, "label": label}
-        )
+    def label(self, task_id: int, lease_id: str, label: int | str | None, verdict: str = "class") -> Labelled:
+        """Answer a claimed task: a class name or id, or verdict "none" (none of these) / "unsure" (can't tell)."""
+        body = {"lease_id": lease_id, "label": label, "verdict": verdict}
+        return self._call("POST", f"/v1/queue/tasks/{task_id}/label", Labelled, json=body)
 
     def skip(self, task_id: int, lease_id: str) -> Skipped:
         return self._call("POST", f"/v1/queue/tasks/{task_id}/skip", Skipped, json={"lease_id": lease_id})
@@ -74,6 +84,23 @@ class TeamingClient:
 
     def outcome(self, decision_id: int) -> OutcomeOut:
         return self._call("GET", f"/v1/outcomes/{decision_id}", OutcomeOut)
+
+    def outcomes(self, item_id: str | None = None, after: int = 0, limit: int = 100) -> OutcomesPage:
+        """One page of outcomes, oldest decision first (all decisions of `item_id` when given)."""
+        params = {"after": after, "limit": limit} | ({"item_id": item_id} if item_id is not None else {})
+        return self._call("GET", "/v1/outcomes", OutcomesPage, params=params)
+
+    def all_outcomes(self, limit: int = 500) -> list[OutcomeOut]:
+        """Every outcome, page by page."""
+        out, after = [], 0
+        while after is not None:
+            page = self.outcomes(after=after, limit=limit)
+            out += page.items
+            after = page.next_after
+        return out
+
+    def reviewers(self) -> list[ReviewerOut]:
+        return [ReviewerOut.model_validate(r) for r in self._call("GET", "/v1/reviewers").json()]
 
     def reload_policy(self) -> PolicyInfo:
         return self._call("POST", "/v1/admin/policy/reload", PolicyInfo)

@@ -101,8 +101,10 @@ def decode_image(
                 raise DataError(f"{item}: {im.width} x {im.height} pixels is over the limit of {max_pixels}")
             im.load()
             rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{item}: cannot decode image ({err})") from err
+    except UnidentifiedImageError:
+        raise DataError(f"{item}: cannot decode image (not a format PIL reads)") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{item}: cannot decode image ({err})") from None
     t = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
     return resize(t[None], size)[0] if size else t
 

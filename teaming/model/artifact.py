@@ -46,6 +46,11 @@ class ModelMeta:
     library_version: str = ""
     created: str = ""
 
+    @property
+    def version(self) -> str:
+        """'name@created': what decisions, policies and the service call this model."""
+        return f"{self.name}@{self.created}"
+
 
 @dataclass
 class Artifact:
@@ -107,15 +112,23 @@ def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = 
     return directory
 
 
+def load_meta(directory: str | Path) -> ModelMeta:
+    """An artifact's model.json alone (no weights): what it is, its classes, its version."""
+    path = Path(directory) / META
+    if not path.exists():
+        raise FileNotFoundError(f"{directory} is not a model artifact: {META} is missing")
+    raw = json.loads(path.read_text())
+    known = set(ModelMeta.__dataclass_fields__)
+    return ModelMeta(**{k: v for k, v in raw.items() if k in known})
+
+
 def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> Artifact:
     """Rebuild the net from model.json and load its weights; raises FileNotFoundError with the missing file."""
     directory = Path(directory)
     for f in (WEIGHTS, META):
         if not (directory / f).exists():
             raise FileNotFoundError(f"{directory} is not a model artifact: {f} is missing")
-    raw = json.loads((directory / META).read_text())
-    known = set(ModelMeta.__dataclass_fields__)
-    meta = ModelMeta(**{k: v for k, v in raw.items() if k in known})
+    meta = load_meta(directory)
     net = build_net(meta.arch, len(meta.classes), meta.input_size, meta.widths)
     net.load_state_dict(load_file(str(directory / WEIGHTS)))
     net.eval().to(device)

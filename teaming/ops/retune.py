@@ -1,51 +1,150 @@
-"""Retuning from the log: refit the active policy's settings on the audited outcomes, with the same rule
-(paired t-tests) as the offline fit, and store the result as a new policy version."""
+"""Retuning from the log: refit the served model's policy on its audited items, with the same rule (paired
+t-tests) as the offline fit, and activate it only when it differs significantly from the active one.
+
+Audits are a uniform random sample of all items, auto-answered and deferred alike, so figures on them estimate
+the live ones: each estimate comes with a 95% Wilson interval, next to what the log shows live.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from scipy import stats
+
 from teaming._validation import PolicyError
-from teaming.ops.review import AUDIT_REVIEWERS, audit_answers
+from teaming.ops.consensus import fit_skills
+from teaming.ops.review import Answer, audit_answers
 from teaming.ops.store import Store
 from teaming.policy import ThresholdPolicy, policy_from_dict, save_policy
 
 MIN_AUDITED = 50
 
 
+@dataclass
+class Estimate:
+    """A rate on the audited sample with its 95% Wilson interval."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, hits: np.ndarray) -> "Estimate":
+        k, n = int(np.sum(hits)), len(hits)
+        ci = stats.binomtest(k, n).proportion_ci(method="wilson")
+        return cls(k / n, float(ci.low), float(ci.high), n)
+
+    def __str__(self) -> str:
+        return f"{self.value:.1%} (95% {self.low:.1%} to {self.high:.1%}, n={self.n})"
+
+
+@dataclass
+class Retuned:
+    """A retune's result: the refitted policy, whether it is now active, and the figures behind the choice."""
+
+    policy: ThresholdPolicy
+    active_version: str | None
+    activated: bool
+    why: str
+    model_version: str
+    audited_items: int
+    deferral: Estimate
+    team_accuracy: Estimate
+    active_deferral: Estimate | None
+    active_team_accuracy: Estimate | None
+    live_deferral: Estimate | None  # the active policy's deferral over every decision logged under it
+
+
 def retune(
     db_url: str,
     out: str | Path | None = None,
     activate: bool = True,
-    audit_reviewers: int = AUDIT_REVIEWERS,
+    model_version: str | None = None,
+    alpha: float | None = None,
     **overrides,
-) -> ThresholdPolicy:
-    """Refit the active threshold policy's settings on the fully audited items; store it as a new version.
+) -> Retuned:
+    """Refit on the fully audited items of `model_version` (default: the model of the latest decision).
 
-    `overrides` replace the active policy's settings (alpha, max_deferral, min_accuracy, ...) where not None.
+    `overrides` replace the active policy's settings (max_deferral, min_accuracy, ...) where not None. The new
+    version is stored, and activated when `activate` and it differs significantly (McNemar at alpha) from the
+    active one in team accuracy or deferral on the audited items.
     """
     store = Store(db_url)
-    probs, human, ref = audit_answers(store.audit_labels(), audit_reviewers)
-    if len(ref) < MIN_AUDITED:
-        raise PolicyError(f"only {len(ref)} fully audited items in the log; retuning needs {MIN_AUDITED}")
-    active = store.active_policy()
-    params: dict = {}
-    classes = None
-    if active is not None:
-        current = policy_from_dict(active)
-        classes = current.classes_
-        if isinstance(current, ThresholdPolicy):
-            params = current.get_params()
-    params.update({k: v for k, v in overrides.items() if v is not None})
-    policy = ThresholdPolicy(**params).fit(probs, ref, human, classes)
-    policy.model_ = {
-        **((active or {}).get("model") or {}),
-        "retuned_from": None if active is None else active["version"],
-        "audited_items": int(len(ref)),
-        "fitted_on": f"audit log {db_url.split('@')[-1]}",
-    }
-    store.add_policy(policy.to_dict(), activate=activate)
-    if out is not None:
-        save_policy(policy, out)
-    store.engine.dispose()
-    return policy
+    try:
+        model_version = model_version or store.log.latest_model()
+        if model_version is None:
+            raise PolicyError(f"the log at {_where(db_url)} holds no decisions yet")
+        body = store.active_policy(model_version)
+        active = None if body is None else policy_from_dict(body)
+        audited = store.log.audited(model_version)
+        answers = store.log.answers_by_item([a[0] for a in audited])
+        items = [(p, deferred, [Answer(*r) for r in answers[did]]) for did, p, deferred, _ in audited]
+        skills = fit_skills(store.queue.class_answers(), len(audited[0][1]) if audited else 2)
+        probs, human, ref = audit_answers(items, None if skills is None else skills.vote)
+        if len(ref) < MIN_AUDITED:
+            raise PolicyError(
+                f"only {len(ref)} fully audited items of {model_version} in the log; retuning needs {MIN_AUDITED} "
+                "(audits are on with TEAMING_AUDIT_RATE > 0; /v1/queue/stats shows their progress)"
+            )
+        params = active.get_params() if isinstance(active, ThresholdPolicy) else {}
+        params.update({k: v for k, v in {"alpha": alpha, **overrides}.items() if v is not None})
+        classes = None if active is None else active.classes_
+        policy = ThresholdPolicy(**params).fit(probs, ref, human, classes)
+        policy.model_ = {
+            **((body or {}).get("model") or {}),
+            "retuned_from": None if active is None else body["version"],
+            "audited_items": int(len(ref)),
+            "fitted_on": f"audit log {_where(db_url)}",
+        }
+        new_defer = policy.decide(probs)
+        new_ok = np.where(new_defer, human == ref, probs.argmax(1) == ref)
+        result = Retuned(
+            policy=policy,
+            active_version=None if body is None else body["version"],
+            activated=False,
+            why="",
+            model_version=model_version,
+            audited_items=len(ref),
+            deferral=Estimate.of(new_defer),
+            team_accuracy=Estimate.of(new_ok),
+            active_deferral=None,
+            active_team_accuracy=None,
+            live_deferral=None,
+        )
+        if active is not None:
+            old_defer = active.decide(probs)
+            old_ok = np.where(old_defer, human == ref, probs.argmax(1) == ref)
+            result.active_deferral, result.active_team_accuracy = Estimate.of(old_defer), Estimate.of(old_ok)
+            deferred, total = store.log.live_deferral(body["version"])
+            if total:
+                result.live_deferral = Estimate.of(np.arange(total) < deferred)
+            differs, result.why = significant_change(old_ok, new_ok, old_defer, new_defer, policy.alpha)
+        else:
+            differs, result.why = True, "no active policy for this model"
+        result.activated = activate and differs
+        store.add_policy(policy.to_dict(), model_version, activate=result.activated)
+        if out is not None:
+            save_policy(policy, out)
+        return result
+    finally:
+        store.dispose()
+
+
+def significant_change(
+    old_ok: np.ndarray, new_ok: np.ndarray, old_defer: np.ndarray, new_defer: np.ndarray, alpha: float
+) -> tuple[bool, str]:
+    """Whether two policies differ on the same items in team accuracy or in deferral (exact McNemar tests)."""
+    parts, differs = [], False
+    for name, a, b in (("team accuracy", old_ok, new_ok), ("deferral", old_defer, new_defer)):
+        gained, lost = int(np.sum(b & ~a)), int(np.sum(a & ~b))
+        p = 1.0 if gained + lost == 0 else stats.binomtest(gained, gained + lost).pvalue
+        differs |= p < alpha
+        parts.append(f"{name} +{gained}/-{lost} items, McNemar p={p:.3g}")
+    return differs, "; ".join(parts) + (" (significant)" if differs else f" (no change significant at {alpha})")
+
+
+def _where(db_url: str) -> str:
+    return db_url.split("@")[-1]

@@ -1,22 +1,96 @@
-"""The rules of the human review loop: which review tasks a decision opens, which images are kept for people,
-what an item's final answer is, and which audit labels play the human and the reference when retuning."""
+"""The rules of the human review loop, as pure functions of an item's state.
+
+- A deferred item opens one `defer` task: a person answers it for the caller. An audited item (a uniform random
+  share of all items, auto or deferred) needs k independent answers from k different people; the defer
+  reviewer never sees the model's answer, so they count as one of the k and a deferred audited item opens
+  k - 1 `audit` tasks.
+- A reviewer may answer a class, "none of these" or "can't tell". After `unresolved_after` such non-class
+  answers the item closes unresolved. A deferred item whose only answers are non-class gets a new defer task.
+- The final answer is the consensus of the item's class answers (Dawid-Skene with fitted reviewer skills when
+  there are enough labels, majority otherwise): set by the first answer of a deferred item, updated as audit
+  answers arrive; an auto-answered item keeps the model's answer until its audit closes.
+- An item whose open tasks wait longer than the close time closes with the answers it has, and says so.
+- Retuning reads audited items only: the person who would have been asked (the defer reviewer, or the first
+  auditor of an auto-answered item) is the human; the consensus of the others is the reference. Items with a
+  non-class answer among those, or without another class answer, are left out.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from teaming.labels import vote
-
 DEFER = "defer"  # the item was deferred: one person answers it for the caller
 AUDIT = "audit"  # a blind random audit: k different people label it, auto-answered or not
+CLASS, NONE, UNSURE = "class", "none", "unsure"  # a review's verdict: a class, none of these, can't tell
+VERDICTS = (CLASS, NONE, UNSURE)
 AUDIT_REVIEWERS = 3  # k: people per audited item
+UNRESOLVED_AFTER = 2  # non-class answers that close an item as unresolved
+ANSWERED, UNRESOLVED = "answered", "unresolved"
+
+
+@dataclass(frozen=True)
+class LoopRules:
+    """The loop's settings (the service sets them from TEAMING_*)."""
+
+    audit_reviewers: int = AUDIT_REVIEWERS
+    unresolved_after: int = UNRESOLVED_AFTER
+
+
+@dataclass
+class Answer:
+    """One person's answer to one task of an item."""
+
+    reviewer: str
+    kind: str  # the task's kind: defer | audit
+    verdict: str  # class | none | unsure
+    label: int | None  # the class id when the verdict is a class
+
+
+@dataclass
+class Final:
+    """An item's final answer as the caller sees it (one outcome row)."""
+
+    status: str  # answered | unresolved
+    label: int | None
+    source: str  # model | reviewer | consensus
+    method: str | None  # majority | dawid-skene (consensus of two or more answers)
+    n_labels: int
+    closed: bool = False
+    reason: str | None = None
+
+    def same_answer(self, other: "Final | None") -> bool:
+        return other is not None and (self.status, self.label) == (other.status, other.label)
+
+
+@dataclass
+class ItemState:
+    """What the loop knows of one item: its decision, its answers (oldest first) and its open tasks."""
+
+    deferred: bool
+    audited: bool
+    machine_label: int
+    answers: list[Answer]
+    open_tasks: list[tuple[int, str]]  # (task id, kind)
+    final: Final | None  # the latest outcome row; None before any
+
+
+@dataclass
+class Actions:
+    """What an item needs next: tasks to open and to cancel, and a new final answer when it changed."""
+
+    open: list[str] = field(default_factory=list)
+    cancel: list[int] = field(default_factory=list)
+    final: Final | None = None
 
 
 def review_tasks(deferred: bool, audited: bool, audit_reviewers: int = AUDIT_REVIEWERS) -> tuple[str, ...]:
-    """Tasks one decision opens: a defer task when deferred, `audit_reviewers` audit tasks when audited."""
-    return ((DEFER,) if deferred else ()) + (AUDIT,) * (audit_reviewers if audited else 0)
+    """Tasks a new decision opens: one defer task when deferred; enough audit tasks for k people when audited."""
+    if deferred:
+        return (DEFER,) + (AUDIT,) * (max(audit_reviewers - 1, 0) if audited else 0)
+    return (AUDIT,) * (audit_reviewers if audited else 0)
 
 
 def keeps_image(deferred: bool, audited: bool) -> bool:
@@ -24,28 +98,100 @@ def keeps_image(deferred: bool, audited: bool) -> bool:
     return deferred or audited
 
 
-def final_label(deferred: bool, machine_label: int, reviews: Sequence[tuple[str, int]]) -> int | None:
-    """The answer the caller gets: the model's when auto, the first defer reviewer's when deferred (None until
-    someone answers). `reviews` are (kind, label), oldest first."""
-    if not deferred:
-        return machine_label
-    return next((label for kind, label in reviews if kind == DEFER), None)
+def machine_final(machine_label: int) -> Final:
+    return Final(ANSWERED, machine_label, "model", None, 0)
+
+
+def consensus(answers: Sequence[Answer], vote=None) -> tuple[int, str | None]:
+    """(label, method) of class answers: `vote(answers)` when given (e.g. Dawid-Skene with fitted skills) and
+    it answers, else the majority, ties to the earliest answer among the tied."""
+    labels = [a.label for a in answers if a.verdict == CLASS]
+    if len(labels) == 1:
+        return labels[0], None
+    if vote is not None:
+        label = vote(answers)
+        if label is not None:
+            return label, "dawid-skene"
+    counts = {c: labels.count(c) for c in labels}
+    top = max(counts.values())
+    return next(c for c in labels if counts[c] == top), "majority"
+
+
+def after_answer(state: ItemState, rules: LoopRules, vote=None) -> Actions:
+    """The item's next tasks and final answer once its answers are `state.answers`."""
+    actions = Actions()
+    classes = [a for a in state.answers if a.verdict == CLASS]
+    others = len(state.answers) - len(classes)
+    every_task = [t for t, _ in state.open_tasks]
+    if others >= rules.unresolved_after:
+        actions.cancel = every_task
+        reason = f"{others} reviewers answered none of these or can't tell"
+        return _changed(actions, state, Final(UNRESOLVED, None, "consensus", None, len(classes), True, reason))
+    needed = rules.audit_reviewers if state.audited else 1
+    complete = bool(classes) and len(state.answers) >= needed
+    if complete:
+        actions.cancel = every_task  # e.g. a second defer task opened after a "can't tell"
+    elif state.deferred and not classes and not any(kind == DEFER for _, kind in state.open_tasks):
+        actions.open = [DEFER]  # the caller still has no answer: someone else takes it
+    if not classes or not (state.deferred or complete):
+        return actions  # an auto-answered item keeps the model's answer until its audit closes
+    label, method = consensus(classes, vote)
+    source = "reviewer" if len(classes) == 1 else "consensus"
+    return _changed(actions, state, Final(ANSWERED, label, source, method, len(classes), complete))
+
+
+def close_overdue(state: ItemState, rules: LoopRules, waited: float, vote=None) -> Actions:
+    """Close an item whose tasks waited `waited` seconds: cancel them, and answer with what the item has."""
+    actions = Actions(cancel=[t for t, _ in state.open_tasks])
+    classes = [a for a in state.answers if a.verdict == CLASS]
+    needed = rules.audit_reviewers if state.audited else 1
+    reason = f"closed after {waited:.0f} s with {len(state.answers)} of {needed} answers"
+    if classes:
+        label, method = consensus(classes, vote)
+        source = "reviewer" if len(classes) == 1 else "consensus"
+        new = Final(ANSWERED, label, source, method, len(classes), True, reason)
+    elif state.deferred:
+        new = Final(UNRESOLVED, None, "consensus", None, 0, True, reason)
+    else:
+        new = replace(machine_final(state.machine_label), closed=True, reason=reason)
+    return _changed(actions, state, new)
+
+
+def _changed(actions: Actions, state: ItemState, new: Final) -> Actions:
+    """Record `new` as the final answer unless it is the current one."""
+    current = state.final or (None if state.deferred else machine_final(state.machine_label))
+    if new != current:
+        actions.final = new
+    return actions
+
+
+def event_kind(state: ItemState, new: Final) -> str | None:
+    """The webhook a new final answer sends: set (a deferred item's first), changed, unresolved, or none."""
+    before = state.final or (None if state.deferred else machine_final(state.machine_label))
+    if new.status == UNRESOLVED:
+        return None if before is not None and before.status == UNRESOLVED else "outcome.unresolved"
+    if before is None:
+        return "outcome.set"
+    return "outcome.changed" if (before.status, before.label) != (new.status, new.label) else None
 
 
 def audit_answers(
-    audited: Sequence[tuple[Sequence[float], Sequence[int]]], audit_reviewers: int = AUDIT_REVIEWERS
+    audited: Sequence[tuple[Sequence[float], bool, Sequence[Answer]]], vote=None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fully audited items as (probs N x C, human answer N, reference N) for retuning.
+    """Closed audited items as (probs N x C, human answer N, reference N) for retuning.
 
-    `audited` holds (probabilities, audit labels oldest first) per item; items with fewer than k labels wait.
-    The first audit label plays the human who would have answered; the majority of the next k - 1 is the
-    reference (ties go to the earliest of the tied labels).
+    `audited` holds (probabilities, deferred, answers oldest first) per item. The human is the defer reviewer
+    of a deferred item, else the first auditor; the reference is the consensus of the other answers.
     """
-    k = audit_reviewers
-    full = [(p, labels) for p, labels in audited if len(labels) >= k]
-    if not full:
+    probs, human, reference = [], [], []
+    for p, deferred, answers in audited:
+        asked = next((a for a in answers if a.kind == DEFER), None) if deferred else (answers[0] if answers else None)
+        rest = [a for a in answers if a is not asked]
+        if asked is None or asked.verdict != CLASS or not rest or any(a.verdict != CLASS for a in rest):
+            continue
+        probs.append(p)
+        human.append(asked.label)
+        reference.append(consensus(rest, vote)[0])
+    if not probs:
         return np.zeros((0, 0)), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    probs = np.array([p for p, _ in full], dtype=np.float64)
-    human = np.array([labels[0] for _, labels in full], dtype=np.int64)
-    reference = vote(np.array([labels[1:k] for _, labels in full], dtype=np.int64), probs.shape[1])
-    return probs, human, reference
+    return np.asarray(probs, dtype=np.float64), np.asarray(human, np.int64), np.asarray(reference, np.int64)

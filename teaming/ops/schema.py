@@ -1,4 +1,5 @@
-"""The database tables of the decision log and the review queue, and `upgrade`, which brings a database to them.
+"""The database tables of the decision log, the review queue, outcomes, the webhook outbox and the policy
+versions, and `upgrade`, which brings a database to them.
 
 Alembic owns the schema: every change is a migration in ops/migrations/versions, applied in order. A database
 made before migrations existed (by `metadata.create_all`) holds exactly revision 0001's tables and is adopted
@@ -70,9 +71,48 @@ reviews = Table(
     Column("task_id", Integer, ForeignKey("review_tasks.id"), nullable=False, unique=True),
     Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, index=True),
     Column("reviewer", String(128), nullable=False),
-    Column("label", Integer, nullable=False),
+    Column("verdict", String(16), nullable=False, server_default="class"),  # class | none | unsure
+    Column("label", Integer, nullable=True),  # the class id when the verdict is a class
     Column("created_at", Float, nullable=False),
-    Column("latency_s", Float, nullable=False),  # decision logged -> label submitted
+    Column("latency_s", Float, nullable=False),  # decision logged -> answer submitted
+)
+skips = Table(
+    "skips",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", Integer, ForeignKey("review_tasks.id"), nullable=False, index=True),
+    Column("reviewer", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+outcomes = Table(  # append-only: an item's final answer each time it is set, changes or closes
+    "outcomes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, index=True),
+    Column("item_id", String(256), nullable=False, index=True),
+    Column("status", String(16), nullable=False),  # answered | unresolved
+    Column("label", Integer, nullable=True),
+    Column("source", String(16), nullable=False),  # model | reviewer | consensus
+    Column("method", String(16), nullable=True),  # majority | dawid-skene
+    Column("n_labels", Integer, nullable=False),
+    Column("closed", Boolean, nullable=False),
+    Column("reason", String(256), nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+events = Table(  # the webhook outbox: written with the outcome it announces, delivered at least once
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),  # the idempotency key receivers see
+    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=True, index=True),  # None once delivered or given up
+    Column("locked_until", Float, nullable=True),  # a replica is delivering it until then
+    Column("delivered_at", Float, nullable=True),
+    Column("last_error", String(256), nullable=True),
 )
 policies = Table(
     "policies",
@@ -80,7 +120,8 @@ policies = Table(
     Column("version", String(128), primary_key=True),
     Column("created_at", Float, nullable=False),
     Column("body", JSON, nullable=False),
-    Column("active", Boolean, nullable=False, default=False),
+    Column("active", Boolean, nullable=False, default=False),  # one active version per model
+    Column("model_version", String(256), nullable=True, index=True),  # the model it was fitted for
 )
 
 

@@ -1,13 +1,16 @@
-"""A simulated run of the whole loop against a running service: classify held-out CIFAR-10 test images, let
-simulated reviewers (who sample from each image's CIFAR-10H votes) work the queue, retune, reload, and score
-the retuned policy against the best threshold in hindsight on the same items.
+"""A simulated run of the whole loop against a running service, on items it creates itself.
 
-It talks to the service only through teaming.client, and reads the log only to retune and score.
+Held-out CIFAR-10 test images are classified in two halves. Simulated reviewers (one per reviewer token; each
+answer a draw from the image's CIFAR-10H votes) work the queue after each half. After the first half the policy
+is retuned from the audits and reloaded; the second half then measures it live: its deferral against the
+retune's estimate, and the team's served answers against the CIFAR-10 labels. It talks to the service only
+through teaming.client, and reads the log only to check that it holds nothing but simulated items and to get
+the logged probabilities for the best threshold in hindsight.
 """
 
 from __future__ import annotations
 
-import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
@@ -16,27 +19,37 @@ import numpy as np
 from tqdm import tqdm
 
 from teaming.analysis import best_in_hindsight
+from teaming.api import Decision, OutcomeOut
 from teaming.client import TeamingClient
-from teaming.datasets import default_test_jpegs, load_cifar10h, load_default_test
-from teaming.ops.retune import retune
-from teaming.ops.review import AUDIT_REVIEWERS
+from teaming.datasets import CIFAR10_CLASSES, default_test_jpegs, load_cifar10h, load_default_test
+from teaming.ops.retune import Estimate, retune
 from teaming.ops.store import Store
+
+PREFIX = "sim/"  # every item a simulation creates: sim/<run>/<CIFAR-10 test index>
 
 
 @dataclass
 class SimulationResult:
-    items: int
+    fit_items: int
+    live_items: int
     deferred: int
-    reviews: int
-    audited_items: int
+    answers: int
+    stuck_tasks: int  # tasks still open or claimed once the reviewers ran out of work
+    deferred_without_answer: int
+    changed_by_audit: int  # audited items whose final answer is not the first one they were given
+    audited_items: int  # fully audited items the retune used
     policy_version: str
+    activated: bool
+    why: str
     threshold: float
-    team_accuracy: float
-    deferral_rate: float
-    hindsight_accuracy: float
-    hindsight_threshold: float
+    deferral_estimate: Estimate  # the served policy's deferral, estimated on the first half's audits
+    live_deferral: float
+    team_accuracy: float  # the served answers on the live half against the CIFAR-10 labels (audits included)
+    one_person_team_accuracy: float  # the live half's deferrals answered by one sampled annotator instead
+    machine_accuracy: float
+    human_accuracy: float  # one sampled CIFAR-10H annotator per live item
+    hindsight_accuracy: float  # the best threshold on the live half in hindsight, with that annotator
     hindsight_deferral: float
-    hindsight_same_budget: float
 
 
 def simulate(
@@ -47,69 +60,112 @@ def simulate(
     items: Sequence[int],
     seed: int = 0,
     batch: int = 64,
-    audit_reviewers: int = AUDIT_REVIEWERS,
     progress: bool = True,
+    classify_token: str | None = None,
 ) -> SimulationResult:
-    """Replay CIFAR-10 test images `items` through the service at `url`, review, retune and score."""
-    if len(reviewer_tokens) < audit_reviewers:
-        raise ValueError(f"audits need {audit_reviewers} different reviewers; got {len(reviewer_tokens)} tokens")
-    human = load_cifar10h()
-    items = list(items)
-    deferred = 0
-    with TeamingClient(url, timeout=120) as client:
-        for start in tqdm(range(0, len(items), batch), desc="classify", disable=not progress):
-            chunk = items[start : start + batch]
-            answers = client.classify(list(zip((f"cifar10_test/{i}" for i in chunk), default_test_jpegs(chunk))))
-            deferred += sum(d.decision == "deferred" for d in answers)
+    """Replay CIFAR-10 test images `items` through the service at `url` in two halves; see the module doc."""
+    store = Store(db_url)
+    foreign = store.log.count_items(exclude_prefix=PREFIX)
+    store.dispose()
+    if foreign:
+        raise ValueError(
+            f"the log at {db_url.split('@')[-1]} holds {foreign} decisions that teaming simulate did not make; "
+            "it runs only on a fresh database (serve with e.g. TEAMING_DB_URL=sqlite:///runs/simulate.db)"
+        )
+    run = f"{PREFIX}{uuid.uuid4().hex[:8]}/"
+    votes = load_cifar10h()
+    order = list(items)
+    half = len(order) // 2
+    with TeamingClient(url, classify_token, timeout=120) as caller:
+        fitted = _classify(caller, run, order[:half], batch, progress)
+        answers = _review(url, reviewer_tokens, run, votes.counts, seed, progress)
+        tuned = retune(db_url)
+        with TeamingClient(url, admin_token) as admin:
+            policy_version = admin.reload_policy().policy_version
+        live = _classify(caller, run, order[half:], batch, progress)
+    answers += _review(url, reviewer_tokens, run, votes.counts, seed + 1, progress)
+    with TeamingClient(url, admin_token) as admin:
+        stats = admin.stats()
+        finals = {o.decision_id: o for o in admin.all_outcomes()}
+    live_idx = np.array(order[half:])
+    truth = load_default_test().labels[live_idx]
+    served = [_class_id(finals[d.decision_id].final_label) for d in live]
+    store = Store(db_url)
+    logged = store.log.decisions_for([d.item_id for d in live])
+    store.dispose()
+    probs = np.array([logged[d.item_id][0] for d in live], dtype=np.float64)
+    probs /= probs.sum(1, keepdims=True)
+    sampled = votes.subset(live_idx).sample(np.random.default_rng(seed))
+    deferred = np.array([d.decision == "deferred" for d in live])
+    best = best_in_hindsight(probs, sampled, truth)
+    everything = fitted + live
+    return SimulationResult(
+        fit_items=len(fitted),
+        live_items=len(live),
+        deferred=sum(d.decision == "deferred" for d in everything),
+        answers=answers,
+        stuck_tasks=stats.queue_open + stats.queue_claimed,
+        deferred_without_answer=sum(
+            d.decision == "deferred" and finals[d.decision_id].final_label is None for d in everything
+        ),
+        changed_by_audit=sum(_changed_by_audit(o) for o in finals.values()),
+        audited_items=tuned.audited_items,
+        policy_version=policy_version,
+        activated=tuned.activated,
+        why=tuned.why,
+        threshold=tuned.policy.threshold_,
+        deferral_estimate=tuned.deferral if tuned.activated or tuned.active_deferral is None else tuned.active_deferral,
+        live_deferral=float(deferred.mean()),
+        team_accuracy=float(np.mean(np.array(served) == truth)),
+        one_person_team_accuracy=float(np.where(deferred, sampled == truth, probs.argmax(1) == truth).mean()),
+        machine_accuracy=float((probs.argmax(1) == truth).mean()),
+        human_accuracy=float((sampled == truth).mean()),
+        hindsight_accuracy=best.accuracy,
+        hindsight_deferral=best.deferral_rate,
+    )
 
-    lock = threading.Lock()
-    bar = tqdm(desc="review", unit="label", disable=not progress)
 
-    def reviewer(token: str, worker_seed: int) -> int:
-        local = np.random.default_rng(worker_seed)
-        done = 0
+def _classify(caller: TeamingClient, run: str, indices: list[int], batch: int, progress: bool) -> list[Decision]:
+    out: list[Decision] = []
+    for start in tqdm(range(0, len(indices), batch), desc="classify", disable=not progress):
+        chunk = indices[start : start + batch]
+        out += caller.classify([(f"{run}{i}", b) for i, b in zip(chunk, default_test_jpegs(chunk))])
+    return out
+
+
+def _review(url: str, tokens: Sequence[str], run: str, counts: np.ndarray, seed: int, progress: bool) -> int:
+    """Every reviewer answers what the queue gives them until it gives them nothing of this run; returns the
+    number of answers. A task of another item (not this run's) is skipped, and ends that reviewer's turn."""
+    bar = tqdm(desc="review", unit="answer", disable=not progress)
+
+    def work(token: str, worker_seed: int) -> int:
+        rng, done = np.random.default_rng(worker_seed), 0
         with TeamingClient(url, token) as c:
             while (task := c.claim().task) is not None:
-                votes = human.counts[int(task.item_id.rsplit("/", 1)[1])]
-                c.label(task.task_id, task.lease_id, int(local.choice(len(votes), p=votes / votes.sum())))
+                if not task.item_id.startswith(run):
+                    c.skip(task.task_id, task.lease_id)
+                    break
+                votes = counts[int(task.item_id.removeprefix(run))]
+                c.label(task.task_id, task.lease_id, int(rng.choice(len(votes), p=votes / votes.sum())))
                 done += 1
-                with lock:
-                    bar.update(1)
+                bar.update(1)
         return done
 
-    with ThreadPoolExecutor(len(reviewer_tokens)) as pool:
-        futures = [pool.submit(reviewer, t, seed + 1 + k) for k, t in enumerate(reviewer_tokens)]
-        reviews = sum(f.result() for f in futures)
+    with ThreadPoolExecutor(len(tokens)) as pool:
+        futures = [pool.submit(work, t, seed * 1000 + k) for k, t in enumerate(tokens)]
+        total = sum(f.result() for f in futures)
     bar.close()
+    return total
 
-    policy = retune(db_url, audit_reviewers=audit_reviewers)
-    with TeamingClient(url, admin_token) as admin:
-        reloaded = admin.reload_policy().policy_version
-    if reloaded != policy.version:
-        raise RuntimeError(f"service reloaded {reloaded}, expected {policy.version}")
 
-    store = Store(db_url)
-    logged = store.decisions_for([f"cifar10_test/{i}" for i in items])
-    store.engine.dispose()
-    probs = np.array([logged[f"cifar10_test/{i}"][0] for i in items], dtype=np.float64)
-    probs /= probs.sum(1, keepdims=True)
-    y = load_default_test().labels[np.array(items)]
-    answer = human.subset(np.array(items)).sample(np.random.default_rng(seed))  # a fresh reviewer per item
-    defer = policy.decide(probs)
-    team = np.where(defer, answer == y, probs.argmax(1) == y)
-    best = best_in_hindsight(probs, answer, y)
-    same = best_in_hindsight(probs, answer, y, max_deferral=float(defer.mean()))
-    return SimulationResult(
-        items=len(items),
-        deferred=deferred,
-        reviews=reviews,
-        audited_items=policy.report_.n_items,
-        policy_version=policy.version,
-        threshold=policy.threshold_,
-        team_accuracy=float(team.mean()),
-        deferral_rate=float(defer.mean()),
-        hindsight_accuracy=best.accuracy,
-        hindsight_threshold=best.threshold,
-        hindsight_deferral=best.deferral_rate,
-        hindsight_same_budget=same.accuracy,
-    )
+def _class_id(name: str | None) -> int:
+    return -1 if name is None else CIFAR10_CLASSES.index(name)
+
+
+def _changed_by_audit(o: OutcomeOut) -> bool:
+    """An audited item whose final answer differs from the first one it had: the model's, or its first
+    reviewer's for a deferred item."""
+    if not o.audit or o.final_label is None:
+        return False
+    first = o.machine_label if o.outcome == "auto" else next((r.label for r in o.reviews if r.label), None)
+    return first is not None and o.final_label != first

@@ -6,7 +6,7 @@ them as versioned JSON.
 """
 
 from teaming._validation import PolicyError
-from teaming.policy.base import Candidate, DeferralPolicy, PolicyReport
+from teaming.policy.base import Candidate, DeferralPolicy, PolicyReport, fitted_for
 from teaming.policy.certified import CertifiedPolicy
 from teaming.policy.io import load_policy, policy_from_dict, save_policy
 from teaming.policy.threshold import ThresholdPolicy
@@ -18,6 +18,7 @@ __all__ = [
     "PolicyError",
     "PolicyReport",
     "ThresholdPolicy",
+    "fitted_for",
     "load_policy",
     "policy_from_dict",
     "save_policy",

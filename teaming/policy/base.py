@@ -192,3 +192,9 @@ class DeferralPolicy(BaseEstimator, ABC):
 def content_digest(body: dict) -> str:
     """The first 12 hex digits of the SHA-256 of a policy body's canonical JSON."""
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=float).encode()).hexdigest()[:12]
+
+
+def fitted_for(policy: DeferralPolicy) -> str | None:
+    """The model version ('name@created') a policy was fitted for, when it records one (fit-policy does)."""
+    m = policy.model_ or {}
+    return f"{m['name']}@{m['created']}" if m.get("name") and m.get("created") else None

@@ -1,4 +1,5 @@
-"""Retuning from the log: the audited outcomes refit the active policy's settings into a new active version."""
+"""Retuning from the log: audited items refit the served model's policy; it is activated only when it differs
+significantly from the active one; the estimates come with intervals next to the live figures."""
 
 from __future__ import annotations
 
@@ -6,51 +7,97 @@ import numpy as np
 import pytest
 
 from teaming._validation import PolicyError
-from teaming.ops.retune import MIN_AUDITED, retune
-from teaming.ops.review import review_tasks
-from teaming.ops.store import NewDecision, Store
+from teaming.ops.log import NewDecision
+from teaming.ops.loop import ReviewLoop
+from teaming.ops.retune import MIN_AUDITED, Estimate, retune, significant_change
+from teaming.ops.review import LoopRules, review_tasks
+from teaming.ops.store import Store
 from teaming.policy import ThresholdPolicy, load_policy
 
+MODEL = "toy@1"
 
-def test_retune_refits_the_active_settings_and_activates_them(db_url, tmp_path, toy_team):
-    probs, y, human = toy_team(20)  # 180 items
+
+def audited_log(db_url: str, probs: np.ndarray, answers: np.ndarray, active: ThresholdPolicy) -> None:
+    """Log every item as audited under `active` and let three reviewers answer it (answers: N x 3, in order)."""
     store = Store(db_url)
-    active = ThresholdPolicy(max_deferral=0.9).fit(probs, y, human)
-    store.add_policy(active.to_dict())
+    store.add_policy(active.to_dict(), MODEL)
+    defer = active.decide(probs)
     rows = [
         NewDecision(
             f"i/{i}",
-            "auto",
+            "deferred" if d else "auto",
             int(p.argmax()),
             float(p.max()),
             p.tolist(),
-            "m",
+            MODEL,
             active.version,
             True,
             None,
             None,
-            review_tasks(False, True, 3),
+            review_tasks(bool(d), True, 3),
         )
-        for i, p in enumerate(probs)
+        for i, (p, d) in enumerate(zip(probs, defer))
     ]
-    store.record(rows)
-    labels = np.stack([human, y, y], 1)  # the first audit label plays the human, the rest the reference
+    store.log.record(rows)
+    loop = ReviewLoop(store, [str(c) for c in range(probs.shape[1])], LoopRules(3, 2))
     for k in range(3):
-        for _ in range(len(probs)):
-            c = store.claim(f"reviewer-{k}", 60)
-            store.submit(c.task_id, c.lease_id, f"reviewer-{k}", int(labels[int(c.item_id.split("/")[1]), k]))
-    policy = retune(db_url, tmp_path / "retuned.json", alpha=0.1)
-    assert policy.get_params()["max_deferral"] == 0.9 and policy.alpha == 0.1  # kept, overridden
-    assert policy.report_.n_items == len(probs) and policy.model_["retuned_from"] == active.version
-    assert policy.threshold_ == pytest.approx(
-        ThresholdPolicy(max_deferral=0.9, alpha=0.1).fit(probs, y, human).threshold_
-    )
-    assert store.active_policy_version() == policy.version == load_policy(tmp_path / "retuned.json").version
-    store.engine.dispose()
+        while (c := store.queue.claim(f"reviewer-{k}", 60)) is not None:
+            loop.answer(c.task_id, c.lease_id, f"reviewer-{k}", "class", int(answers[int(c.item_id[2:]), k]))
+    store.dispose()
+
+
+def test_retune_refits_estimates_and_activates_a_significant_change(db_url, tmp_path, toy_team):
+    probs, y, human = toy_team(20)  # 180 items; the machine is wrong below 0.6, people always right
+    grid = [0.3, 0.65, 0.9]
+    active = ThresholdPolicy(candidates=grid).fit(probs, y, (y + 2) % 10)  # fitted where people were wrong
+    assert active.threshold_ == pytest.approx(0.3)
+    audited_log(db_url, probs, np.stack([human, y, y], 1), active)
+    r = retune(db_url, tmp_path / "retuned.json")
+    p = r.policy
+    assert p.get_params()["candidates"] == grid and r.model_version == MODEL
+    assert r.audited_items == len(y) and p.model_["retuned_from"] == active.version
+    assert p.threshold_ == pytest.approx(0.65)  # defers every machine error, and no more
+    assert r.team_accuracy.value == 1.0 and r.deferral.value == pytest.approx(5 / 9)
+    assert r.deferral.low < 5 / 9 < r.deferral.high and r.deferral.n == len(y)
+    assert r.live_deferral.value == pytest.approx(2 / 9)  # every decision logged under the active policy
+    assert r.active_team_accuracy.value == pytest.approx(6 / 9)
+    assert r.activated and "(significant)" in r.why
+    store = Store(db_url)
+    assert store.active_policy_version(MODEL) == p.version
+    assert load_policy(tmp_path / "retuned.json").version == p.version
+    store.dispose()
+
+
+def test_retune_keeps_the_active_version_without_a_significant_change(db_url, toy_team):
+    probs, y, human = toy_team(20)
+    active = ThresholdPolicy().fit(probs, y, human)
+    audited_log(db_url, probs, np.stack([human, y, y], 1), active)
+    r = retune(db_url)
+    assert not r.activated and "no change significant" in r.why
+    store = Store(db_url)
+    assert store.active_policy_version(MODEL) == active.version
+    store.dispose()
 
 
 def test_retune_needs_enough_fully_audited_items(tmp_path):
     url = f"sqlite:///{tmp_path / 'log.db'}"
-    Store(url).engine.dispose()
-    with pytest.raises(PolicyError, match=f"only 0 fully audited items in the log; retuning needs {MIN_AUDITED}"):
+    with pytest.raises(PolicyError, match="holds no decisions yet"):
         retune(url)
+    store = Store(url)
+    store.log.record([NewDecision("x", "auto", 0, 0.9, [0.9, 0.1], MODEL, "p", True, None, None, ("audit",) * 3)])
+    store.dispose()
+    with pytest.raises(
+        PolicyError, match=f"only 0 fully audited items of {MODEL} in the log; retuning needs {MIN_AUDITED}"
+    ):
+        retune(url)
+
+
+def test_estimates_and_the_change_test():
+    e = Estimate.of(np.array([1] * 30 + [0] * 70))
+    assert e.value == 0.3 and e.low < 0.3 < e.high and e.n == 100 and "95%" in str(e)
+    same = np.array([True] * 50 + [False] * 50)
+    assert not significant_change(same, same, same, same, 0.05)[0]
+    better = same.copy()
+    better[50:80] = True
+    differs, why = significant_change(same, better, same, same, 0.05)
+    assert differs and "+30/-0" in why

@@ -1,34 +1,97 @@
-"""The review loop's rules: tasks per decision, kept images, final answers, audit human and reference."""
+"""The review loop's rules as pure functions: tasks per decision, kept images, final answers, events, and which
+answers play the human and the reference in a retune."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from teaming.ops.review import AUDIT, DEFER, audit_answers, final_label, keeps_image, review_tasks
+from teaming.ops.review import (
+    AUDIT,
+    CLASS,
+    DEFER,
+    NONE,
+    UNSURE,
+    Answer,
+    Final,
+    ItemState,
+    LoopRules,
+    after_answer,
+    audit_answers,
+    close_overdue,
+    consensus,
+    event_kind,
+    keeps_image,
+    review_tasks,
+)
+
+RULES = LoopRules(audit_reviewers=3, unresolved_after=2)
+
+
+def said(reviewer: str, label: int | None, kind: str = AUDIT, verdict: str = CLASS) -> Answer:
+    return Answer(reviewer, kind, verdict, label)
 
 
 def test_tasks_and_images_per_decision():
     assert review_tasks(False, False, 3) == ()
     assert review_tasks(True, False, 3) == (DEFER,)
     assert review_tasks(False, True, 3) == (AUDIT,) * 3
-    assert review_tasks(True, True, 2) == (DEFER, AUDIT, AUDIT)
+    assert review_tasks(True, True, 3) == (DEFER, AUDIT, AUDIT)  # the defer reviewer is one of the k
     assert keeps_image(True, False) and keeps_image(False, True) and not keeps_image(False, False)
 
 
-def test_final_label_is_the_machines_or_the_defer_reviewers():
-    assert final_label(False, 4, [(AUDIT, 1)]) == 4
-    assert final_label(True, 4, []) is None
-    assert final_label(True, 4, [(AUDIT, 1), (DEFER, 2), (DEFER, 3)]) == 2
+def test_consensus_majority_ties_to_the_earliest_and_a_vote_when_given():
+    assert consensus([said("a", 2)]) == (2, None)
+    assert consensus([said("a", 1), said("b", 2), said("c", 2)]) == (2, "majority")
+    assert consensus([said("a", 1), said("b", 2)]) == (1, "majority")
+    assert consensus([said("a", 1), said("b", 2)], vote=lambda answers: 2) == (2, "dawid-skene")
+    assert consensus([said("a", 1), said("b", 2)], vote=lambda answers: None) == (1, "majority")
 
 
-def test_audit_answers_first_label_plays_the_human():
-    audited = [
-        ([0.7, 0.3], [0, 1, 1]),  # human 0, reference majority of (1, 1) = 1
-        ([0.2, 0.8], [1, 0, 1]),  # human 1, reference tie (0, 1) -> the earlier, 0
-        ([0.5, 0.5], [1, 1]),  # not fully audited yet: left out
+def test_a_deferred_item_is_answered_by_its_first_class_answer():
+    state = ItemState(True, False, 1, [said("a", 4, DEFER)], [], None)
+    actions = after_answer(state, RULES)
+    assert actions.final == Final("answered", 4, "reviewer", None, 1, True) and actions.open == []
+    assert event_kind(state, actions.final) == "outcome.set"
+
+
+def test_an_auto_item_keeps_the_models_answer_until_its_audit_closes():
+    state = ItemState(False, True, 1, [said("a", 4)], [(7, AUDIT), (8, AUDIT)], None)
+    assert after_answer(state, RULES).final is None
+    state = ItemState(False, True, 1, [said("a", 4), said("b", 4), said("c", 1)], [], None)
+    new = after_answer(state, RULES).final
+    assert new == Final("answered", 4, "consensus", "majority", 3, True)
+    assert event_kind(state, new) == "outcome.changed"
+
+
+def test_non_class_answers_reopen_or_close_an_item():
+    state = ItemState(True, False, 1, [said("a", None, DEFER, UNSURE)], [], None)
+    assert after_answer(state, RULES).open == [DEFER]  # someone else answers for the caller
+    state = ItemState(
+        True, False, 1, [said("a", None, DEFER, UNSURE), said("b", None, DEFER, NONE)], [(9, AUDIT)], None
+    )
+    actions = after_answer(state, RULES)
+    assert actions.final.status == "unresolved" and actions.cancel == [9] and actions.final.closed
+    assert event_kind(state, actions.final) == "outcome.unresolved"
+
+
+def test_close_overdue_answers_with_what_the_item_has():
+    state = ItemState(False, True, 1, [said("a", 3)], [(5, AUDIT), (6, AUDIT)], None)
+    actions = close_overdue(state, RULES, 90000)
+    assert actions.cancel == [5, 6] and actions.final.label == 3 and actions.final.closed
+    assert actions.final.reason == "closed after 90000 s with 1 of 3 answers"
+    nobody = close_overdue(ItemState(True, False, 1, [], [(5, DEFER)], None), RULES, 10)
+    assert nobody.final.status == "unresolved"
+
+
+def test_audit_answers_the_asked_person_is_the_human():
+    items = [
+        ([0.7, 0.3], True, [said("a", 1, AUDIT), said("b", 0, DEFER), said("c", 1)]),  # human b (defer): 0, ref 1
+        ([0.2, 0.8], False, [said("a", 1), said("b", 0), said("c", 1)]),  # human a (first auditor): 1, ref tie -> 0
+        ([0.5, 0.5], False, [said("a", 1), said("b", None, verdict=UNSURE), said("c", 1)]),  # a non-class answer
+        ([0.5, 0.5], False, [said("a", 1)]),  # nobody else answered
     ]
-    probs, human, ref = audit_answers(audited, 3)
+    probs, human, ref = audit_answers(items)
     np.testing.assert_array_equal(probs, [[0.7, 0.3], [0.2, 0.8]])
     assert human.tolist() == [0, 1] and ref.tolist() == [1, 0]
-    empty = audit_answers([([0.5, 0.5], [1])], 3)
+    empty = audit_answers(items[2:])
     assert [len(a) for a in empty] == [0, 0, 0]

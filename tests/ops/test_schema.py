@@ -91,7 +91,7 @@ def test_a_new_database_gets_the_latest_schema(db_url):
     assert current_revision(store.engine) == head_revision()
     assert schema_diff(db_url) == []  # the migrations build exactly the tables the code declares
     assert upgrade(store.engine) == (head_revision(), head_revision())  # a second run changes nothing
-    store.engine.dispose()
+    store.dispose()
 
 
 def test_a_database_from_before_migrations_is_upgraded_with_its_rows(db_url):
@@ -116,8 +116,8 @@ def test_a_database_from_before_migrations_is_upgraded_with_its_rows(db_url):
     assert schema_diff(db_url) == []
     with store.engine.connect() as conn:
         assert conn.execute(select(metadata.tables["decisions"].c.item_id)).scalars().all() == ["old/1"]
-    claim = store.claim("alice", 60)  # the old queue item is still there to review
+    claim = store.queue.claim("alice", 60)  # the old queue item is still there to review
     assert claim is not None and claim.item_id == "old/1"
-    store.submit(claim.task_id, claim.lease_id, "alice", 5)
-    assert store.outcome(did).reviews[0].label == 5 and store.active_policy_version() == "v1"
-    store.engine.dispose()
+    store.queue.submit(claim.task_id, claim.lease_id, "alice", 5)
+    assert [r.label for r in store.log.reviews_of(did)] == [5] and store.active_policy_version() == "v1"
+    store.dispose()

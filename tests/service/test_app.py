@@ -144,7 +144,7 @@ def test_review_flow_and_refusals(server):
         alice.label(987654, lease, "dog")
     assert err.value.status == 404
     with pytest.raises(ApiError) as err:
-        alice.outcome(987654)
+        server.admin().outcome(987654)
     assert err.value.status == 404
     with Store(server.db).engine.connect() as conn:  # the refused writes left exactly one review
         assert conn.execute(select(func.count()).where(reviews.c.task_id == tid)).scalar_one() == 1
@@ -191,11 +191,13 @@ def test_concurrent_clients_and_reviewers(server, reviewers):
     assert s.queue_open == 0 and s.queue_claimed == 0  # nothing lost or stuck
 
 
-def test_full_loop_retune_and_reload(serve, db_url, reviewers, tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_full_loop_retune_and_reload(serve, backend, reviewers, tmp_path, request):
     """classify -> defer -> review -> outcome -> retune from audits -> taken up, on SQLite and on PostgreSQL.
 
     This server also protects classify with a token.
     """
+    db_url = f"sqlite:///{tmp_path / 'loop.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
     srv = serve(audit_rate=1.0, db=db_url, TEAMING_CLASSIFY_TOKEN="tok-client", TEAMING_POLICY_POLL_SECONDS="1")
     try:
         assert classify(srv, [item(1)]).status_code == 401
@@ -218,11 +220,14 @@ def test_full_loop_retune_and_reload(serve, db_url, reviewers, tmp_path):
 
         with ThreadPoolExecutor(len(reviewers)) as pool:
             assert sum(f.result() for f in [pool.submit(work, n, k) for k, n in enumerate(reviewers)]) > 0
+        stats = admin.stats()
+        assert (stats.audited_items, stats.audits_closed, stats.retune_needs) == (len(items), len(items), 50)
         out = admin.outcome(1)
-        assert out.audit and len([r for r in out.reviews if r.kind == "audit"]) == 3
-        assert out.final_label is not None
-        policy = retune(srv.db, tmp_path / "retuned.json", max_deferral=0.5)
-        assert policy.report_.n_items == len(items) and policy.model_["retuned_from"] == first
+        assert out.audit and len(out.reviews) == 3 and out.closed  # k = 3 people, the defer reviewer among them
+        assert out.final_label is not None and out.status == "answered"
+        tuned = retune(srv.db, tmp_path / "retuned.json", max_deferral=0.05)  # a capacity cut: a significant change
+        policy = tuned.policy
+        assert tuned.activated and tuned.audited_items == len(items) and policy.model_["retuned_from"] == first
         time.sleep(1.5)  # past the poll interval: the service takes up the new policy with no reload call
         d = caller.classify(images([9999]))[0]
         assert d.policy_version == policy.version != first  # new decisions use the retuned policy, no restart

@@ -45,11 +45,28 @@ def test_reviewer_labels_by_click_and_keyboard(serve, reviewers, tmp_path):
         page.keyboard.press("6")  # label by keyboard: the sixth class, dog
         page.wait_for_function(f"document.getElementById('image').dataset.taskId !== '{second}'")
         assert "Saved dog" in page.text_content("#last")
-        page.wait_for_function("document.getElementById('progress').textContent.includes('You labelled 2')")
+        page.wait_for_function("document.getElementById('progress').textContent.includes('You answered 2')")
+        third = page.get_attribute("#image", "data-task-id")
+        page.click("#none")  # an item that is none of the classes
+        page.wait_for_function(f"document.getElementById('image').dataset.taskId !== '{third}'")
+        assert "Saved none of these" in page.text_content("#last")
+        box = page.evaluate("getComputedStyle(document.getElementById('image')).objectFit")
+        assert box == "contain"  # a non-square photo keeps its aspect
         page.screenshot(path=str(tmp_path / "review.png"))
+        bob = server.reviewer("bob")  # someone else takes whatever is left, but alice's current item
+        while (t := bob.claim().task) is not None:
+            bob.label(t.task_id, t.lease_id, "cat")
+        page.keyboard.press("1")  # alice answers the item she holds
+        page.wait_for_function("document.getElementById('status').textContent.includes('Nothing is waiting for you')")
+        assert page.is_hidden("#item")  # no broken image beside an empty queue
+        assert "0 waiting for you" in page.text_content("#progress")
         browser.close()
     by_task = {d.review_id: d.decision_id for d in deferred}
     out1 = server.admin().outcome(by_task[int(first)])
     out2 = server.admin().outcome(by_task[int(second)])
     assert out1.final_label == "cat" and out2.final_label == "dog"
     assert out1.reviews[0].reviewer == "alice"
+    out3 = server.admin().outcome(by_task[int(third)])
+    said = [(r.reviewer, r.verdict, r.label) for r in out3.reviews]
+    assert said == [("alice", "none", None), ("bob", "class", "cat")]  # after a "none", someone else looked
+    assert out3.final_label == "cat"

@@ -1,0 +1,30 @@
+"""The `teaming` command line: parse, call the library, print. Every default lives in the library (its config
+dataclasses and estimators); the options only restate it for the help text."""
+
+from __future__ import annotations
+
+import typer
+
+from teaming.cli import model, ops, team
+
+app = typer.Typer(
+    help="Human-AI teaming: train calibrated classifiers on human labels, fit deferral policies, report.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("train")(model.train_cmd)
+app.command("evaluate")(model.evaluate_cmd)
+app.command("fit-policy")(team.fit_policy_cmd)
+app.command("report")(team.report_cmd)
+app.command("retune")(ops.retune_cmd)
+app.command("reviewers")(ops.reviewers_cmd)
+app.command("migrate")(ops.migrate_cmd)
+app.command("simulate")(ops.simulate_cmd)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""`teaming train` and `teaming evaluate`: build a calibrated model artifact on human labels, and score one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from teaming.cli._common import HELD_OUT, command_line, console, default, fail, fmt
+from teaming.model.train import TrainConfig, finetune_config, pretrain_config
+
+
+def train_cmd(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., help="artifact folder to write, e.g. models/my-model"),
+    images: str = typer.Option(
+        "default", help="'default' (embedded CIFAR-10 test), a JPEG pack .npz, or an ImageFolder"
+    ),
+    labels: str = typer.Option(
+        "cifar10h", help="'cifar10h', 'cifar10n[:cols]', 'hard', or a CSV item_id,annotator_id,label"
+    ),
+    train_items: str = typer.Option("0:7000", help="positions to train and calibrate on"),
+    eval_items: Optional[str] = typer.Option(HELD_OUT, help="held-out positions to score ('none' to skip)"),
+    loss: str = typer.Option(TrainConfig.loss, help="soft | hard | sampled"),
+    epochs: float = typer.Option(default(finetune_config, "epochs"), help="epochs on the human labels"),
+    lr: float = typer.Option(TrainConfig.lr, help="learning rate per 1024 examples"),
+    label_smoothing: float = typer.Option(TrainConfig.label_smoothing),
+    arch: str = typer.Option(TrainConfig.arch, help="fastnet | resnet18"),
+    widths: str = typer.Option(",".join(map(str, TrainConfig.widths)), help="fastnet widths"),
+    size: int = typer.Option(TrainConfig.input_size, help="input size (images are resized to it)"),
+    batch_size: int = typer.Option(TrainConfig.batch_size),
+    pretrain: Optional[str] = typer.Option(
+        None, help="JPEG pack with hard labels to pretrain on, or 'shared' for CIFAR-10 train"
+    ),
+    pretrain_epochs: float = typer.Option(default(pretrain_config, "epochs")),
+    calibration_fraction: float = typer.Option(0.1, help="share of training items kept aside to fit the temperature"),
+    tta: bool = typer.Option(True, help="average the image and its mirror at prediction time"),
+    fgsm: bool = typer.Option(True, help="also score FGSM robustness"),
+    seed: int = typer.Option(TrainConfig.seed),
+    device: str = typer.Option(TrainConfig.device),
+    name: Optional[str] = typer.Option(None, help="model name (default: the folder name)"),
+    hardware_note: str = typer.Option("", help="a sentence for the model card about where it was trained"),
+) -> None:
+    """Train a calibrated classifier on human labels and save it as an artifact with a model card."""
+    from teaming.data import load_jpeg_pack, parse_items
+    from teaming.datasets import cifar10_train_pack, load_images, resolve_labels
+    from teaming.model import build_model, save_artifact
+    from teaming.model.artifact import metrics_table
+
+    try:
+        data = load_images(images, size)
+        targets = resolve_labels(labels, data)
+        tr = parse_items(train_items, len(data))
+        ev = None if eval_items in (None, "none") else parse_items(eval_items, len(data))
+        if ev is not None and np.intersect1d(tr, ev).size:
+            raise ValueError("train and eval items overlap")
+        w = tuple(int(x) for x in widths.split(","))
+        base = TrainConfig(
+            arch=arch,
+            widths=w,
+            input_size=size,
+            loss=loss,
+            label_smoothing=label_smoothing,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+        )
+        pre = pcfg = None
+        if pretrain:
+            pre = load_jpeg_pack(cifar10_train_pack() if pretrain == "shared" else Path(pretrain), size)
+            if pretrain == "shared":
+                pre.source = "CIFAR-10 train, shared/data/cifar10_train_jpeg.npz"
+            pcfg = pretrain_config(base, epochs=pretrain_epochs)
+            base = finetune_config(base, loss=loss, epochs=epochs)
+    except (ValueError, FileNotFoundError) as err:
+        fail(err)
+    artifact = build_model(name or out.name, data, targets, tr, ev, base, pre, pcfg, calibration_fraction, tta, fgsm)
+    artifact.meta.training["command"] = command_line(ctx)
+    if hardware_note:
+        artifact.meta.training["hardware_note"] = hardware_note
+    save_artifact(artifact, out)
+    console.print(f"saved [bold]{out}[/bold] (T = {artifact.meta.temperature:.3f})")
+    if artifact.meta.metrics:
+        console.print(metrics_table(artifact.meta.metrics))
+
+
+def evaluate_cmd(
+    model: Path = typer.Argument(Path("models/cifar10h-default"), help="artifact folder"),
+    images: str = typer.Option("default", help="'default', a JPEG pack .npz, or an ImageFolder"),
+    labels: Optional[str] = typer.Option(
+        "cifar10h", help="human labels to score against ('none' for hard labels only)"
+    ),
+    items: Optional[str] = typer.Option(HELD_OUT, help="positions to score"),
+    fgsm: bool = typer.Option(False, help="also score FGSM robustness at l_inf 4/255"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the metrics as JSON here"),
+    plot: Optional[Path] = typer.Option(None, help="write a reliability diagram (PNG) here"),
+    device: str = typer.Option(TrainConfig.device),
+) -> None:
+    """Score a model artifact on labelled images; prints a metrics table and optionally writes JSON."""
+    from teaming._validation import DataError
+    from teaming.data import parse_items
+    from teaming.datasets import load_images, resolve_labels
+    from teaming.labels import HumanLabels
+    from teaming.model import load_artifact
+    from teaming.model.recipe import evaluate_items
+    from teaming.model.train import resolve_device
+
+    try:
+        art = load_artifact(model, resolve_device(device))
+        data = load_images(images, art.meta.input_size, art.classes)
+        if data.classes != art.classes:
+            raise DataError(f"image classes {data.classes} differ from the model's {art.classes}")
+        human = resolve_labels(labels, data) if labels not in (None, "none") else None
+        idx = parse_items(items, len(data))
+    except (ValueError, FileNotFoundError) as err:
+        fail(err)
+    evaluation = evaluate_items(
+        art.net, data, human if isinstance(human, HumanLabels) else None, idx, art.meta.temperature, art.meta.tta, fgsm
+    )
+    result = evaluation.metrics
+    table = Table(title=f"{art.meta.name} on {len(idx)} items of {data.source}")
+    table.add_column("metric")
+    for col in result:
+        table.add_column(col, justify="right")
+    for key in result["calibrated"]:
+        table.add_row(key, *[fmt(result[c].get(key)) for c in result])
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps({"model": art.meta.name, "items": items, "metrics": result}, indent=2) + "\n")
+        console.print(f"wrote {json_out}")
+    if plot and evaluation.labels is not None:
+        plot.write_bytes(evaluation.reliability_png(f"{art.meta.name} on {len(idx)} items"))
+        console.print(f"wrote {plot}")

@@ -1,0 +1,128 @@
+"""`teaming retune`, `reviewers`, `migrate` and `simulate`: the commands that work on the service's log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from teaming.cli._common import HELD_OUT, console, fail
+
+
+def retune_cmd(
+    db: str = typer.Option(..., help="database URL of the service's log, e.g. sqlite:///runs/teaming.db"),
+    out: Optional[Path] = typer.Option(None, help="also write the new policy JSON here"),
+    activate: bool = typer.Option(True, help="activate it when it differs significantly from the active one"),
+    model_version: Optional[str] = typer.Option(None, help="the model to retune for (default: the one serving)"),
+    alpha: Optional[float] = typer.Option(None, help="override the active policy's alpha"),
+    max_deferral: Optional[float] = typer.Option(None, help="override the reviewer capacity"),
+    min_accuracy: Optional[float] = typer.Option(None, help="override the accuracy floor"),
+) -> None:
+    """Refit the deferral policy on the audited items in the log, with the same paired-t-test rule."""
+    from teaming.ops.retune import retune
+
+    try:
+        r = retune(db, out, activate, model_version, alpha, max_deferral=max_deferral, min_accuracy=min_accuracy)
+    except ValueError as err:
+        fail(err)
+    p = r.policy
+    console.print(
+        f"policy [bold]{p.version}[/bold] for {r.model_version} from {r.audited_items} audited items: threshold "
+        f"{p.threshold_:.2f} (machine {p.report_.machine_accuracy:.4f}, human {p.report_.human_accuracy:.4f})"
+    )
+    table = Table(title="estimated on the audited items (95% Wilson intervals), and live from the log")
+    for col in ("", "deferral", "team accuracy"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row("retuned policy", str(r.deferral), str(r.team_accuracy))
+    if r.active_deferral is not None:
+        table.add_row(f"active {r.active_version}", str(r.active_deferral), str(r.active_team_accuracy))
+    if r.live_deferral is not None:
+        table.add_row("active, live (every decision)", str(r.live_deferral), "")
+    console.print(table)
+    verdict = "activated" if r.activated else ("kept the active version" if activate else "stored, not activated")
+    console.print(f"{verdict}: {r.why}")
+
+
+def reviewers_cmd(
+    db: str = typer.Option(..., help="database URL of the service's log, e.g. sqlite:///runs/teaming.db"),
+) -> None:
+    """Each reviewer's agreement with the others' consensus (95% interval) and Dawid-Skene accuracy."""
+    from teaming.ops.consensus import fit_skills, reviewer_skills
+    from teaming.ops.store import Store
+
+    try:
+        store = Store(db)
+        answers = store.queue.class_answers()
+        store.dispose()
+        labels = [a[2] for a in answers]
+        skills = fit_skills(answers, max(labels) + 1) if labels else None
+    except ValueError as err:
+        fail(err)
+    table = Table(title=f"{len(answers)} class answers" + ("" if skills else "; Dawid-Skene needs more overlap"))
+    for col in ("reviewer", "answers", "compared", "agreement", "95% interval", "accuracy (Dawid-Skene)"):
+        table.add_column(col, justify="left" if col == "reviewer" else "right")
+    for r in reviewer_skills(answers, skills):
+        ci = "" if r.ci_low is None else f"{r.ci_low:.1%} to {r.ci_high:.1%}"
+        agree = "" if r.agreement is None else f"{r.agreement:.1%}"
+        table.add_row(
+            r.reviewer, str(r.answers), str(r.compared), agree, ci, "" if r.accuracy is None else f"{r.accuracy:.1%}"
+        )
+    console.print(table)
+
+
+def migrate_cmd(
+    db: str = typer.Option(..., help="database URL of the service's log, e.g. sqlite:///runs/teaming.db"),
+) -> None:
+    """Bring the log's database schema to this release (the service and retune also do this when they open it)."""
+    from teaming.ops.schema import upgrade
+    from teaming.ops.store import connect
+
+    engine = connect(db)
+    try:
+        before, after = upgrade(engine)
+    except Exception as err:  # an unreachable or foreign database: say so in one line
+        fail(err)
+    finally:
+        engine.dispose()
+    console.print(f"schema at revision {after}" + ("" if before == after else f" (was {before or 'empty'})"))
+
+
+def simulate_cmd(
+    url: str = typer.Option("http://127.0.0.1:3000", help="the running service"),
+    db: str = typer.Option(..., help="the service's database URL: a fresh one, simulate refuses real work"),
+    reviewer_tokens: str = typer.Option(..., help="comma-separated reviewer tokens, one simulated reviewer each"),
+    admin_token: str = typer.Option(..., help="admin token (policy reload, outcomes)"),
+    classify_token: Optional[str] = typer.Option(None, help="the service's TEAMING_CLASSIFY_TOKEN, if set"),
+    items: str = typer.Option(HELD_OUT, help="CIFAR-10 test positions to replay"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Replay held-out CIFAR-10H images through the service with simulated reviewers: retune on the first half,
+    measure the retuned policy live on the second."""
+    from teaming.data import parse_items
+    from teaming.ops.simulate import simulate
+
+    try:
+        idx = parse_items(items, 10000)
+        r = simulate(
+            url, reviewer_tokens.split(","), admin_token, db, idx.tolist(), seed, classify_token=classify_token
+        )
+    except ValueError as err:
+        fail(err)
+    console.print(
+        f"{r.fit_items} + {r.live_items} items classified, {r.deferred} deferred, {r.answers} answers; "
+        f"stuck tasks {r.stuck_tasks}, deferred items without a human answer {r.deferred_without_answer}, "
+        f"final answers changed by audits {r.changed_by_audit}"
+    )
+    console.print(
+        f"retuned on {r.audited_items} audited items: threshold {r.threshold:.2f}, "
+        f"{'activated' if r.activated else 'kept the active version'} ({r.why}); served {r.policy_version}"
+    )
+    console.print(
+        f"live half: deferral {r.live_deferral:.1%} against the estimate {r.deferral_estimate}; served answers "
+        f"{r.team_accuracy:.4f} right (audit consensus included); with one annotator per deferred item "
+        f"{r.one_person_team_accuracy:.4f}, machine alone {r.machine_accuracy:.4f}, one annotator alone "
+        f"{r.human_accuracy:.4f}, best threshold in hindsight {r.hindsight_accuracy:.4f} at "
+        f"{r.hindsight_deferral:.1%} deferred"
+    )

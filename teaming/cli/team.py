@@ -1,0 +1,105 @@
+"""`teaming fit-policy` and `teaming report`: a deferral policy fitted on held-out items, and its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from teaming.cli._common import HELD_OUT, command_line, console, default, fail, fmt
+from teaming.model.train import TrainConfig
+from teaming.policy import CertifiedPolicy, ThresholdPolicy
+
+
+def fit_policy_cmd(
+    ctx: typer.Context,
+    model: Path = typer.Argument(Path("models/cifar10h-default"), help="artifact folder"),
+    out: Path = typer.Option(..., help="policy JSON to write"),
+    images: str = typer.Option("default", help="'default', a JPEG pack .npz, or an ImageFolder"),
+    labels: str = typer.Option("cifar10h", help="human labels: 'cifar10h', 'cifar10n:COL', or a long CSV"),
+    items: Optional[str] = typer.Option(HELD_OUT, help="held-out positions to fit on (never the training items)"),
+    reviewers: int = typer.Option(1, help="human answer = majority of this many sampled annotators"),
+    reference: str = typer.Option("hard", help="'hard' (image labels) or 'majority' (of the human labels)"),
+    score: str = typer.Option(default(ThresholdPolicy, "score"), help="max_prob | margin | entropy"),
+    alpha: float = typer.Option(default(ThresholdPolicy, "alpha"), help="significance level of the paired t-tests"),
+    resample: str = typer.Option(default(ThresholdPolicy, "resample"), help="folds | bootstrap"),
+    n_resamples: int = typer.Option(default(ThresholdPolicy, "n_resamples"), help="paired resamples"),
+    max_deferral: Optional[float] = typer.Option(None, help="reviewer capacity: largest share of items to defer"),
+    min_accuracy: Optional[float] = typer.Option(None, help="smallest acceptable team accuracy"),
+    per_class: bool = typer.Option(default(ThresholdPolicy, "per_class"), help="one threshold per predicted class"),
+    certify: Optional[float] = typer.Option(
+        None, help="instead: certify this accuracy on auto-answered items (Learn then Test)"
+    ),
+    delta: float = typer.Option(default(CertifiedPolicy, "delta"), help="failure probability for --certify"),
+    seed: int = typer.Option(default(ThresholdPolicy, "random_state")),
+    device: str = typer.Option(TrainConfig.device),
+) -> None:
+    """Fit a deferral policy on held-out labelled items and save it as JSON with its report."""
+    from teaming.policy import save_policy
+    from teaming.team import load_team
+
+    try:
+        if certify is not None:
+            policy = CertifiedPolicy(certify, delta, score)
+        else:
+            policy = ThresholdPolicy(
+                score, alpha, resample, n_resamples, max_deferral, min_accuracy, per_class, random_state=seed
+            )
+        policy.check_params()  # fail on bad settings before loading any data
+        art, data = load_team(model, images, labels, items, reviewers, reference, seed, device)
+        policy.fit(data.probs, data.y, data.human, art.classes)
+    except (ValueError, FileNotFoundError) as err:
+        fail(err)
+    policy.model_ = {
+        "name": art.meta.name,
+        "path": str(model),
+        "created": art.meta.created,
+        "fitted_on": f"{labels} items {items} of {images}",
+        "reviewers": reviewers,
+        "command": command_line(ctx),
+    }
+    save_policy(policy, out)
+    r = policy.report_
+    table = Table(title=f"policy {policy.version} on {r.n_items} items")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("threshold", f"{policy.threshold_:.2f}")
+    if r.best_threshold is not None:
+        table.add_row("best threshold by mean", f"{r.best_threshold:.2f}")
+    for key in ("machine_accuracy", "human_accuracy", "team_accuracy", "deferral_rate"):
+        table.add_row(key.replace("_", " "), fmt(getattr(r, key)))
+    console.print(table)
+    console.print(f"wrote {out}")
+
+
+def report_cmd(
+    model: Path = typer.Argument(Path("models/cifar10h-default"), help="artifact folder"),
+    policy: Path = typer.Option(..., help="policy JSON from fit-policy"),
+    out: Path = typer.Option(Path("reports/teaming.html"), help="report path, .html (self-contained) or .md"),
+    images: str = typer.Option("default"),
+    labels: str = typer.Option("cifar10h"),
+    items: Optional[str] = typer.Option(HELD_OUT),
+    reviewers: int = typer.Option(1),
+    reference: str = typer.Option("hard"),
+    seed: int = typer.Option(1, help="seed of the sampled human answers (differs from fit-policy's by default)"),
+    device: str = typer.Option(TrainConfig.device),
+) -> None:
+    """Write a teaming report: gain table, threshold curve, reliability, accuracy by bins, error confusions."""
+    from teaming._validation import PolicyError
+    from teaming.policy import load_policy
+    from teaming.report import build_report, check_report_path, summarize, write_report
+    from teaming.team import load_team
+
+    try:
+        check_report_path(out)
+        pol = load_policy(policy)
+        art, data = load_team(model, images, labels, items, reviewers, reference, seed, device)
+        if pol.classes_ is not None and pol.classes_ != art.classes:
+            raise PolicyError(f"the policy was fitted for classes {pol.classes_}, the model has {art.classes}")
+        summary = summarize(data, pol, f"Teaming report: {art.meta.name} with policy {pol.version}")
+        path = write_report(build_report(summary), out)
+    except (ValueError, FileNotFoundError) as err:
+        fail(err)
+    console.print(f"wrote {path}")

@@ -1,0 +1,153 @@
+"""Webhooks for callers: an outbox table written in the same transaction as the outcome it announces, and a
+deliverer that posts each event at least once, with retries and backoff, across restarts and replicas.
+
+Every delivery carries the event id (`Teaming-Event-Id`, the idempotency key: a retry repeats it) and a
+signature over the timestamp and the body (`Teaming-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+"<t>.<body>">`), as Stripe and GitHub sign theirs; receivers check it with `verify`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from teaming.ops.schema import events
+
+SIGNATURE = "Teaming-Signature"
+EVENT_ID = "Teaming-Event-Id"
+MAX_BACKOFF_SECONDS = 300.0
+
+
+def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
+    """The signature header for `body`: t=<timestamp>,v1=<hex HMAC-SHA256 of "<t>.<body>">."""
+    t = int(time.time() if timestamp is None else timestamp)
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def verify(body: bytes, header: str | None, secret: str, tolerance: float = 300.0, now: float | None = None) -> bool:
+    """True when `header` signs `body` with `secret` and its timestamp is within `tolerance` seconds of now."""
+    try:
+        parts = dict(p.split("=", 1) for p in (header or "").split(","))
+        t = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - t) > tolerance:
+        return False
+    expected = sign(body, secret, t).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before retry number `attempts` + 1: 1, 2, 4, ... up to five minutes."""
+    return min(2.0 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
+
+
+class Outbox:
+    """The events table: what waits to be delivered, claimed by one deliverer at a time under a short lock."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+
+    def add(self, conn: Connection, decision_id: int, kind: str, data: dict) -> str:
+        """Queue an event in the caller's transaction; returns its id (the idempotency key)."""
+        now = time.time()
+        event_id = str(uuid.uuid4())
+        body = {"id": event_id, "type": kind, "created": now, "data": data}
+        conn.execute(
+            events.insert().values(
+                event_id=event_id,
+                decision_id=decision_id,
+                kind=kind,
+                body=body,
+                created_at=now,
+                attempts=0,
+                next_attempt_at=now,
+            )
+        )
+        return event_id
+
+    def claim_due(self, limit: int, lock_seconds: float) -> list[tuple[int, str, dict, int]]:
+        """(row id, event id, body, attempts so far) of due events, locked for this deliverer."""
+        now = time.time()
+        due = and_(
+            events.c.next_attempt_at <= now,
+            or_(events.c.locked_until.is_(None), events.c.locked_until < now),
+        )
+        query = select(events.c.id).where(due).order_by(events.c.next_attempt_at, events.c.id).limit(limit)
+        with self.engine.begin() as conn:
+            if self.postgres:
+                query = query.with_for_update(skip_locked=True)
+            ids = conn.execute(query).scalars().all()
+            if not ids:
+                return []
+            conn.execute(update(events).where(events.c.id.in_(ids), due).values(locked_until=now + lock_seconds))
+            rows = conn.execute(
+                select(events.c.id, events.c.event_id, events.c.body, events.c.attempts).where(events.c.id.in_(ids))
+            ).all()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def delivered(self, row_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(events)
+                .where(events.c.id == row_id)
+                .values(
+                    delivered_at=time.time(), next_attempt_at=None, locked_until=None, attempts=events.c.attempts + 1
+                )
+            )
+
+    def failed(self, row_id: int, attempts: int, error: str, give_up: bool) -> None:
+        """Record a failed attempt; the event is retried after a backoff, or given up (kept, with its error)."""
+        next_at = None if give_up else time.time() + backoff(attempts)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(events)
+                .where(events.c.id == row_id)
+                .values(attempts=attempts, next_attempt_at=next_at, locked_until=None, last_error=error[:250])
+            )
+
+
+@dataclass
+class Deliverer:
+    """Posts due events to one URL, signed with one secret; run `deliver_due` over and over."""
+
+    outbox: Outbox
+    url: str
+    secret: str
+    max_attempts: int = 20
+    timeout: float = 10.0
+    lock_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(timeout=self.timeout)
+
+    def deliver_due(self, limit: int = 50) -> int:
+        """Try every due event once; returns how many the receiver accepted (2xx)."""
+        accepted = 0
+        for row_id, event_id, body, attempts in self.outbox.claim_due(limit, self.lock_seconds):
+            payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+            headers = {"Content-Type": "application/json", EVENT_ID: event_id, SIGNATURE: sign(payload, self.secret)}
+            try:
+                r = self.http.post(self.url, content=payload, headers=headers)
+                error = None if 200 <= r.status_code < 300 else f"HTTP {r.status_code}"
+            except httpx.HTTPError as err:
+                error = f"{type(err).__name__}: {err}"
+            if error is None:
+                self.outbox.delivered(row_id)
+                accepted += 1
+            else:
+                self.outbox.failed(row_id, attempts + 1, error, give_up=attempts + 1 >= self.max_attempts)
+        return accepted
+
+    def close(self) -> None:
+        self.http.close()
