@@ -49,7 +49,8 @@ class ServiceProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180) -> "ServiceProcess":
+    def start(self, timeout: float = 180, ready_path: str = "/readyz") -> "ServiceProcess":
+        """Start it and wait until `ready_path` answers 200 (/livez for a service that is up but not ready)."""
         self.log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [
@@ -76,7 +77,7 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited: {self.log_path.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{ready_path}", timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

@@ -6,6 +6,7 @@ import bentoml
 from fastapi import APIRouter, Depends, HTTPException
 
 from service import auth
+from service.schemas import GUARDED, errors
 from teaming.api import PolicyInfo, ReviewerOut
 from teaming.ops.consensus import reviewer_skills
 
@@ -16,7 +17,7 @@ def _service():
     return bentoml.get_current_service()
 
 
-@router.get("/reviewers", dependencies=[Depends(auth.admin)])
+@router.get("/reviewers", dependencies=[Depends(auth.bearer)], responses=errors(*GUARDED))
 def reviewers() -> list[ReviewerOut]:
     """Each reviewer's agreement with the others' consensus (95% interval) and Dawid-Skene accuracy."""
     svc = _service()
@@ -24,7 +25,7 @@ def reviewers() -> list[ReviewerOut]:
     return [ReviewerOut(**r.__dict__) for r in reviewer_skills(answers, svc.loop.skills)]
 
 
-@router.post("/admin/policy/reload", dependencies=[Depends(auth.admin)])
+@router.post("/admin/policy/reload", dependencies=[Depends(auth.bearer)], responses=errors(*GUARDED, 409))
 def reload() -> PolicyInfo:
     """Serve the model's active policy now (every replica also takes it up within the poll interval)."""
     try:

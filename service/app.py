@@ -9,28 +9,27 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 
 import bentoml
 import numpy as np
 import torch
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service import metrics
 from service.background import Background
 from service.batcher import GreedyBatcher
+from service.decide import answers, decision_rows
+from service.guard import Guard
 from service.policy import ServedPolicy
 from service.preflight import open_store, preflight
-from service.schemas import Decoded, Refused
+from service.schemas import Decoded, PixelBudget, Refused
 from service.settings import get_settings
 from service.web import web
-from teaming.api import Decision, TopK
-from teaming.confidence import confidence
-from teaming.data import resize
+from teaming.api import Decision
 from teaming.model import load_artifact
 from teaming.ops.log import NewDecision
 from teaming.ops.loop import ReviewLoop
-from teaming.ops.review import DEFER, LoopRules, keeps_image, review_tasks
+from teaming.ops.review import LoopRules
 from teaming.ops.webhooks import Deliverer
 
 logger = logging.getLogger("bentoml.teaming")  # under bentoml so its log config shows it
@@ -38,7 +37,7 @@ metrics.own_prometheus_dir()  # before `bentoml serve` empties the shared one: r
 preflight()  # in the serving process: a service that cannot work stops here, with one line, not in a crash loop
 
 
-@bentoml.service(resources={"gpu": 1}, traffic={"timeout": 120, "max_concurrency": 1024}, workers=1)
+@bentoml.service(resources={"gpu": 1}, traffic={"timeout": 120}, workers=1)  # admission: guard.py
 @bentoml.asgi_app(web, path="/")
 class Teaming:
     def __init__(self) -> None:
@@ -47,7 +46,7 @@ class Teaming:
         self.artifact = load_artifact(s.model_dir, self.device)
         self.model_version = self.artifact.meta.version
         self.classes = self.artifact.classes
-        self.store = open_store(s.db_url)
+        self.store = open_store(s.db_url, s.db_wait_seconds)
         self.rng = random.Random(s.seed)
         self.policy = ServedPolicy(
             self.store, self.classes, self.model_version, s.policy_poll_seconds, s.policy, s.model_dir / "policy.json"
@@ -55,6 +54,7 @@ class Teaming:
         rules = LoopRules(s.audit_reviewers, s.unresolved_after)
         self.loop = ReviewLoop(self.store, self.classes, rules, webhooks=s.webhook_url is not None)
         self.loop.refresh_skills()
+        self.pixel_budget = PixelBudget(s.pixel_budget)
         self.batcher = GreedyBatcher(
             self.classify_batch, s.max_batch_size, len, metrics.observe_batch, s.batch_concurrency
         )
@@ -72,69 +72,63 @@ class Teaming:
         )
 
     def __is_ready__(self) -> bool:
-        return self.store.ping()
+        """Ready while the log takes writes and images are not piling up faster than the model takes them."""
+        backlog = self.batcher.queued() > 4 * self.settings.max_batch_size
+        return not backlog and self.pixel_budget.used < self.pixel_budget.pixels and self.store.writable()
 
     async def classify(self, images: list[Decoded]) -> list[Decision]:
         """Answer each image or defer it to people, batched with other requests; committed before the answer."""
         return await self.batcher.submit(images)
 
-    def classify_batch(self, requests: list[list[Decoded]]) -> list[list[Decision]]:
+    def classify_batch(self, requests: list[list[Decoded]]) -> list[list[Decision] | Refused]:
         """One model call, one policy decision and one log transaction for several requests' images."""
         images = [item for req in requests for item in req]
-        size = self.artifact.meta.input_size
-        batch = torch.cat([resize(item.pixels[None], size) for item in images]).to(self.device)
+        batch = torch.stack([item.pixels for item in images]).to(self.device)
         with torch.inference_mode():
             probs = self.artifact.predict_proba(batch).astype(np.float64)
         probs /= probs.sum(1, keepdims=True)
         self.policy.follow()
         policy, policy_version = self.policy.active
-        defer = policy.decide(probs)
-        conf = confidence(probs, "max_prob")
-        pred = probs.argmax(1)
-        rows = []
-        for i, item in enumerate(images):
-            audited = self.rng.random() < self.settings.audit_rate
-            rows.append(
-                NewDecision(
-                    item_id=item.item_id or f"req-{time.time_ns()}-{i}",
-                    outcome="deferred" if defer[i] else "auto",
-                    machine_label=int(pred[i]),
-                    confidence=float(conf[i]),
-                    probs=[round(float(p), 6) for p in probs[i]],
-                    model_version=self.model_version,
-                    policy_version=policy_version,
-                    audit=audited,
-                    image=item.raw if keeps_image(bool(defer[i]), audited) else None,
-                    content_type=item.content_type,
-                    tasks=review_tasks(bool(defer[i]), audited, self.settings.audit_reviewers),
-                )
-            )
-        ids = self._log(rows)
-        out = []
-        for i, (row, (did, task_ids)) in enumerate(zip(rows, ids)):
-            metrics.decisions.labels(outcome=row.outcome).inc()
-            top = np.argsort(-probs[i])[:3]
-            out.append(
-                Decision(
-                    item_id=row.item_id,
-                    decision=row.outcome,
-                    label=None if row.outcome == "deferred" else self.classes[row.machine_label],
-                    confidence=row.confidence,
-                    top_k=[TopK(label=self.classes[j], probability=float(probs[i, j])) for j in top],
-                    model_version=row.model_version,
-                    policy_version=row.policy_version,
-                    decision_id=did,
-                    review_id=task_ids[row.tasks.index(DEFER)] if DEFER in row.tasks else None,
-                )
-            )
-        ends = np.cumsum([len(req) for req in requests])
-        return [out[end - len(req) : end] for req, end in zip(requests, ends)]
+        s = self.settings
+        rows = decision_rows(
+            images,
+            probs,
+            policy.decide(probs),
+            self.model_version,
+            policy_version,
+            s.audit_rate,
+            s.audit_reviewers,
+            self.rng,
+        )
+        ends = np.cumsum([len(req) for req in requests]).tolist()
+        starts = [0, *ends[:-1]]
+        out: list[list[Decision] | Refused] = []
+        for a, b, ids in zip(starts, ends, self._log([rows[a:b] for a, b in zip(starts, ends)])):
+            if isinstance(ids, Refused):
+                out.append(ids)
+                continue
+            for row in rows[a:b]:
+                metrics.decisions.labels(outcome=row.outcome).inc()
+            out.append(answers(rows[a:b], ids, probs[a:b], self.classes))
+        return out
 
-    def _log(self, rows: list[NewDecision]) -> list[tuple[int | None, list[int | None]]]:
-        """Commit the batch's decisions and tasks before any reply; 503 (nothing written) when the log is down."""
+    def _log(self, groups: list[list[NewDecision]]) -> list[list[tuple] | Refused]:
+        """Commit every request's decisions and tasks before any reply: in one transaction, or, when the log
+        refuses one request's data, each request alone, so that only it fails. 503 when the log is down."""
         if not self.settings.log_decisions:
-            return [(None, [None] * len(r.tasks)) for r in rows]
+            return [[(None, [None] * len(r.tasks)) for r in g] for g in groups]
         try:
-            return self.store.log.record(rows)
+            flat = self.store.log.record([r for g in groups for r in g])
         except OperationalError as err:
-            raise Refused(503, f"the decision log is unreachable, retry later ({type(err).__name__})", 5) from None
+            raise Refused(
+                503, f"the database is unreachable or refuses writes, retry later ({type(err).__name__})", 5
+            ) from None
+        except DBAPIError as err:
+            if len(groups) == 1:
+                return [Refused(400, f"the decision log refused this request ({type(err.orig).__name__})")]
+            return [self._log([g])[0] for g in groups]
+        ends = np.cumsum([len(g) for g in groups]).tolist()
+        return [flat[e - len(g) : e] for g, e in zip(groups, ends)]
+
+
+Teaming.add_asgi_middleware(Guard)

@@ -1,20 +1,47 @@
-"""Who may call what: bearer tokens for reviewers, the admin and (optionally) classify callers.
+"""Who may call what, decided once at the door (guard.py), before any byte of a body is read.
 
-Tokens are compared in constant time. Every protected route takes one of the FastAPI dependencies below, which
-run before the request body is read or validated.
+Callers hold the classify token (TEAMING_CLASSIFY_TOKEN; classify is open when it is unset), reviewers their own
+tokens, the admin the admin token. Tokens are compared in constant time. Reviewers never read outcomes (they
+show the model's answer and the other reviewers', which would unblind audits) and see only images they hold a
+lease on; the admin sees everything but does not answer tasks.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
+from dataclasses import dataclass
 
-from fastapi import Depends, HTTPException
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Request
+from fastapi.security import HTTPBearer
 
 from service.settings import get_settings
 
-bearer = HTTPBearer(auto_error=False, description="a reviewer, admin or classify token")
-Credentials = HTTPAuthorizationCredentials | None
+ADMIN, REVIEWER, CALLER, ANYONE = "admin", "reviewer", "caller", "anyone"
+bearer = HTTPBearer(auto_error=False, description="a reviewer, admin or classify token")  # for the OpenAPI page
+
+# (method or None for any, path pattern, roles allowed); the first match decides, unmatched paths are open.
+ACCESS = [
+    ("POST", re.compile(r"/classify/?"), {CALLER}),
+    (None, re.compile(r"/v1/outcomes(/.*)?"), {CALLER, ADMIN}),
+    (None, re.compile(r"/v1/(admin/.*|reviewers/?)"), {ADMIN}),
+    (None, re.compile(r"/v1/queue/(stats/?|tasks/[^/]+/image/?)"), {REVIEWER, ADMIN}),
+    (None, re.compile(r"/v1/queue(/.*)?"), {REVIEWER}),
+]
+WHO = {CALLER: "the classify token", ADMIN: "the admin token", REVIEWER: "a reviewer token"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    name: str | None = None  # the reviewer's name
+
+
+class Denied(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 def same(token: str | None, expected: str | None) -> bool:
@@ -22,60 +49,50 @@ def same(token: str | None, expected: str | None) -> bool:
     return token is not None and expected is not None and hmac.compare_digest(token.encode(), expected.encode())
 
 
-def reviewer_name(token: str | None) -> str | None:
-    """The reviewer a token belongs to, looked up without revealing which tokens share a prefix."""
-    name = None
-    for known, who in get_settings().reviewer_tokens.items():
-        if same(token, known):
-            name = who
-    return name
-
-
-def _token(creds: Credentials, role: str) -> str:
-    if creds is None:
-        raise HTTPException(401, f"{role} routes need 'Authorization: Bearer <token>'")
-    return creds.credentials
-
-
-def reviewer(creds: Credentials = Depends(bearer)) -> str:
-    """The calling reviewer's name (401 without a token, 403 with an unknown one)."""
-    name = reviewer_name(_token(creds, "reviewer"))
-    if name is None:
-        raise HTTPException(403, "unknown reviewer token")
-    return name
-
-
-def admin(creds: Credentials = Depends(bearer)) -> None:
-    if not same(_token(creds, "admin"), get_settings().admin_token):
-        raise HTTPException(403, "not an admin token")
-
-
-def reviewer_or_admin(creds: Credentials = Depends(bearer)) -> str | None:
-    """The reviewer's name, or None for the admin."""
-    token = _token(creds, "reviewer")
-    if same(token, get_settings().admin_token):
+def identify(authorization: str | None) -> Principal | None:
+    """The bearer token's holder, or None without a bearer token. Every known token is compared, so the time
+    taken does not tell which one matched."""
+    if not authorization or not authorization[:7].lower() == "bearer ":
         return None
-    name = reviewer_name(token)
-    if name is None:
-        raise HTTPException(403, "unknown reviewer token")
-    return name
-
-
-def caller_or_admin(creds: Credentials = Depends(bearer)) -> bool:
-    """The classify caller's token (TEAMING_CLASSIFY_TOKEN) or the admin's; True for the admin. Reviewers may
-    not read outcomes: they show the model's answer and the other reviewers', which would unblind audits."""
-    if creds is None:
-        raise HTTPException(401, "outcomes need 'Authorization: Bearer <classify or admin token>'")
+    token = authorization[7:].strip()
     s = get_settings()
-    if same(creds.credentials, s.admin_token):
-        return True
-    if same(creds.credentials, s.classify_token):
-        return False
-    raise HTTPException(403, "outcomes are for the caller (TEAMING_CLASSIFY_TOKEN) and the admin")
+    found = Principal(ANYONE)
+    for known, name in s.reviewer_tokens.items():
+        if same(token, known):
+            found = Principal(REVIEWER, name)
+    if same(token, s.admin_token):
+        found = Principal(ADMIN)
+    if same(token, s.classify_token):
+        found = Principal(CALLER)
+    return found
 
 
-def classify_caller(creds: Credentials = Depends(bearer)) -> None:
-    """When TEAMING_CLASSIFY_TOKEN is set, classify needs it (checked before the body is read)."""
-    token = get_settings().classify_token
-    if token and not same(None if creds is None else creds.credentials, token):
-        raise HTTPException(401, "classify needs 'Authorization: Bearer <classify token>'")
+def authorize(method: str, path: str, authorization: str | None) -> Principal:
+    """The caller of `method path`, or Denied (401 without a token, 403 with one that may not)."""
+    who = identify(authorization)
+    for rule_method, pattern, roles in ACCESS:
+        if (rule_method is None or rule_method == method) and pattern.fullmatch(path):
+            if roles == {CALLER} and get_settings().classify_token is None:
+                return who or Principal(ANYONE)  # classify without a classify token: open
+            if who is None or who.role == ANYONE:  # no token, or one nobody holds
+                need = " or ".join(WHO[r] for r in sorted(roles))
+                raise Denied(
+                    401, f"{path} needs 'Authorization: Bearer <{need}>'" + (" (unknown token)" if who else "")
+                )
+            if who.role not in roles:
+                raise Denied(403, f"{path} takes {' or '.join(WHO[r] for r in sorted(roles))}")
+            return who
+    return who or Principal(ANYONE)
+
+
+def principal(request: Request) -> Principal:
+    """The caller the guard let in (a FastAPI dependency)."""
+    return request.scope.get("state", {}).get("principal") or Principal(ANYONE)
+
+
+def reviewer(request: Request) -> str:
+    """The calling reviewer's name (the guard admitted only reviewers to these routes)."""
+    who = principal(request)
+    if who.role != REVIEWER or who.name is None:
+        raise Denied(403, "this route takes a reviewer token")
+    return who.name

@@ -52,6 +52,10 @@ class GreedyBatcher(Generic[T, R]):
         self._task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
 
+    def queued(self) -> int:
+        """Size (images) of what waits for a model slot."""
+        return sum(job.size for job in self._queue)
+
     async def submit(self, item: T) -> R:
         """Queue one item and wait for its result (or the exception its batch raised)."""
         n = self.size(item)
@@ -104,7 +108,11 @@ class GreedyBatcher(Generic[T, R]):
         finally:
             self._slots.release()
         for j, r in zip(jobs, results):
-            if not j.future.done():
+            if j.future.done():
+                continue
+            if isinstance(r, BaseException):  # this item alone failed
+                j.future.set_exception(r)
+            else:
                 j.future.set_result(r)
         if self.observe is not None:
             self.observe(len(jobs), sum(j.size for j in jobs))

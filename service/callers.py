@@ -12,15 +12,37 @@ from typing import Annotated
 
 import bentoml
 from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, Field
 
 from service import auth
-from service.schemas import Refused, decode, parse
-from teaming.api import Decision, ErrorOut, OutcomeOut, OutcomesPage, ReviewOut
+from service.schemas import (
+    GUARDED,
+    WITH_BODY,
+    ClassifyIn,
+    Decoded,
+    ItemId,
+    Refused,
+    decode,
+    errors,
+    inline_schema,
+    parse,
+)
+from teaming.api import Decision, OutcomeOut, OutcomesPage, ReviewOut
 from teaming.ops.queue import NotFound
 
 router = APIRouter(tags=["callers"])
+CLASSIFY_SCHEMA = inline_schema(ClassifyIn)
 RowId = Annotated[int, Path(ge=1, le=2**62, description="a decision id from this service")]
 JSON_TYPES = ("application/json",)
+
+
+class OutcomesQuery(BaseModel):
+    """Which outcomes: every decision of one item id, or a page of all, after a decision id."""
+
+    model_config = {"extra": "forbid"}  # a misspelt parameter is a 422, not silently ignored
+    item_id: ItemId | None = Field(None, description="every decision of this item id")
+    after: int = Field(0, ge=0, le=2**62, description="decision id the page starts after")
+    limit: int = Field(100, ge=1, le=1000)
 
 
 def _service():
@@ -29,8 +51,9 @@ def _service():
 
 @router.post(
     "/classify",
-    dependencies=[Depends(auth.classify_caller)],
-    responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 415: {"model": ErrorOut}},
+    dependencies=[Depends(auth.bearer)],
+    responses=errors(*GUARDED, *WITH_BODY, 415),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": CLASSIFY_SCHEMA}}}},
 )
 async def classify(request: Request) -> list[Decision]:
     """Answer each image or defer it to people: a JSON body {"images": [{"id": ..., "data": <base64>}]}.
@@ -41,13 +64,18 @@ async def classify(request: Request) -> list[Decision]:
         raise Refused(415, f"classify takes a JSON body (Content-Type: application/json), not {kind or 'none'}")
     svc = _service()
     raw = await request.body()
+    images = await asyncio.to_thread(_read, raw, svc)  # JSON, base64 and pixels: off the event loop
+    return await svc.classify(images)
+
+
+def _read(raw: bytes, svc) -> list[Decoded]:
     try:
         body = json.loads(raw)
     except ValueError:
         raise Refused(400, "the body is not valid JSON") from None
     req = parse(body, svc.settings)
-    images = await asyncio.to_thread(lambda: [decode(item, svc.settings) for item in req.images])
-    return await svc.classify(images)
+    size = svc.artifact.meta.input_size
+    return [decode(item, svc.settings, size, svc.pixel_budget) for item in req.images]
 
 
 def _outcome(row, admin: bool) -> OutcomeOut:
@@ -90,23 +118,18 @@ def _name(label: int | None) -> str | None:
     return None if label is None else _service().classes[label]
 
 
-@router.get("/v1/outcomes")
-def outcomes(
-    item_id: Annotated[str | None, Query(max_length=256, description="every decision of this item id")] = None,
-    after: Annotated[int, Query(ge=0, le=2**62, description="decision id the page starts after")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    admin: bool = Depends(auth.caller_or_admin),
-) -> OutcomesPage:
+@router.get("/v1/outcomes", dependencies=[Depends(auth.bearer)], responses=errors(*GUARDED, 422))
+def outcomes(q: Annotated[OutcomesQuery, Query()], who: auth.Principal = Depends(auth.principal)) -> OutcomesPage:
     """Final answers, oldest decision first, a page at a time (the caller's way to get people's answers back)."""
-    rows = _service().store.log.outcomes(item_id=item_id, after=after, limit=limit)
-    items = [_outcome(r, admin) for r in rows]
-    return OutcomesPage(items=items, next_after=items[-1].decision_id if len(items) == limit else None)
+    rows = _service().store.log.outcomes(item_id=q.item_id, after=q.after, limit=q.limit)
+    items = [_outcome(r, who.role == auth.ADMIN) for r in rows]
+    return OutcomesPage(items=items, next_after=items[-1].decision_id if len(items) == q.limit else None)
 
 
-@router.get("/v1/outcomes/{decision_id}")
-def outcome(decision_id: RowId, admin: bool = Depends(auth.caller_or_admin)) -> OutcomeOut:
+@router.get("/v1/outcomes/{decision_id}", dependencies=[Depends(auth.bearer)], responses=errors(*GUARDED, 404, 422))
+def outcome(decision_id: RowId, who: auth.Principal = Depends(auth.principal)) -> OutcomeOut:
     """One decision's final answer: the model's when auto, people's once they answer (reviews for the admin)."""
     rows = _service().store.log.outcomes(decision_ids=[decision_id])
     if not rows:
         raise NotFound(f"unknown decision {decision_id}")
-    return _outcome(rows[0], admin)
+    return _outcome(rows[0], who.role == auth.ADMIN)

@@ -16,21 +16,23 @@ from teaming.model.artifact import load_meta
 from teaming.ops.store import Store
 
 logger = logging.getLogger("bentoml.teaming")
-DB_ATTEMPTS = 6  # about 30 s of backoff: 1, 2, 4, 8, 15 s
 
 
-def open_store(url: str, attempts: int = DB_ATTEMPTS) -> Store:
-    """The store, retried with backoff while the database is unreachable; the last error when it stays so."""
-    for attempt in range(attempts):
+def open_store(url: str, wait_seconds: float) -> Store:
+    """The store, retried with backoff (1, 2, 4, ... 15 s) while the database is unreachable, for up to
+    `wait_seconds`; then the last error."""
+    deadline = time.monotonic() + wait_seconds
+    attempt = 0
+    while True:
         try:
             return Store(url)
         except SQLAlchemyError as err:
-            if attempt == attempts - 1:
+            wait = min(2.0**attempt, 15.0, deadline - time.monotonic())
+            if wait <= 0:
                 raise
-            wait = min(2.0**attempt, 15.0)
             logger.warning("the database is unreachable (%s); trying again in %.0f s", type(err).__name__, wait)
             time.sleep(wait)
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
 def preflight() -> None:
@@ -40,7 +42,7 @@ def preflight() -> None:
     try:
         s = get_settings()
         meta = load_meta(s.model_dir)
-        store = open_store(s.db_url)
+        store = open_store(s.db_url, s.db_wait_seconds)
         try:
             default = s.model_dir / "policy.json"
             ServedPolicy(store, meta.classes, meta.version, s.policy_poll_seconds, s.policy, default)

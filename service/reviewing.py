@@ -1,6 +1,7 @@
 """Reviewers' routes (under /v1): the review page, claims under leases, images, answers, skips, queue figures.
 
-Handlers reach the running service through `bentoml.get_current_service()`; auth is a dependency (auth.py).
+Handlers reach the running service through `bentoml.get_current_service()`; the guard (guard.py) has
+admitted only reviewers (and, for stats and images, the admin) by the time a handler runs.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from typing import Annotated
 
 import bentoml
 from fastapi import APIRouter, Depends, HTTPException, Path
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 
 from service import auth, metrics
+from service.schemas import GUARDED, WITH_BODY, errors
 from teaming.api import (
     Claimed,
     LabelIn,
@@ -25,7 +27,6 @@ from teaming.api import (
 from teaming.ops.retune import MIN_AUDITED
 from teaming.ops.review import CLASS
 
-REVIEW_PAGE = FilePath(__file__).with_name("review.html")
 router = APIRouter(tags=["review queue"])
 RowId = Annotated[int, Path(ge=1, le=2**62, description="a row id from this service")]
 
@@ -52,16 +53,42 @@ def label_id(label: int | str | None, classes: list[str]) -> int:
     raise HTTPException(422, f"label {label!r} is not one of the classes {classes} (or ids 0..)")
 
 
-@router.get("/review", response_class=HTMLResponse, include_in_schema=False)
-def review_page() -> HTMLResponse:
-    return HTMLResponse(REVIEW_PAGE.read_text())
+HERE = FilePath(__file__).parent
+PAGE_HEADERS = {  # the page runs only its own script and style, shows only this service's images, in no frame
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+    "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
-@router.post("/queue/claim")
+def _page_file(name: str, media: str) -> Response:
+    return Response((HERE / name).read_bytes(), media_type=media, headers=PAGE_HEADERS)
+
+
+@router.get("/review", include_in_schema=False)
+def review_page() -> Response:
+    """The reviewer page; it keeps the token in sessionStorage (gone with the tab)."""
+    return _page_file("review.html", "text/html; charset=utf-8")
+
+
+@router.get("/review.js", include_in_schema=False)
+def review_script() -> Response:
+    return _page_file("review.js", "text/javascript")
+
+
+@router.get("/review.css", include_in_schema=False)
+def review_style() -> Response:
+    return _page_file("review.css", "text/css")
+
+
+@router.post("/queue/claim", dependencies=[Depends(auth.bearer)], responses=errors(*GUARDED))
 def claim(reviewer: str = Depends(auth.reviewer)) -> Claimed:
     """Lease the next item this reviewer has not seen (ones they skipped last, deferred items first), or none."""
     svc = _service()
-    c = svc.store.queue.claim(reviewer, svc.settings.lease_seconds)
+    c = svc.store.queue.claim(reviewer, svc.settings.lease_seconds, svc.settings.reviewer_leases)
     stats = fresh_stats(reviewer)
     if c is None:
         return Claimed(task=None, classes=svc.classes, reviewer=reviewer, stats=stats)
@@ -76,22 +103,28 @@ def claim(reviewer: str = Depends(auth.reviewer)) -> Claimed:
     return Claimed(task=task, classes=svc.classes, reviewer=reviewer, stats=stats)
 
 
-@router.get("/queue/tasks/{task_id}/image", dependencies=[Depends(auth.reviewer)])
-def task_image(task_id: RowId) -> Response:
-    data, media = _service().store.queue.image(task_id)
+@router.get(
+    "/queue/tasks/{task_id}/image",
+    dependencies=[Depends(auth.bearer)],
+    responses={**errors(*GUARDED, 404, 422), 200: {"content": {"image/*": {}}, "description": "the image"}},
+    response_class=Response,
+)
+def task_image(task_id: RowId, who: auth.Principal = Depends(auth.principal)) -> Response:
+    """The item's image: to the reviewer who holds a live lease on the task (the admin sees any)."""
+    holder = None if who.role == auth.ADMIN else who.name
+    data, media = _service().store.queue.image(task_id, holder)
     return Response(data, media_type=media)
 
 
-@router.post("/queue/tasks/{task_id}/label")
+@router.post(
+    "/queue/tasks/{task_id}/label",
+    dependencies=[Depends(auth.bearer)],
+    responses=errors(*GUARDED, *WITH_BODY, 404, 409, 422),
+)
 def label(task_id: RowId, body: LabelIn, reviewer: str = Depends(auth.reviewer)) -> Labelled:
     """Answer a claimed task: a class, or the verdict "none" (none of these) or "unsure" (can't tell)."""
     svc = _service()
-    if body.verdict == CLASS:
-        label = label_id(body.label, svc.classes)
-    elif body.label is not None:
-        raise HTTPException(422, f"a {body.verdict!r} verdict takes no label")
-    else:
-        label = None
+    label = label_id(body.label, svc.classes) if body.verdict == CLASS else None
     done, _ = svc.loop.answer(task_id, body.lease_id, reviewer, body.verdict, label)
     metrics.review_latency.observe(done.latency_s)
     fresh_stats()
@@ -99,13 +132,17 @@ def label(task_id: RowId, body: LabelIn, reviewer: str = Depends(auth.reviewer))
     return Labelled(review_id=done.review_id, task_id=task_id, verdict=body.verdict, label=name)
 
 
-@router.post("/queue/tasks/{task_id}/skip")
+@router.post(
+    "/queue/tasks/{task_id}/skip",
+    dependencies=[Depends(auth.bearer)],
+    responses=errors(*GUARDED, *WITH_BODY, 404, 409, 422),
+)
 def skip(task_id: RowId, body: SkipIn, reviewer: str = Depends(auth.reviewer)) -> Skipped:
     """Give a claimed task back; it goes to someone else first."""
     _service().store.queue.skip(task_id, body.lease_id, reviewer)
     return Skipped(task_id=task_id, status="open")
 
 
-@router.get("/queue/stats")
-def stats(reviewer: str | None = Depends(auth.reviewer_or_admin)) -> QueueStats:
-    return fresh_stats(reviewer)
+@router.get("/queue/stats", dependencies=[Depends(auth.bearer)], responses=errors(*GUARDED))
+def stats(who: auth.Principal = Depends(auth.principal)) -> QueueStats:
+    return fresh_stats(who.name if who.role == auth.REVIEWER else None)

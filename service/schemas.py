@@ -7,14 +7,41 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from service.settings import Settings
 from teaming._validation import DataError
-from teaming.data import decode_image
+from teaming.api import ErrorOut
+from teaming.data import decode_image, read_header
+
+REASONS = {
+    400: "the body cannot be read, or its data cannot be used (the message says which item and why)",
+    401: "no bearer token",
+    403: "a token this route does not take",
+    404: "no such row, or none for you",
+    408: "the body stalled",
+    409: "the row is not in a state that allows this (resolved, or the lease is not yours)",
+    413: "the body is over the route's size limit",
+    415: "a content type or image format the service does not take",
+    422: "the request does not match its schema",
+    429: "too many unfinished uploads from this client",
+    503: "the database is unreachable or the service is saturated; retry after Retry-After seconds",
+}
+
+
+def errors(*codes: int) -> dict:
+    """OpenAPI responses for these refusals: each is {"detail": "<one line>"} (teaming.api.ErrorOut)."""
+    return {code: {"model": ErrorOut, "description": REASONS[code]} for code in codes}
+
+
+GUARDED = (401, 403, 503)  # every protected route
+WITH_BODY = (400, 408, 413, 429)  # every route that reads a body (400: it is not JSON)
 
 
 class Refused(Exception):
@@ -27,28 +54,53 @@ class Refused(Exception):
         self.retry_after = retry_after
 
 
-class ImageIn(BaseModel):
-    """One image to classify: base64 bytes (JPEG, PNG, ...) and an optional caller id."""
+ItemId = Annotated[str, StringConstraints(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
-    id: str | None = Field(None, max_length=256, description="caller's item id; generated when absent")
-    data: str = Field(..., description="base64-encoded image file")
+
+class ImageIn(BaseModel):
+    """One image to classify: base64 bytes (JPEG, PNG, GIF, WebP or BMP) and an optional caller id."""
+
+    id: ItemId | None = Field(None, description="caller's item id (no control characters); generated when absent")
+    data: str = Field(..., min_length=1, description="base64-encoded image file")
 
 
 class ClassifyIn(BaseModel):
     images: list[ImageIn] = Field(..., min_length=1, description="at most TEAMING_MAX_IMAGES images")
 
 
+SHOWN = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp"}
+
+
 @dataclass
 class Decoded:
-    """An image ready for the model: its id, pixels (uint8 3 x H x W) and the original bytes for reviewers."""
+    """An image ready for the model: its id, pixels at the model's input size, and the original bytes (what a
+    reviewer's browser is shown, so only formats browsers show are taken)."""
 
     item_id: str | None
     pixels: torch.Tensor
     raw: bytes
+    content_type: str
 
-    @property
-    def content_type(self) -> str:
-        return "image/png" if self.raw[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg"
+
+class PixelBudget:
+    """Pixels being decoded at once in this process; a request over the budget is turned away (503)."""
+
+    def __init__(self, pixels: int) -> None:
+        self.pixels = pixels
+        self.used = 0
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, pixels: int, name: str):
+        with self.lock:
+            if self.used and self.used + pixels > self.pixels:
+                raise Refused(503, f"{name}: the service is busy decoding other images; retry shortly", 1)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.used -= pixels
 
 
 def parse(body: object, s: Settings) -> ClassifyIn:
@@ -63,8 +115,9 @@ def parse(body: object, s: Settings) -> ClassifyIn:
         raise Refused(400, f"{where}: {first['msg']}") from None
 
 
-def decode(item: ImageIn, s: Settings) -> Decoded:
-    """Base64 and image decoding of one image within the byte and pixel limits; 400 naming the image."""
+def decode(item: ImageIn, s: Settings, size: int, budget: PixelBudget) -> Decoded:
+    """One image within the byte, pixel and format limits, decoded (a JPEG at reduced scale) and resized to the
+    model's `size`; 400 (415 for a format browsers do not show) naming the image."""
     name = item.id or "image"
     limit = s.max_image_bytes
     if len(item.data) > 4 * (limit + 2) // 3 + 4:
@@ -76,7 +129,29 @@ def decode(item: ImageIn, s: Settings) -> Decoded:
     if len(raw) > limit:
         raise Refused(400, f"{name}: {len(raw)} bytes is over the size limit of {limit}")
     try:
-        pixels = decode_image(raw, None, name, s.max_pixels)
+        header = read_header(raw, name, s.max_pixels)
+        if header.format not in SHOWN:
+            raise Refused(415, f"{name}: {header.format} images are not taken; send JPEG, PNG, GIF, WebP or BMP")
+        scale = 64 if header.format == "JPEG" else 1  # a JPEG is decoded at 1/8 scale when it is large
+        with budget.hold(max(header.width * header.height // scale, size * size), name):
+            pixels = decode_image(raw, size, name, s.max_pixels)
     except DataError as err:
         raise Refused(400, str(err)) from None
-    return Decoded(item.id, pixels, raw)
+    return Decoded(item.id, pixels, raw, SHOWN[header.format])
+
+
+def inline_schema(model: type[BaseModel]) -> dict:
+    """A model's JSON schema with its $defs written in place, to stand alone inside the OpenAPI document."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[1]])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)

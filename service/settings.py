@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         24 * 3600.0, gt=0, description="an item whose tasks wait this long closes with the answers it has"
     )
     lease_seconds: float = Field(300.0, gt=0)
+    reviewer_leases: int = Field(1, ge=1, description="live leases a reviewer may hold; a claim past it repeats one")
+    max_unread_bodies: int = Field(32, ge=0, description="uploads one client may have unfinished (0: no limit)")
+    body_idle_seconds: float = Field(10.0, gt=0, description="a body that sends nothing this long gets 408")
+    pixel_budget: int = Field(256_000_000, ge=1, description="pixels decoded at once in the process; 503 past it")
+    db_wait_seconds: float = Field(30.0, ge=0, description="how long a start waits for an unreachable database")
     webhook_url: str | None = Field(None, description="POST every final answer set or changed here (signed)")
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 key of the webhook signatures")
     webhook_max_attempts: int = Field(20, ge=1)

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import logging
 
+import bentoml
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from service import admin, callers, reviewing
+from service.auth import Denied
 from service.schemas import Refused
 from teaming.ops.queue import Conflict, NotFound
 
@@ -22,15 +27,33 @@ web.include_router(reviewing.router, prefix="/v1")
 web.include_router(admin.router, prefix="/v1")
 
 
-def _refuse(request: Request, status: int, message: str, key: str = "detail", headers: dict | None = None):
+def openapi_with_classes() -> dict:
+    """The OpenAPI document, with the served model's classes as the labels a reviewer may answer."""
+    if web.openapi_schema is None:
+        schema = get_openapi(title=web.title, version=web.version, description=web.description, routes=web.routes)
+        classes = bentoml.get_current_service().classes
+        answer = schema["components"]["schemas"]["ClassAnswer"]["properties"]["label"]
+        answer["anyOf"] = [
+            {"type": "integer", "minimum": 0, "maximum": len(classes) - 1},
+            {"type": "string", "enum": classes},
+        ]
+        web.openapi_schema = schema
+    return web.openapi_schema
+
+
+web.openapi = openapi_with_classes
+
+
+def _refuse(request: Request, status: int, message: str, headers: dict | None = None):
+    """Every refusal: {"detail": "<one line>"} with its status, and one WARNING line in the log."""
     logger.warning("refused %s %s: %d %s", request.method, request.url.path, status, message)
-    return JSONResponse({key: message}, status, headers=headers)
+    return JSONResponse({"detail": message}, status, headers=headers)
 
 
 @web.exception_handler(Refused)
 async def _refused(request: Request, err: Refused) -> JSONResponse:
     headers = None if err.retry_after is None else {"Retry-After": str(int(err.retry_after))}
-    return _refuse(request, err.status, err.message, "error", headers)
+    return _refuse(request, err.status, err.message, headers)
 
 
 @web.exception_handler(NotFound)
@@ -53,3 +76,16 @@ async def _invalid(request: Request, err: RequestValidationError) -> JSONRespons
 @web.exception_handler(HTTPException)
 async def _http(request: Request, err: HTTPException) -> JSONResponse:
     return _refuse(request, err.status_code, str(err.detail), headers=err.headers)
+
+
+@web.exception_handler(Denied)
+async def _denied(request: Request, err: Denied) -> JSONResponse:
+    return _refuse(request, err.status, err.message)
+
+
+@web.exception_handler(OperationalError)
+@web.exception_handler(InterfaceError)
+@web.exception_handler(PoolTimeout)
+async def _database_down(request: Request, err: Exception) -> JSONResponse:
+    message = f"the database is unreachable or refuses writes, retry later ({type(err).__name__})"
+    return _refuse(request, 503, message, headers={"Retry-After": "5"})

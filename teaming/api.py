@@ -6,9 +6,9 @@ other's code; the library never imports the service.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 
 
 class TopK(BaseModel):
@@ -68,16 +68,39 @@ class Claimed(BaseModel):
     stats: QueueStats
 
 
-class LabelIn(BaseModel):
-    """A reviewer's answer: a class (name or id), or the verdict "none" (none of these) or "unsure" (can't tell)."""
+LeaseId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 
-    lease_id: str = Field(..., max_length=64)
-    label: int | str | None = Field(None, description="a class name or id; leave out with a none/unsure verdict")
-    verdict: Literal["class", "none", "unsure"] = "class"
+
+def _not_a_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a class id is a number, not true or false")
+    return value
+
+
+ClassId = Annotated[int, BeforeValidator(_not_a_bool)]
+
+
+class ClassAnswer(BaseModel):
+    """A reviewer's answer naming a class."""
+
+    lease_id: LeaseId
+    label: ClassId | str = Field(..., description="a class name or id")
+    verdict: Literal["class"] = "class"
+
+
+class OtherAnswer(BaseModel):
+    """A reviewer's answer that names no class: none of these, or can't tell."""
+
+    lease_id: LeaseId
+    verdict: Literal["none", "unsure"]
+    label: None = None
+
+
+LabelIn = ClassAnswer | OtherAnswer
 
 
 class SkipIn(BaseModel):
-    lease_id: str = Field(..., max_length=64)
+    lease_id: LeaseId
 
 
 class Labelled(BaseModel):

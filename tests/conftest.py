@@ -126,12 +126,12 @@ def serve(tmp_path_factory) -> Iterator[Callable[..., Served]]:
 
     started = []
 
-    def start(audit_rate: float = 0.25, db: str | None = None, **env: str) -> Served:
+    def start(audit_rate: float = 0.25, db: str | None = None, ready_path: str = "/readyz", **env: str) -> Served:
         tmp = tmp_path_factory.mktemp("svc")
         settings = service_env(tmp, audit_rate, db, **env)
         proc = ServiceProcess(settings, tmp / "server.log")
         started.append(proc)
-        return Served(proc.start(), settings["TEAMING_DB_URL"])
+        return Served(proc.start(ready_path=ready_path), settings["TEAMING_DB_URL"])
 
     yield start
     for proc in started:

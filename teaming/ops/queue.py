@@ -8,6 +8,7 @@ caller's transaction (ops/loop.py composes them); the others open their own.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -66,6 +67,12 @@ def _held(task_id: int, lease_id: str, reviewer: str, now: float) -> tuple:
     )
 
 
+def _lock_key(*parts: str) -> int:
+    """A stable signed 64-bit key for a PostgreSQL advisory lock."""
+    digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def claimable(now: float):
     """Tasks a reviewer may take: open, or claimed under a lease that has run out."""
     return or_(tasks.c.status == OPEN, and_(tasks.c.status == CLAIMED, tasks.c.lease_expires_at < now))
@@ -92,9 +99,13 @@ class ReviewQueue:
         """The condition a task meets when `reviewer` may take it."""
         return and_(claimable(now), tasks.c.decision_id.not_in(_seen_by(reviewer, now)))
 
-    def claim(self, reviewer: str, lease_seconds: float) -> Claim | None:
-        """Atomically take the next task this reviewer may take: ones they skipped last, deferrals first, oldest
-        first."""
+    def claim(self, reviewer: str, lease_seconds: float, max_leases: int = 1) -> Claim | None:
+        """Atomically take the next task this reviewer may take (ones they skipped last, deferrals first, oldest
+        first); a reviewer who already holds `max_leases` live leases gets their oldest one again.
+
+        The database enforces both rules: on PostgreSQL one reviewer's claims run one at a time (an advisory lock
+        on the reviewer), on SQLite the lease count and the pick are conditions of one UPDATE.
+        """
         now = time.time()
         skipped = exists().where(skips.c.task_id == tasks.c.id, skips.c.reviewer == reviewer)
         pick = (
@@ -103,32 +114,38 @@ class ReviewQueue:
             .order_by(skipped.asc(), (tasks.c.kind == "defer").desc(), tasks.c.id)
             .limit(1)
         )
+        live = and_(tasks.c.claimed_by == reviewer, tasks.c.status == CLAIMED, tasks.c.lease_expires_at >= now)
         lease = uuid.uuid4().hex
         expires = now + lease_seconds
         take = dict(status=CLAIMED, claimed_by=reviewer, lease_id=lease, lease_expires_at=expires)
         with self.engine.begin() as conn:
             if self.postgres:
-                row = conn.execute(pick.with_for_update(skip_locked=True)).first()
-                if row is None:
-                    return None
-                task_id = row[0]
-                conn.execute(update(tasks).where(tasks.c.id == task_id).values(**take))
+                conn.execute(select(func.pg_advisory_xact_lock(_lock_key("claim", reviewer))))
+                held = conn.execute(select(func.count()).where(live)).scalar_one()
+                row = None if held >= max_leases else conn.execute(pick.with_for_update(skip_locked=True)).first()
+                if row is not None:
+                    conn.execute(update(tasks).where(tasks.c.id == row[0]).values(**take))
             else:  # SQLite runs one writer at a time: the guarded UPDATE is atomic
+                under_cap = select(func.count()).where(live).scalar_subquery() < max_leases
                 row = conn.execute(
                     update(tasks)
-                    .where(tasks.c.id == pick.scalar_subquery(), claimable(now))
+                    .where(tasks.c.id == pick.scalar_subquery(), claimable(now), under_cap)
                     .values(**take)
                     .returning(tasks.c.id)
                 ).first()
-                if row is None:
+            if row is None:
+                held = conn.execute(
+                    select(tasks.c.id, tasks.c.lease_id, tasks.c.lease_expires_at).where(live).order_by(tasks.c.id)
+                ).first()
+                if held is None:
                     return None
-                task_id = row[0]
+                row, lease, expires = (held.id,), held.lease_id, held.lease_expires_at
             t = conn.execute(
                 select(tasks.c.decision_id, tasks.c.kind, decisions.c.item_id)
                 .join(decisions, decisions.c.id == tasks.c.decision_id)
-                .where(tasks.c.id == task_id)
+                .where(tasks.c.id == row[0])
             ).one()
-        return Claim(task_id, t.decision_id, t.item_id, t.kind, lease, expires)
+        return Claim(row[0], t.decision_id, t.item_id, t.kind, lease, expires)
 
     def _refuse(self, conn: Connection, task_id: int, lease_id: str, reviewer: str) -> StoreError:
         t = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()
@@ -198,15 +215,24 @@ class ReviewQueue:
                 raise self._refuse(conn, task_id, lease_id, reviewer)
             conn.execute(skips.insert().values(task_id=task_id, reviewer=reviewer, created_at=now))
 
-    def image(self, task_id: int) -> tuple[bytes, str]:
+    def image(self, task_id: int, holder: str | None = None) -> tuple[bytes, str]:
+        """The task's image and content type; with `holder`, only while that reviewer holds a live lease on it."""
+        query = (
+            select(decisions.c.image, decisions.c.content_type)
+            .join(tasks, tasks.c.decision_id == decisions.c.id)
+            .where(tasks.c.id == task_id)
+        )
+        if holder is not None:
+            now = time.time()
+            query = query.where(
+                tasks.c.claimed_by == holder, tasks.c.status == CLAIMED, tasks.c.lease_expires_at >= now
+            )
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(decisions.c.image, decisions.c.content_type)
-                .join(tasks, tasks.c.decision_id == decisions.c.id)
-                .where(tasks.c.id == task_id)
-            ).first()
+            row = conn.execute(query).first()
         if row is None or row.image is None:
-            raise NotFound(f"unknown review task {task_id}")
+            raise NotFound(
+                f"no image of task {task_id} for you: claim it first" if holder else f"unknown review task {task_id}"
+            )
         return row.image, row.content_type or "application/octet-stream"
 
     def add_tasks(self, conn: Connection, decision_id: int, kinds: list[str]) -> list[int]:

@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -35,10 +36,11 @@ BASELINE = "0001"  # the schema as metadata.create_all made it before alembic
 _LOCK_ID = 0x7EA1  # PostgreSQL advisory lock: replicas starting together migrate one at a time
 
 metadata = MetaData()
+RowId = BigInteger().with_variant(Integer(), "sqlite")  # 64-bit everywhere; SQLite's INTEGER already is
 decisions = Table(
     "decisions",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", RowId, primary_key=True, autoincrement=True),
     Column("item_id", String(256), nullable=False, index=True),
     Column("created_at", Float, nullable=False),
     Column("outcome", String(16), nullable=False),  # auto | deferred
@@ -54,8 +56,8 @@ decisions = Table(
 tasks = Table(
     "review_tasks",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, index=True),
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("decision_id", RowId, ForeignKey("decisions.id"), nullable=False, index=True),
     Column("kind", String(16), nullable=False),  # defer | audit
     Column("status", String(16), nullable=False, index=True),  # open | claimed | done
     Column("claimed_by", String(128), nullable=True),
@@ -67,9 +69,9 @@ tasks = Table(
 reviews = Table(
     "reviews",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("task_id", Integer, ForeignKey("review_tasks.id"), nullable=False, unique=True),
-    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, index=True),
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("task_id", RowId, ForeignKey("review_tasks.id"), nullable=False, unique=True),
+    Column("decision_id", RowId, ForeignKey("decisions.id"), nullable=False, index=True),
     Column("reviewer", String(128), nullable=False),
     Column("verdict", String(16), nullable=False, server_default="class"),  # class | none | unsure
     Column("label", Integer, nullable=True),  # the class id when the verdict is a class
@@ -79,16 +81,16 @@ reviews = Table(
 skips = Table(
     "skips",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("task_id", Integer, ForeignKey("review_tasks.id"), nullable=False, index=True),
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("task_id", RowId, ForeignKey("review_tasks.id"), nullable=False, index=True),
     Column("reviewer", String(128), nullable=False),
     Column("created_at", Float, nullable=False),
 )
 outcomes = Table(  # append-only: an item's final answer each time it is set, changes or closes
     "outcomes",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, index=True),
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("decision_id", RowId, ForeignKey("decisions.id"), nullable=False, index=True),
     Column("item_id", String(256), nullable=False, index=True),
     Column("status", String(16), nullable=False),  # answered | unresolved
     Column("label", Integer, nullable=True),
@@ -102,9 +104,9 @@ outcomes = Table(  # append-only: an item's final answer each time it is set, ch
 events = Table(  # the webhook outbox: written with the outcome it announces, delivered at least once
     "events",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", RowId, primary_key=True, autoincrement=True),
     Column("event_id", String(36), nullable=False, unique=True),  # the idempotency key receivers see
-    Column("decision_id", Integer, ForeignKey("decisions.id"), nullable=False, index=True),
+    Column("decision_id", RowId, ForeignKey("decisions.id"), nullable=False, index=True),
     Column("kind", String(32), nullable=False),
     Column("body", JSON, nullable=False),
     Column("created_at", Float, nullable=False),

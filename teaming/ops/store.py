@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import create_engine, event, false, select, update
 from sqlalchemy.engine import Engine
 
 from teaming.ops.log import DecisionLog
@@ -22,7 +22,7 @@ def connect(url: str) -> Engine:
     """An engine for `url`; SQLite files run in WAL mode with a busy timeout so readers never block writers."""
     if url.startswith("sqlite"):
         path = url.removeprefix("sqlite:///")
-        if path and path != url and not path.startswith(":memory:"):
+        if path and path != url and not path.startswith((":memory:", "file:")):
             Path(path).parent.mkdir(parents=True, exist_ok=True)  # a new log folder, e.g. runs/
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -57,6 +57,18 @@ class Store:
         try:
             with self.engine.connect() as conn:
                 conn.execute(select(1))
+            return True
+        except Exception:
+            return False
+
+    def writable(self) -> bool:
+        """Whether the database takes writes now: a write that changes nothing, rolled back (a read-only SQLite
+        file or a PostgreSQL standby refuses it)."""
+        try:
+            with self.engine.connect() as conn:
+                tx = conn.begin()
+                conn.execute(update(policies).where(false()).values(active=policies.c.active))
+                tx.rollback()
             return True
         except Exception:
             return False

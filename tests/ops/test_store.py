@@ -36,8 +36,10 @@ def test_record_claim_submit(store):
     assert t1 == []  # only deferred items get a task
     c = store.queue.claim("alice", 60)
     assert c.task_id == t0 and c.item_id == "item/0" and c.kind == "defer"
-    assert store.queue.claim("alice", 60) is None  # nothing else to do
+    again = store.queue.claim("alice", 60)  # a second claim while she holds one (a page reload): the same lease
+    assert (again.task_id, again.lease_id) == (c.task_id, c.lease_id)
     done = store.queue.submit(c.task_id, c.lease_id, "alice", 7)
+    assert store.queue.claim("alice", 60) is None  # nothing else to do
     assert done.review_id > 0 and done.latency_s >= 0 and done.decision_id == d0
     assert [(r.kind, r.verdict, r.label, r.reviewer) for r in store.log.reviews_of(d0)] == [
         ("defer", "class", 7, "alice")
@@ -164,3 +166,31 @@ def test_a_new_sqlite_log_gets_its_folder(tmp_path):
     with store.engine.connect() as conn:
         assert conn.execute(select(decisions.c.id)).all() == []
     store.dispose()
+
+
+def test_one_reviewer_bursting_claims_gets_distinct_items_and_a_capped_number_of_leases(store):
+    """Sixty-four claims at once by one reviewer: never two tasks of one item, never more leases than allowed."""
+    store.log.record([decision(i, "auto", audit=True) for i in range(20)])  # 60 audit tasks, 3 per item
+
+    def claim(_):
+        return store.queue.claim("alice", 60, max_leases=4)
+
+    with ThreadPoolExecutor(16) as pool:
+        claims = [c for c in pool.map(claim, range(64)) if c is not None]
+    tasks_held = {c.task_id for c in claims}
+    items = {c.decision_id for c in claims}
+    assert len(tasks_held) == len(items) <= 4  # one task per item, at most four live leases
+    with store.engine.connect() as conn:
+        live = conn.execute(select(tasks.c.decision_id).where(tasks.c.claimed_by == "alice")).scalars().all()
+    assert len(live) == len(set(live)) == len(tasks_held)
+
+
+def test_images_go_only_to_the_lease_holder(store):
+    [(_, [task])] = store.log.record([decision(0)])
+    with pytest.raises(NotFound, match="claim it first"):
+        store.queue.image(task, holder="alice")
+    c = store.queue.claim("alice", 60)
+    assert store.queue.image(task, holder="alice") == (b"jpeg-bytes", "image/jpeg")
+    with pytest.raises(NotFound):
+        store.queue.image(task, holder="bob")
+    assert store.queue.image(c.task_id) == (b"jpeg-bytes", "image/jpeg")  # the admin sees any

@@ -81,15 +81,15 @@ def test_client_mistakes_are_client_errors_in_one_line(server):
     auth = {"Authorization": f"Bearer {CALLER}"}
     jpeg = default_test_jpegs([1])[0]
     r = httpx.post(url, files={"file": ("cat.jpg", jpeg, "image/jpeg")}, headers=auth)  # curl -F
-    assert r.status_code == 415 and "application/json" in r.json()["error"]
+    assert r.status_code == 415 and "application/json" in r.json()["detail"]
     r = httpx.post(url, content=b"hello", headers={**auth, "Content-Type": "text/plain"})
     assert r.status_code == 415
     r = httpx.post(url, content=b"{not json", headers={**auth, "Content-Type": "application/json"})
-    assert r.status_code == 400 and r.json() == {"error": "the body is not valid JSON"}
+    assert r.status_code == 400 and r.json() == {"detail": "the body is not valid JSON"}
     r = httpx.post(url, json={"images": [{"id": "x", "data": "aGVsbG8="}]}, headers=auth)
-    assert r.status_code == 400 and "object at 0x" not in r.text and "x: cannot decode image" in r.json()["error"]
+    assert r.status_code == 400 and "object at 0x" not in r.text and "x: cannot decode image" in r.json()["detail"]
     r = httpx.post(url, json={"images": "nope"}, headers=auth)
-    assert r.status_code == 400 and "\n" not in r.json()["error"] and r.json()["error"].startswith("images:")
+    assert r.status_code == 400 and "\n" not in r.json()["detail"] and r.json()["detail"].startswith("images:")
     log = server.proc.log_path.read_text()
     assert "Traceback" not in log and log.count("refused POST /classify") >= 5
 

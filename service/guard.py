@@ -1,0 +1,99 @@
+"""Admission at the door (an ASGI middleware around the whole service), before any byte of a body is read:
+
+- who is calling (auth.py): 401/403 before a body is read, so strangers cannot make the service wait on them;
+- how large the body says it is: 413 over the route's limit (classify: TEAMING_MAX_IMAGES images of
+  TEAMING_MAX_IMAGE_BYTES each, in base64);
+- how many bodies one client has not finished sending: 429 past TEAMING_MAX_UNREAD_BODIES, for that client only;
+- how long a body may stall: 408 once TEAMING_BODY_IDLE_SECONDS pass without a byte.
+
+BentoML's own concurrency cap counted a stalled upload like real work, so a thousand of them turned every caller
+away; the service runs without it, and saturation shows on /readyz instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from starlette.responses import JSONResponse
+
+from service.auth import Denied, authorize
+from service.settings import get_settings
+
+logger = logging.getLogger("bentoml.teaming")
+SMALL_BODY = 64 * 1024  # any route but classify
+
+
+def body_limit(path: str) -> int:
+    s = get_settings()
+    if path.rstrip("/") == "/classify":
+        return s.max_images * (4 * s.max_image_bytes // 3 + 512) + 4096
+    return SMALL_BODY
+
+
+class Guard:
+    def __init__(self, app) -> None:
+        self.app = app
+        self.unread: Counter[str] = Counter()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        path, method = scope["path"], scope["method"]
+        try:
+            scope.setdefault("state", {})["principal"] = authorize(method, path, headers.get("authorization"))
+        except Denied as err:
+            return await self._refuse(scope, receive, send, err.status, err.message)
+        length = headers.get("content-length")
+        has_body = (length is not None and length != "0") or "chunked" in headers.get("transfer-encoding", "")
+        if not has_body:
+            return await self.app(scope, receive, send)
+        if length is not None and length.isdigit() and int(length) > body_limit(path):
+            return await self._refuse(scope, receive, send, 413, f"a body of {length} bytes is over {body_limit(path)}")
+        s = get_settings()
+        client = (scope.get("client") or ("unknown", 0))[0]
+        if s.max_unread_bodies and self.unread[client] >= s.max_unread_bodies:
+            return await self._refuse(scope, receive, send, 429, "too many unfinished uploads from you", 1)
+        self.unread[client] += 1
+        done = False
+        replied = False
+
+        def finish() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self.unread[client] -= 1
+                if self.unread[client] <= 0:
+                    del self.unread[client]
+
+        async def timed_receive():
+            nonlocal replied
+            if done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), s.body_idle_seconds)
+            except asyncio.TimeoutError:
+                finish()
+                replied = True
+                await self._refuse(scope, receive, send, 408, f"no body byte for {s.body_idle_seconds:g} s")
+                return {"type": "http.disconnect"}
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                finish()
+            return message
+
+        async def guarded_send(message) -> None:
+            if not replied:  # after a 408 the app only learns that the client is gone
+                await send(message)
+
+        try:
+            await self.app(scope, timed_receive, guarded_send)
+        finally:
+            finish()
+
+    @staticmethod
+    async def _refuse(scope, receive, send, status: int, message: str, retry_after: float | None = None) -> None:
+        logger.warning("refused %s %s: %d %s", scope["method"], scope["path"], status, message)
+        headers = {"Retry-After": str(int(retry_after))} if retry_after else None
+        await JSONResponse({"detail": message}, status, headers=headers)(scope, receive, send)
