@@ -34,12 +34,16 @@ from teaming.ops.webhooks import Deliverer
 
 logger = logging.getLogger("bentoml.teaming")  # under bentoml so its log config shows it
 metrics.own_prometheus_dir()  # before `bentoml serve` empties the shared one: replicas on one host keep theirs
-preflight()  # in the serving process: a service that cannot work stops here, with one line, not in a crash loop
 
 
 @bentoml.service(resources={"gpu": 1}, traffic={"timeout": 120}, workers=1)  # admission: guard.py
 @bentoml.asgi_app(web, path="/")
 class Teaming:
+    @bentoml.on_deployment
+    def check() -> None:
+        """Before any worker starts: a service that cannot work stops here, with one line, not in a crash loop."""
+        preflight()
+
     def __init__(self) -> None:
         self.settings = s = get_settings()
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -5,7 +5,6 @@ model folder, the database (retried with backoff while it comes up) and the poli
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,9 +35,7 @@ def open_store(url: str, wait_seconds: float) -> Store:
 
 
 def preflight() -> None:
-    """Run once in the serving process (the one without PROMETHEUS_MULTIPROC_DIR); workers skip it."""
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        return
+    """Run once by `bentoml serve` before it starts workers (a deployment hook of the service)."""
     try:
         s = get_settings()
         meta = load_meta(s.model_dir)

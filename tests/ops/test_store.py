@@ -194,3 +194,12 @@ def test_images_go_only_to_the_lease_holder(store):
     with pytest.raises(NotFound):
         store.queue.image(task, holder="bob")
     assert store.queue.image(c.task_id) == (b"jpeg-bytes", "image/jpeg")  # the admin sees any
+
+
+def test_ids_past_32_bits_are_rows_like_any_other(store):
+    """64-bit ids (migration 0003 on PostgreSQL): a task id past 2^31 is an unknown row, not an overflow."""
+    for task_id in (2**31, 2**62):
+        with pytest.raises(NotFound, match="unknown review task"):
+            store.queue.image(task_id)
+        with pytest.raises(NotFound):
+            store.queue.submit(task_id, "0" * 32, "alice", 1)
