@@ -2,7 +2,8 @@
 
 Each model trains on train[0:36000] with one kind of CIFAR-10N label, fits its temperature to its own
 training targets on train[36000:40000], and predicts train[40000:50000] (mirror TTA). Probabilities go to
-OUT/<name>.npz with the item positions, so `experiments/cifar10n_table.py` can build the table without a net.
+OUT/<name>.npz with the item positions and penultimate features, so `experiments/cifar10n_table.py` (and
+`experiments/learned_deferral.py`) can build their tables without a net.
 Usage: python experiments/cifar10n_models.py [--out runs/cifar10n] [--epochs 6] [--only ce_r1,soft_r123]
 """
 
@@ -20,7 +21,7 @@ from teaming.data import load_jpeg_pack
 from teaming.datasets import load_cifar10n, shared_data_dir
 from teaming.model.calibration import fit_temperature, softmax
 from teaming.model.metrics import accuracy
-from teaming.model.predict import predict_logits
+from teaming.model.predict import predict_logits, predict_outputs
 from teaming.model.train import TrainConfig, resolve_device, train
 
 FIT, CAL, TEST = slice(0, 36000), slice(36000, 40000), slice(40000, 50000)
@@ -61,9 +62,15 @@ def main() -> None:
         net = train(pack.images[FIT], human.subset(FIT), config, num_classes=10).net
         cal_logits = predict_logits(net, pack.images[CAL], tta=True).numpy()
         t = fit_temperature(cal_logits, human.subset(CAL).soft())
-        probs = softmax(predict_logits(net, pack.images[TEST], tta=True).numpy(), t)
+        logits, features = predict_outputs(net, pack.images[TEST], tta=True)
+        probs = softmax(logits.numpy(), t)
         seconds = time.perf_counter() - start
-        np.savez_compressed(out / f"{name}.npz", probs=probs.astype(np.float32), items=np.arange(50000)[TEST])
+        np.savez_compressed(
+            out / f"{name}.npz",
+            probs=probs.astype(np.float32),
+            features=features.numpy().astype(np.float32),  # for the learned deferral policies
+            items=np.arange(50000)[TEST],
+        )
         info = dict(
             name=name,
             labels=cols,

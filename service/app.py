@@ -89,7 +89,8 @@ class Teaming:
         images = [item for req in requests for item in req]
         batch = torch.stack([item.pixels for item in images]).to(self.device)
         with torch.inference_mode():
-            probs = self.artifact.predict_proba(batch).astype(np.float64)
+            out = self.artifact.outputs(batch)
+        probs = out.probs.astype(np.float64)
         probs /= probs.sum(1, keepdims=True)
         self.policy.follow()
         policy, policy_version = self.policy.active
@@ -97,7 +98,9 @@ class Teaming:
         rows = decision_rows(
             images,
             probs,
-            policy.decide(probs),
+            policy.reasons(probs, out.unfamiliarity, out.features),
+            policy.confidence(probs, out.features),
+            out.unfamiliarity,
             self.model_version,
             policy_version,
             s.audit_rate,

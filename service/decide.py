@@ -16,20 +16,23 @@ from teaming.ops.review import DEFER, keeps_image, review_tasks
 def decision_rows(
     images: list[Decoded],
     probs: np.ndarray,
-    defer: np.ndarray,
+    reasons: np.ndarray,
+    scores: np.ndarray,
+    unfamiliarity: np.ndarray | None,
     model_version: str,
     policy_version: str,
     audit_rate: float,
     audit_reviewers: int,
     rng: random.Random,
 ) -> list[NewDecision]:
-    """One row per image: the model's answer and confidence, deferred or not, audited by a random draw, and
-    the review tasks and image that go with it."""
+    """One row per image: the model's answer and confidence, deferred or not (and why: `reasons` holds "unsure",
+    "unfamiliar" or "", `scores` what the policy compared with its threshold), audited by a random draw, and the
+    review tasks and image that go with it."""
     rows = []
     pred, conf = probs.argmax(1), probs.max(1)
     for i, item in enumerate(images):
         audited = rng.random() < audit_rate
-        deferred = bool(defer[i])
+        deferred = bool(reasons[i])
         rows.append(
             NewDecision(
                 item_id=item.item_id or f"req-{time.time_ns()}-{i}",
@@ -43,6 +46,9 @@ def decision_rows(
                 image=item.raw if keeps_image(deferred, audited) else None,
                 content_type=item.content_type,
                 tasks=review_tasks(deferred, audited, audit_reviewers),
+                defer_reason=str(reasons[i]) if deferred else None,
+                unfamiliarity=None if unfamiliarity is None else round(float(unfamiliarity[i]), 4),
+                policy_score=round(float(scores[i]), 6),
             )
         )
     return rows
@@ -59,6 +65,7 @@ def answers(
             Decision(
                 item_id=row.item_id,
                 decision=row.outcome,
+                reason=row.defer_reason,
                 label=None if row.outcome == "deferred" else classes[row.machine_label],
                 confidence=row.confidence,
                 top_k=[TopK(label=classes[j], probability=float(p[j])) for j in top],

@@ -16,6 +16,31 @@ from teaming._validation import InputError, check_probs
 from teaming.confidence import confidence
 
 
+@dataclass
+class Interval:
+    """A mean over n draws (seeds, splits) with its 95% t-interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def __str__(self) -> str:
+        if self.n < 2:
+            return f"{self.mean:.2%}"
+        return f"{self.mean:.2%} (95% CI {self.low:.2%} to {self.high:.2%}, {self.n} draws)"
+
+
+def mean_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Interval:
+    """The mean of `values` and its t-interval (the interval is the mean itself for one value)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    m = float(v.mean())
+    if len(v) < 2 or np.all(v == v[0]):
+        return Interval(m, m, m, len(v))
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return Interval(m, m - half, m + half, len(v))
+
+
 def oracle_accuracy(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray) -> float:
     """Upper bound of any team of two: an item counts as right when either member is right."""
     return float(((np.asarray(pred_a) == y) | (np.asarray(pred_b) == y)).mean())

@@ -21,6 +21,9 @@ class Decision(BaseModel):
 
     item_id: str
     decision: Literal["auto", "deferred"]
+    reason: Literal["unsure", "unfamiliar"] | None = Field(
+        None, description="why it was deferred: the model is unsure, or the image is unlike anything it knows"
+    )
     label: str | None = Field(None, description="the model's answer when auto; the reviewer's comes later")
     confidence: float
     top_k: list[TopK]

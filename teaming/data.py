@@ -210,7 +210,8 @@ def pack_jpegs(indices: Sequence[int], path: str | Path) -> list[bytes]:
 
 
 def load_image_folder(root: str | Path, size: int = 32, classes: Sequence[str] | None = None) -> ImageSet:
-    """Load an ImageFolder tree (root/<class>/<image>), resized to size x size; ids are '<class>/<file>'."""
+    """Load an ImageFolder tree (root/<class>/<image>), resized to size x size; ids are '<class>/<file>', in a
+    stratified shuffled order (see `stratified_order`)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"no directory at {root}")
@@ -234,7 +235,25 @@ def load_image_folder(root: str | Path, size: int = 32, classes: Sequence[str] |
             labels.append(label)
     if not ids:
         raise DataError(f"{root}: no images found")
-    return ImageSet(torch.stack(tensors), ids, list(classes), np.array(labels), source=str(root))
+    order = stratified_order(np.array(labels))
+    return ImageSet(
+        torch.stack([tensors[i] for i in order]),
+        [ids[i] for i in order],
+        list(classes),
+        np.array(labels)[order],
+        source=str(root),
+    )
+
+
+def stratified_order(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A seeded shuffle in which every class is spread evenly, so any range of positions (0:800, 800:1000) holds
+    each class in proportion: folders come sorted by class, and a plain range would leave whole classes out."""
+    rng = np.random.default_rng(seed)
+    key = np.empty(len(labels))
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        key[members] = (np.arange(len(members)) + rng.random(len(members))) / len(members)
+    return np.argsort(key, kind="stable")
 
 
 def load_torchvision_cifar10(root: str | Path, train: bool = False) -> ImageSet:
@@ -273,3 +292,18 @@ def parse_items(spec: str | None, n: int) -> np.ndarray:
     if len(idx) == 0 or idx.min() < 0 or idx.max() >= n:
         raise DataError(f"items {spec!r} select nothing valid among {n} images")
     return idx
+
+
+def item_runs(positions: Sequence[int] | np.ndarray) -> list[list[int]]:
+    """Positions as sorted inclusive [first, last] runs: how artifacts and policies record the items they saw."""
+    pos = np.unique(np.asarray(positions, dtype=np.int64))
+    if not len(pos):
+        return []
+    breaks = np.flatnonzero(np.diff(pos) != 1)
+    starts, ends = np.r_[pos[0], pos[breaks + 1]], np.r_[pos[breaks], pos[-1]]
+    return [[int(a), int(b)] for a, b in zip(starts, ends)]
+
+
+def run_positions(runs: Sequence[Sequence[int]] | None) -> np.ndarray:
+    """The positions of `item_runs` output (empty for None)."""
+    return np.concatenate([np.arange(a, b + 1) for a, b in runs]) if runs else np.zeros(0, np.int64)

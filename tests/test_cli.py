@@ -34,9 +34,10 @@ def cli(*args: str) -> Run:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    """A one-epoch model trained by `teaming train` on 1,000 CIFAR-10H items."""
+    """A three-epoch model trained by `teaming train` on 1,000 CIFAR-10H items (about 20% accurate: one epoch
+    is at chance, which `train` refuses to save)."""
     out = tmp_path_factory.mktemp("cli") / "cli-model"
-    args = ["--widths", "8,16,16", "--epochs", "1", "--batch-size", "250", "--train-items", "0:1000"]
+    args = ["--widths", "8,16,16", "--epochs", "3", "--batch-size", "100", "--train-items", "0:1000"]
     r = cli("train", "--out", str(out), *args, "--eval-items", "9000:9200", "--no-fgsm")
     assert r.returncode == 0, r.stderr
     assert "saved" in r.stdout
@@ -88,7 +89,7 @@ def test_train_defaults_come_from_the_recipe(tmp_path, monkeypatch):
     from teaming.datasets import DEFAULT_PACK
 
     pack.write_bytes(DEFAULT_PACK.read_bytes())
-    cli("train", "--out", str(tmp_path / "m"), "--pretrain", str(pack), "--pretrain-epochs", "7")
+    cli("train", "--out", str(tmp_path / "m"), "--pretrain", str(pack), "--pretrain-epochs", "24")
     shipped = json.loads((ROOT / "models" / "cifar10h-default" / "model.json").read_text())["training"]
     assert seen["config"].to_dict() == shipped["config"]
     assert seen["pretrain"].to_dict() == shipped["pretrain_config"]
@@ -206,3 +207,45 @@ def test_migrate_brings_a_log_to_the_latest_schema(tmp_path):
     assert r.returncode == 0 and "(was" not in r.stdout  # nothing left to do
     r = cli("migrate", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none")
     assert r.returncode == 2 and r.stderr.startswith("error:")
+
+
+def test_fit_policy_refuses_the_items_a_model_was_trained_on(tiny_model, tmp_path):
+    out = tmp_path / "p.json"
+    r = cli("fit-policy", str(tiny_model), "--out", str(out), "--items", "500:1500")
+    assert r.returncode == 2 and "trained or calibrated the model" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_report_leaves_out_the_items_its_policy_was_fitted_on(fitted, tmp_path):
+    out = tmp_path / "r.md"
+    r = cli("report", MODEL, "--policy", str(fitted), "--out", str(out), "--items", "7000:10000")
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "1500 items (1500 items the policy was fitted on are left out)" in text
+    assert "mean over 20 draws of the sampled people" in text
+
+
+def _noise_folder(root: Path, per_class: int = 40) -> Path:
+    """An ImageFolder of pure noise in two classes: nothing to learn, so any model is at chance."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_train_refuses_a_model_at_chance_unless_forced(tmp_path):
+    images = _noise_folder(tmp_path / "noise")
+    args = ["--images", str(images), "--labels", "hard", "--widths", "8,16,16", "--epochs", "1"]
+    args += ["--train-items", "0:60", "--eval-items", "60:80", "--no-fgsm", "--batch-size", "20"]
+    r = cli("train", "--out", str(tmp_path / "m"), *args)
+    assert r.returncode == 2 and "no better than chance" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].split("\r")[-1].startswith("error: not saved")  # after the progress bar
+    assert not (tmp_path / "m").exists()
+    r = cli("train", "--out", str(tmp_path / "m"), *args, "--force")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "m" / "model.json").exists()

@@ -56,10 +56,10 @@ def test_image_folder_resizes_any_size_and_labels_by_folder(tmp_path, cifar_test
     ds = load_image_folder(tmp_path, size=32)
     assert ds.images.shape == (6, 3, 32, 32)
     assert ds.classes == ["cat", "dog"]
-    assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert ds.ids[0] == "cat/0.png"
+    assert sorted(ds.labels.tolist()) == [0, 0, 0, 1, 1, 1]  # in stratified shuffled order
+    assert all(i.split("/")[0] == ds.classes[label] for i, label in zip(ds.ids, ds.labels))
     fixed = load_images(tmp_path, size=32, classes=["ant", "cat", "dog"])  # a model's class order; 'ant' has no folder
-    assert fixed.classes == ["ant", "cat", "dog"] and fixed.labels.tolist() == [1, 1, 1, 2, 2, 2]
+    assert fixed.classes == ["ant", "cat", "dog"] and sorted(fixed.labels.tolist()) == [1, 1, 1, 2, 2, 2]
 
 
 def test_image_folder_rejects_unknown_class_names(tmp_path):
@@ -149,3 +149,15 @@ def test_parse_items_reads_slices_and_lists():
         parse_items("a:b", 5)
     with pytest.raises(DataError, match="select nothing valid"):
         parse_items("5:9", 5)
+
+
+def test_stratified_order_spreads_every_class_over_any_range():
+    from teaming.data import stratified_order
+
+    labels = np.repeat(np.arange(5), 200)  # sorted by class, as an ImageFolder's folders are
+    order = stratified_order(labels)
+    assert sorted(order.tolist()) == list(range(1000))
+    for a, b in ((0, 800), (800, 1000)):
+        counts = np.bincount(labels[order[a:b]], minlength=5)
+        assert counts.min() >= 0.9 * (b - a) / 5, counts
+    assert (stratified_order(labels) == order).all()  # seeded

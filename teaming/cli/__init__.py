@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.command("train")(model.train_cmd)
 app.command("evaluate")(model.evaluate_cmd)
+app.command("fit-guard")(model.fit_guard_cmd)
 app.command("fit-policy")(team.fit_policy_cmd)
 app.command("report")(team.report_cmd)
 app.command("retune")(ops.retune_cmd)

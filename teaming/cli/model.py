@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 import typer
 from rich.table import Table
 
@@ -33,6 +34,8 @@ def train_cmd(
     widths: str = typer.Option(",".join(map(str, TrainConfig.widths)), help="fastnet widths"),
     size: int = typer.Option(TrainConfig.input_size, help="input size (images are resized to it)"),
     batch_size: int = typer.Option(TrainConfig.batch_size),
+    grayscale: float = typer.Option(TrainConfig.grayscale, help="share of training images made colourless"),
+    soften: float = typer.Option(TrainConfig.soften, help="share of training images resampled down and up"),
     pretrain: Optional[str] = typer.Option(
         None, help="JPEG pack with hard labels to pretrain on, or 'shared' for CIFAR-10 train"
     ),
@@ -44,12 +47,14 @@ def train_cmd(
     device: str = typer.Option(TrainConfig.device),
     name: Optional[str] = typer.Option(None, help="model name (default: the folder name)"),
     hardware_note: str = typer.Option("", help="a sentence for the model card about where it was trained"),
+    force: bool = typer.Option(False, help="save even a model at chance or with an absurd temperature"),
 ) -> None:
     """Train a calibrated classifier on human labels and save it as an artifact with a model card."""
     from teaming.data import load_jpeg_pack, parse_items
     from teaming.datasets import cifar10_train_pack, load_images, resolve_labels
     from teaming.model import build_model, save_artifact
     from teaming.model.artifact import metrics_table
+    from teaming.model.recipe import fit_problems
 
     try:
         data = load_images(images, size)
@@ -67,6 +72,8 @@ def train_cmd(
             label_smoothing=label_smoothing,
             epochs=epochs,
             batch_size=batch_size,
+            grayscale=grayscale,
+            soften=soften,
             lr=lr,
             seed=seed,
             device=device,
@@ -84,6 +91,9 @@ def train_cmd(
     artifact.meta.training["command"] = command_line(ctx)
     if hardware_note:
         artifact.meta.training["hardware_note"] = hardware_note
+    problems = fit_problems(artifact.meta, None if ev is None else len(ev))
+    if problems and not force:
+        fail(f"not saved: {'; '.join(problems)}. Check the labels and splits, or pass --force")
     save_artifact(artifact, out)
     console.print(f"saved [bold]{out}[/bold] (T = {artifact.meta.temperature:.3f})")
     if artifact.meta.metrics:
@@ -137,3 +147,33 @@ def evaluate_cmd(
     if plot and evaluation.labels is not None:
         plot.write_bytes(evaluation.reliability_png(f"{art.meta.name} on {len(idx)} items"))
         console.print(f"wrote {plot}")
+
+
+def fit_guard_cmd(
+    model: Path = typer.Argument(..., help="artifact folder (trained before it had a familiarity guard)"),
+    images: str = typer.Option("default", help="the images it was trained on: 'default', a pack or an ImageFolder"),
+    labels: str = typer.Option("cifar10h", help="their labels, as for `teaming train`"),
+    items: str = typer.Option("0:7000", help="the positions it was trained and calibrated on"),
+    device: str = typer.Option(TrainConfig.device),
+) -> None:
+    """Fit a model's familiarity guard on its training items and record them, as `teaming train` does today."""
+    from teaming.data import item_runs, parse_items
+    from teaming.datasets import load_images, resolve_labels
+    from teaming.model import load_artifact, save_artifact
+    from teaming.model.recipe import fit_guard
+    from teaming.model.train import resolve_device
+
+    try:
+        art = load_artifact(model, resolve_device(device))
+        data = load_images(images, art.meta.input_size, art.classes)
+        targets = resolve_labels(labels, data)
+        idx = parse_items(items, len(data))
+    except (ValueError, FileNotFoundError) as err:
+        fail(err)
+    pick = targets.subset(idx) if hasattr(targets, "subset") else np.asarray(targets)[idx]
+    art.guard = fit_guard(art.net, data.images[torch.from_numpy(idx)], pick, len(art.classes), art.meta.tta)
+    art.meta.data.setdefault("used_positions", item_runs(idx))
+    save_artifact(art, model)
+    console.print(f"fitted the familiarity guard of [bold]{model}[/bold] on {len(idx)} items")
+    if (model / "policy.json").exists():
+        console.print(f"refit its policy so its unfamiliarity limit matches: teaming fit-policy {model} --out ...")

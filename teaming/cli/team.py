@@ -10,7 +10,7 @@ from rich.table import Table
 
 from teaming.cli._common import HELD_OUT, command_line, console, default, fail, fmt
 from teaming.model.train import TrainConfig
-from teaming.policy import CertifiedPolicy, ThresholdPolicy
+from teaming.policy import CertifiedPolicy, RejectorPolicy, ThresholdPolicy
 
 
 def fit_policy_cmd(
@@ -29,6 +29,7 @@ def fit_policy_cmd(
     max_deferral: Optional[float] = typer.Option(None, help="reviewer capacity: largest share of items to defer"),
     min_accuracy: Optional[float] = typer.Option(None, help="smallest acceptable team accuracy"),
     per_class: bool = typer.Option(default(ThresholdPolicy, "per_class"), help="one threshold per predicted class"),
+    kind: str = typer.Option("threshold", help="threshold | rejector (a learned score; see EXPERIMENTS.md)"),
     certify: Optional[float] = typer.Option(
         None, help="instead: certify this accuracy on auto-answered items (Learn then Test)"
     ),
@@ -43,20 +44,32 @@ def fit_policy_cmd(
     try:
         if certify is not None:
             policy = CertifiedPolicy(certify, delta, score)
+        elif kind == "rejector":
+            policy = RejectorPolicy(alpha, resample, n_resamples, max_deferral, min_accuracy, random_state=seed)
+        elif kind != "threshold":
+            raise ValueError(f"--kind must be threshold or rejector, got {kind!r} (--certify fits a certified policy)")
         else:
             policy = ThresholdPolicy(
                 score, alpha, resample, n_resamples, max_deferral, min_accuracy, per_class, random_state=seed
             )
         policy.check_params()  # fail on bad settings before loading any data
         art, data = load_team(model, images, labels, items, reviewers, reference, seed, device)
-        policy.fit(data.probs, data.y, data.human, art.classes)
+        if isinstance(policy, RejectorPolicy):
+            hacc = data.human_accuracy_per_item() if reviewers == 1 else None
+            policy.fit(data.probs, data.y, data.human, art.classes, data.unfamiliarity, data.features, hacc)
+        else:
+            policy.fit(data.probs, data.y, data.human, art.classes, data.unfamiliarity)
     except (ValueError, FileNotFoundError) as err:
         fail(err)
+    from teaming.data import item_runs
+
     policy.model_ = {
         "name": art.meta.name,
         "path": str(model),
         "created": art.meta.created,
         "fitted_on": f"{labels} items {items} of {images}",
+        "images": images,
+        "fitted_items": item_runs(data.positions),
         "reviewers": reviewers,
         "command": command_line(ctx),
     }
@@ -68,10 +81,26 @@ def fit_policy_cmd(
     table.add_row("threshold", f"{policy.threshold_:.2f}")
     if r.best_threshold is not None:
         table.add_row("best threshold by mean", f"{r.best_threshold:.2f}")
-    for key in ("machine_accuracy", "human_accuracy", "team_accuracy", "deferral_rate"):
-        table.add_row(key.replace("_", " "), fmt(getattr(r, key)))
+    defer = policy.decide(data.probs, data.unfamiliarity, data.features)
+    table.add_row("machine accuracy", fmt(r.machine_accuracy))
+    table.add_row("human accuracy", str(data.human_accuracy()))
+    table.add_row("team accuracy", str(data.human_accuracy(defer)))
+    table.add_row("deferral rate", fmt(r.deferral_rate))
+    if r.unfamiliar_limit is not None:
+        table.add_row("deferred as unfamiliar only", fmt(r.unfamiliar_rate))
     console.print(table)
+    console.print(
+        "fitted on these items: score it on others (teaming report leaves them out) or cross-fit (EXPERIMENTS.md)"
+    )
     console.print(f"wrote {out}")
+
+
+def fitted_positions(policy, images: str):
+    """Positions of `images` the policy was fitted on, as its file records them (none for other image sets)."""
+    from teaming.data import run_positions
+
+    m = policy.model_ or {}
+    return run_positions(m.get("fitted_items")) if m.get("images", images) == images else run_positions(None)
 
 
 def report_cmd(
@@ -83,7 +112,7 @@ def report_cmd(
     items: Optional[str] = typer.Option(HELD_OUT),
     reviewers: int = typer.Option(1),
     reference: str = typer.Option("hard"),
-    seed: int = typer.Option(1, help="seed of the sampled human answers (differs from fit-policy's by default)"),
+    seed: int = typer.Option(default(ThresholdPolicy, "random_state"), help="first seed of the sampled human answers"),
     device: str = typer.Option(TrainConfig.device),
 ) -> None:
     """Write a teaming report: gain table, threshold curve, reliability, accuracy by bins, error confusions."""
@@ -96,9 +125,10 @@ def report_cmd(
         check_report_path(out)
         pol = load_policy(policy)
         art, data = load_team(model, images, labels, items, reviewers, reference, seed, device)
+        data, left_out = data.without(fitted_positions(pol, images))
         if pol.classes_ is not None and pol.classes_ != art.classes:
             raise PolicyError(f"the policy was fitted for classes {pol.classes_}, the model has {art.classes}")
-        summary = summarize(data, pol, f"Teaming report: {art.meta.name} with policy {pol.version}")
+        summary = summarize(data, pol, f"Teaming report: {art.meta.name} with policy {pol.version}", left_out)
         path = write_report(build_report(summary), out)
     except (ValueError, FileNotFoundError) as err:
         fail(err)

@@ -18,12 +18,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from teaming import __version__
-from teaming.data import resize
+from teaming.data import resize, run_positions
 from teaming.model.calibration import softmax
+from teaming.model.familiarity import FamiliarityGuard
 from teaming.model.nets import build_net
-from teaming.model.predict import predict_logits
+from teaming.model.predict import predict_logits, predict_outputs
 
 WEIGHTS = "model.safetensors"
+GUARD = "familiarity.safetensors"
+RENAMED_METRICS = {"human_majority_accuracy": "accuracy_vs_majority"}  # model.json files before 0.2
 META = "model.json"
 CARD = "MODEL_CARD.md"
 
@@ -51,14 +54,29 @@ class ModelMeta:
         """'name@created': what decisions, policies and the service call this model."""
         return f"{self.name}@{self.created}"
 
+    def used_positions(self) -> np.ndarray:
+        """Positions in its own image set the model was trained or calibrated on (empty when not recorded)."""
+        return run_positions(self.data.get("used_positions"))
+
+
+@dataclass
+class Outputs:
+    """What the model says of a batch of images: what policies decide on."""
+
+    probs: np.ndarray
+    features: np.ndarray
+    unfamiliarity: np.ndarray | None
+
 
 @dataclass
 class Artifact:
-    """A net with its metadata and figures (PNG bytes by file name, e.g. the held-out reliability diagram)."""
+    """A net with its metadata, figures (PNG bytes by file name, e.g. the held-out reliability diagram) and the
+    familiarity guard fitted on its training features (None for artifacts from before the guard)."""
 
     net: nn.Module
     meta: ModelMeta
     figures: dict[str, bytes] = field(default_factory=dict)
+    guard: FamiliarityGuard | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -72,6 +90,14 @@ class Artifact:
         """Calibrated class probabilities (temperature applied)."""
         return softmax(self.logits(images, batch_size), self.meta.temperature)
 
+    def outputs(self, images: torch.Tensor, batch_size: int = 1000) -> Outputs:
+        """Calibrated probabilities, penultimate features and unfamiliarity (None without a guard), in one pass."""
+        logits, features = predict_outputs(
+            self.net, resize(images, self.meta.input_size), batch_size, tta=self.meta.tta
+        )
+        unfamiliarity = None if self.guard is None else self.guard.score(features)
+        return Outputs(softmax(logits, self.meta.temperature), features.numpy(), unfamiliarity)
+
     def to(self, device: str | torch.device) -> "Artifact":
         self.net.to(device)
         return self
@@ -80,7 +106,8 @@ class Artifact:
 def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = None) -> Path:
     """Write weights, model.json, the card and the figures to a temporary folder, then move it into place.
 
-    An interrupted save leaves the previous artifact (or nothing) behind, never a half-written one.
+    An interrupted save leaves the previous artifact (or nothing) behind, never a half-written one. Other files in
+    the folder (a policy.json) are kept.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -90,16 +117,25 @@ def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = 
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in artifact.net.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"name": meta.name, "arch": meta.arch})
+        if artifact.guard is not None:
+            save_file(artifact.guard.tensors(), str(tmp / GUARD))
         (tmp / META).write_text(json.dumps(asdict(meta), indent=2, sort_keys=False) + "\n")
         for name, content in artifact.figures.items():
             (tmp / name).write_bytes(content)
-        (tmp / CARD).write_text(card if card is not None else model_card(meta, figures=sorted(artifact.figures)))
+        (tmp / CARD).write_text(
+            card
+            if card is not None
+            else model_card(meta, figures=sorted(artifact.figures), guard=artifact.guard is not None)
+        )
         umask = os.umask(0)
         os.umask(umask)
         for path in (tmp, *tmp.iterdir()):  # mkdtemp makes 0700; artifacts are meant to be shared
             os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
         old = None
         if directory.exists():
+            for path in directory.iterdir():  # what the artifact does not write (a policy.json) stays
+                if path.is_file() and not (tmp / path.name).exists():
+                    shutil.copy2(path, tmp / path.name)
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(directory, old)
@@ -119,6 +155,10 @@ def load_meta(directory: str | Path) -> ModelMeta:
         raise FileNotFoundError(f"{directory} is not a model artifact: {META} is missing")
     raw = json.loads(path.read_text())
     known = set(ModelMeta.__dataclass_fields__)
+    for evaluation in raw.get("metrics", {}).values():
+        for old, new in RENAMED_METRICS.items():
+            if old in evaluation:
+                evaluation[new] = evaluation.pop(old)
     return ModelMeta(**{k: v for k, v in raw.items() if k in known})
 
 
@@ -133,12 +173,13 @@ def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> 
     net.load_state_dict(load_file(str(directory / WEIGHTS)))
     net.eval().to(device)
     figures = {p.name: p.read_bytes() for p in sorted(directory.glob("*.png"))}
-    return Artifact(net, meta, figures)
+    guard = FamiliarityGuard.from_tensors(load_file(str(directory / GUARD))) if (directory / GUARD).exists() else None
+    return Artifact(net, meta, figures, guard)
 
 
 METRIC_NAMES = {
     "accuracy": "Accuracy (CIFAR-10 labels)",
-    "human_majority_accuracy": "Accuracy (human majority)",
+    "accuracy_vs_majority": "Accuracy against the human majority label",
     "human_ce": "Cross-entropy to human labels (nats)",
     "nll": "NLL of the hard label (nats)",
     "ece": "ECE (15 bins)",
@@ -160,7 +201,7 @@ def metrics_table(metrics: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def model_card(meta: ModelMeta, figures: list[str] | None = None) -> str:
+def model_card(meta: ModelMeta, figures: list[str] | None = None, guard: bool = False) -> str:
     data, train = meta.data, meta.training
     held = data.get("held_out_items")
     parts = [
@@ -203,6 +244,16 @@ def model_card(meta: ModelMeta, figures: list[str] | None = None) -> str:
         "",
         "Answers automatically only where its calibrated confidence clears a fitted deferral policy; the rest goes",
         "to people. It was trained on small natural images; confidences on other kinds of images are not calibrated.",
+        *(
+            [
+                "",
+                "A familiarity guard (`familiarity.safetensors`, fitted on the training features) scores how",
+                "unlike its training images an image is; policies defer images past their limit as `unfamiliar`.",
+                "EXPERIMENTS.md reports how many unfamiliar and shifted images it catches.",
+            ]
+            if guard
+            else []
+        ),
         "",
         f"teaming {meta.library_version}, created {meta.created}.",
         "",

@@ -126,7 +126,7 @@ def evaluate_probs(
         soft = np.asarray(counts) / np.asarray(counts).sum(1, keepdims=True)
         out.update(
             human_ce=cross_entropy(probs, soft),
-            human_majority_accuracy=accuracy(probs, np.asarray(counts).argmax(1)),
+            accuracy_vs_majority=accuracy(probs, np.asarray(counts).argmax(1)),
             second_best_accuracy=second_best_accuracy(probs, counts),
             multilabel_accuracy=multilabel_accuracy(probs, counts),
         )

@@ -84,8 +84,15 @@ class FastNet(nn.Module):
         self.head = nn.Linear(widths[2], num_classes, bias=False)
         self.scale = scale
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled penultimate features (what the familiarity guard measures)."""
+        return self.layers(self.whiten(self.normalize(x)))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features) * self.scale
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.layers(self.whiten(self.normalize(x)))) * self.scale
+        return self.classify(self.features(x))
 
     @torch.no_grad()
     def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
@@ -113,8 +120,18 @@ class ResNet(nn.Module):
             self.net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
             self.net.maxpool = nn.Identity()
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled penultimate features (torchvision's forward without its last layer)."""
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(self.normalize(x)))))
+        x = n.layer4(n.layer3(n.layer2(n.layer1(x))))
+        return torch.flatten(n.avgpool(x), 1)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net.fc(features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
+        return self.classify(self.features(x))
 
 
 def build_net(arch: str, num_classes: int, input_size: int = 32, widths: Sequence[int] | None = None) -> nn.Module:

@@ -8,14 +8,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import binomtest
 
-from teaming.data import ImageSet
+from teaming.data import ImageSet, item_runs
 from teaming.labels import HumanLabels
 from teaming.model.artifact import Artifact, ModelMeta
 from teaming.model.calibration import fit_temperature, softmax
+from teaming.model.familiarity import FamiliarityGuard
 from teaming.model.figures import reliability_png
 from teaming.model.metrics import evaluate_probs, fgsm
-from teaming.model.predict import predict_logits
+from teaming.model.predict import predict_logits, predict_outputs
 from teaming.model.train import TrainConfig, resolve_device, train
 from teaming.model.train import pretrain_config as pretrain_defaults
 
@@ -109,6 +111,7 @@ def build_model(
         )
     )
     net = res.net
+    guard = fit_guard(net, images.images[t_fit], pick(fit_idx), len(images.classes), tta)
 
     cal_logits = predict_logits(net, images.images[torch.from_numpy(cal_idx)], tta=tta)
     cal_targets = human.subset(cal_idx).soft() if human is not None else np.asarray(targets)[cal_idx]
@@ -139,6 +142,7 @@ def build_model(
             "images": images.source,
             "labels": "human vote counts" if human is not None else "hard labels",
             "train_items": describe_items(fit_idx),
+            "used_positions": item_runs(np.concatenate([fit_idx, cal_idx])),
             "calibration_items": describe_items(cal_idx),
             "eval_items": held_out,
             "held_out_items": held_out,
@@ -151,7 +155,14 @@ def build_model(
         metrics=metrics,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    return Artifact(net.eval(), meta, figures)
+    return Artifact(net.eval(), meta, figures, guard)
+
+
+def fit_guard(net, images: torch.Tensor, targets: HumanLabels | np.ndarray, num_classes: int, tta: bool):
+    """The familiarity guard on the training items' features, each under its (majority) training label."""
+    _, features = predict_outputs(net, images, tta=tta)
+    labels = targets.soft().argmax(1) if isinstance(targets, HumanLabels) else np.asarray(targets)
+    return FamiliarityGuard.fit(features, labels, num_classes)
 
 
 @dataclass
@@ -181,3 +192,21 @@ def evaluate_items(
     if with_fgsm and labels is not None:
         metrics["calibrated"].update(fgsm(net, images.images[t], labels))
     return Evaluation(metrics, probs, labels)
+
+
+def fit_problems(meta: ModelMeta, n_eval: int | None, max_temperature: float = 20.0) -> list[str]:
+    """Reasons not to save a freshly trained model: an absurd temperature (its confidences mean nothing) or
+    held-out accuracy no better than guessing (exact binomial test against 1/C at 0.01)."""
+    problems = []
+    t = meta.temperature
+    if not 1 / max_temperature <= t <= max_temperature:
+        problems.append(
+            f"the fitted temperature {t:.4g} is absurd (outside {1 / max_temperature:g}..{max_temperature:g})"
+        )
+    acc = meta.metrics.get("calibrated", {}).get("accuracy")
+    if acc is not None and n_eval:
+        chance = 1 / len(meta.classes)
+        p = binomtest(int(round(acc * n_eval)), n_eval, chance, alternative="greater").pvalue
+        if p > 0.01:
+            problems.append(f"held-out accuracy {acc:.2%} on {n_eval} items is no better than chance ({chance:.0%})")
+    return problems

@@ -43,6 +43,8 @@ class TrainConfig:
     whiten_bias_epochs: int = 3
     flip: bool = True
     translate: int = 2
+    grayscale: float = 0.15  # share of images turned grayscale (robustness to colourless inputs)
+    soften: float = 0.15  # share of images blurred by a down-and-up resize (robustness to resampled inputs)
     lookahead: bool = True
     seed: int = 0
     device: str = "auto"
@@ -125,9 +127,26 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(target * F.log_softmax(logits.float(), dim=1)).sum(1)
 
 
-def augment(x: torch.Tensor, flip: bool, translate: int, gen: torch.Generator | None = None) -> torch.Tensor:
-    """Random horizontal flips and translations by up to `translate` px (reflect padding), per image."""
+def augment(
+    x: torch.Tensor,
+    flip: bool,
+    translate: int,
+    gen: torch.Generator | None = None,
+    grayscale: float = 0.0,
+    soften: float = 0.0,
+) -> torch.Tensor:
+    """Random horizontal flips and translations by up to `translate` px (reflect padding), per image; a
+    `grayscale` share made colourless and a `soften` share resampled down to 3/4 size and back."""
     n, _, h, w = x.shape
+    if grayscale:
+        mask = torch.rand(n, device=x.device, generator=gen) < grayscale
+        gray = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        x = torch.where(mask.view(-1, 1, 1, 1), gray.expand_as(x), x)
+    if soften:
+        mask = torch.rand(n, device=x.device, generator=gen) < soften
+        small = F.interpolate(x, size=(3 * h // 4, 3 * w // 4), mode="bilinear", antialias=True, align_corners=False)
+        back = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        x = torch.where(mask.view(-1, 1, 1, 1), back, x)
     if flip:
         mask = torch.rand(n, device=x.device, generator=gen) < 0.5
         x = torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
@@ -222,7 +241,7 @@ def train(
             if step >= total_steps:
                 break
             idx = order[b * bs : (b + 1) * bs]
-            x = augment(to_float(data[idx]), config.flip, config.translate, gen)
+            x = augment(to_float(data[idx]), config.flip, config.translate, gen, config.grayscale, config.soften)
             target = batch_targets(dist[idx], config.loss, config.label_smoothing, gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = net(x)

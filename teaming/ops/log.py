@@ -30,6 +30,9 @@ class NewDecision:
     image: bytes | None = None  # kept for people to look at; None when nobody will
     content_type: str | None = None
     tasks: tuple[str, ...] = ()  # review tasks to open, by kind
+    defer_reason: str | None = None  # unsure | unfamiliar, for deferred items
+    unfamiliarity: float | None = None
+    policy_score: float | None = None
 
 
 def decision_row(d: NewDecision, now: float) -> dict:
@@ -41,6 +44,9 @@ def decision_row(d: NewDecision, now: float) -> dict:
         "machine_label": d.machine_label,
         "confidence": d.confidence,
         "probs": d.probs,
+        "defer_reason": d.defer_reason,
+        "unfamiliarity": d.unfamiliarity,
+        "policy_score": d.policy_score,
         "model_version": d.model_version,
         "policy_version": d.policy_version,
         "audit": d.audit,
@@ -166,15 +172,17 @@ class DecisionLog:
         return out
 
     def audited(self, model_version: str | None = None) -> list[tuple]:
-        """(decision id, probs, deferred, policy version) of audited decisions whose tasks are all finished."""
+        """(decision id, probs, deferred, policy version, policy score) of audited decisions whose tasks are all
+        finished."""
         pending = select(tasks.c.decision_id).where(tasks.c.status.in_((OPEN, CLAIMED)))
-        query = select(decisions.c.id, decisions.c.probs, decisions.c.outcome, decisions.c.policy_version).where(
+        columns = (decisions.c.id, decisions.c.probs, decisions.c.outcome, decisions.c.policy_version)
+        query = select(*columns, decisions.c.policy_score).where(
             decisions.c.audit.is_(True), decisions.c.id.not_in(pending)
         )
         if model_version is not None:
             query = query.where(decisions.c.model_version == model_version)
         with self.engine.connect() as conn:
-            return [(r[0], r[1], r[2] == "deferred", r[3]) for r in conn.execute(query.order_by(decisions.c.id))]
+            return [(r[0], r[1], r[2] == "deferred", r[3], r[4]) for r in conn.execute(query.order_by(decisions.c.id))]
 
     def answers_by_item(self, decision_ids: Sequence[int]) -> dict[int, list]:
         """(reviewer, task kind, verdict, label) rows per decision, oldest first."""

@@ -17,7 +17,7 @@ from teaming._validation import PolicyError
 from teaming.ops.consensus import fit_skills
 from teaming.ops.review import Answer, audit_answers
 from teaming.ops.store import Store
-from teaming.policy import ThresholdPolicy, policy_from_dict, save_policy
+from teaming.policy import RejectorPolicy, ThresholdPolicy, policy_from_dict, save_policy
 
 MIN_AUDITED = 50
 
@@ -81,9 +81,10 @@ def retune(
         active = None if body is None else policy_from_dict(body)
         audited = store.log.audited(model_version)
         answers = store.log.answers_by_item([a[0] for a in audited])
-        items = [(p, deferred, [Answer(*r) for r in answers[did]]) for did, p, deferred, _ in audited]
+        items = [(p, deferred, [Answer(*r) for r in answers[did]]) for did, p, deferred, _, _ in audited]
         skills = fit_skills(store.queue.class_answers(), len(audited[0][1]) if audited else 2)
-        probs, human, ref = audit_answers(items, None if skills is None else skills.vote)
+        kept: list[int] = []
+        probs, human, ref = audit_answers(items, None if skills is None else skills.vote, kept)
         if len(ref) < MIN_AUDITED:
             raise PolicyError(
                 f"only {len(ref)} fully audited items of {model_version} in the log; retuning needs {MIN_AUDITED} "
@@ -92,7 +93,14 @@ def retune(
         params = active.get_params() if isinstance(active, ThresholdPolicy) else {}
         params.update({k: v for k, v in {"alpha": alpha, **overrides}.items() if v is not None})
         classes = None if active is None else active.classes_
-        policy = ThresholdPolicy(**params).fit(probs, ref, human, classes)
+        if isinstance(active, RejectorPolicy):
+            scores = np.array([audited[i][4] for i in kept], dtype=np.float64)
+            if np.isnan(scores).any():
+                raise PolicyError("audited items logged before policy scores were kept; wait for newer audits")
+            policy = active.set_params(**params).refit_threshold(probs, ref, human, scores)
+        else:
+            policy = ThresholdPolicy(**params).fit(probs, ref, human, classes)
+            policy.unfamiliar_limit_ = None if active is None else active.unfamiliar_limit_
         policy.model_ = {
             **((body or {}).get("model") or {}),
             "retuned_from": None if active is None else body["version"],

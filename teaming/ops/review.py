@@ -176,20 +176,23 @@ def event_kind(state: ItemState, new: Final) -> str | None:
 
 
 def audit_answers(
-    audited: Sequence[tuple[Sequence[float], bool, Sequence[Answer]]], vote=None
+    audited: Sequence[tuple[Sequence[float], bool, Sequence[Answer]]], vote=None, kept: list[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Closed audited items as (probs N x C, human answer N, reference N) for retuning.
 
     `audited` holds (probabilities, deferred, answers oldest first) per item. The human is the defer reviewer
-    of a deferred item, else the first auditor; the reference is the consensus of the other answers.
+    of a deferred item, else the first auditor; the reference is the consensus of the other answers. Items
+    without class answers all round are left out; `kept` (if given) receives the positions of those kept.
     """
     probs, human, reference = [], [], []
-    for p, deferred, answers in audited:
+    for i, (p, deferred, answers) in enumerate(audited):
         asked = next((a for a in answers if a.kind == DEFER), None) if deferred else (answers[0] if answers else None)
         rest = [a for a in answers if a is not asked]
         if asked is None or asked.verdict != CLASS or not rest or any(a.verdict != CLASS for a in rest):
             continue
         probs.append(p)
+        if kept is not None:
+            kept.append(i)
         human.append(asked.label)
         reference.append(consensus(rest, vote)[0])
     if not probs:

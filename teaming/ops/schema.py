@@ -52,6 +52,9 @@ decisions = Table(
     Column("audit", Boolean, nullable=False, default=False),
     Column("image", LargeBinary, nullable=True),  # kept only where a person must look at it
     Column("content_type", String(64), nullable=True),
+    Column("defer_reason", String(16), nullable=True),  # unsure | unfamiliar (deferred items only)
+    Column("unfamiliarity", Float, nullable=True),  # the model's familiarity-guard score, when it has a guard
+    Column("policy_score", Float, nullable=True),  # what the policy compared with its threshold
 )
 tasks = Table(
     "review_tasks",

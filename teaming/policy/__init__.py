@@ -1,7 +1,8 @@
 """Deferral policies: answer when the model is confident, hand the rest to a person.
 
 One algorithm per module, all with scikit-learn's estimator shape `fit(probs, y, human=None, classes=None)`:
-`ThresholdPolicy` (Liu et al.'s paired t-tests) and `CertifiedPolicy` (Learn then Test); `io` reads and writes
+`ThresholdPolicy` (Liu et al.'s paired t-tests), `CertifiedPolicy` (Learn then Test) and `RejectorPolicy` (the
+threshold rule on a learned score); `io` reads and writes
 them as versioned JSON.
 """
 
@@ -9,6 +10,7 @@ from teaming._validation import PolicyError
 from teaming.policy.base import Candidate, DeferralPolicy, PolicyReport, fitted_for
 from teaming.policy.certified import CertifiedPolicy
 from teaming.policy.io import load_policy, policy_from_dict, save_policy
+from teaming.policy.rejector import RejectorPolicy
 from teaming.policy.threshold import ThresholdPolicy
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "DeferralPolicy",
     "PolicyError",
     "PolicyReport",
+    "RejectorPolicy",
     "ThresholdPolicy",
     "fitted_for",
     "load_policy",

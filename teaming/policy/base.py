@@ -2,7 +2,9 @@
 
 A policy is fitted as `fit(probs, y, human=None, classes=None)` on held-out items and answers `decide(probs)`
 with a mask (True = defer to a person). Fitted attributes end in an underscore: `threshold_`,
-`class_thresholds_`, `classes_`, `report_`; `model_` records what the policy was fitted for.
+`class_thresholds_`, `classes_`, `report_`; `model_` records what the policy was fitted for. Given the model's
+unfamiliarity scores at fit time, a policy also fits `unfamiliar_limit_` (a high quantile of them) and defers
+every item beyond it with the reason "unfamiliar", however confident the model is.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from teaming.labels import vote
 
 FORMAT = "teaming.policy"
 FORMAT_VERSION = 2
+UNSURE, UNFAMILIAR = "unsure", "unfamiliar"
 
 
 @dataclass
@@ -67,6 +70,8 @@ class PolicyReport:
     n_resamples: int | None = None
     candidates: list[Candidate] = field(default_factory=list)
     class_thresholds: dict[str, float] | None = None
+    unfamiliar_limit: float | None = None
+    unfamiliar_rate: float | None = None  # share of the fitting items beyond the limit that confidence kept
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,7 +101,9 @@ class DeferralPolicy(BaseEstimator, ABC):
     kind: ClassVar[str] = ""
     score: Score
     candidates: int | Sequence[float]
+    unfamiliar_quantile: float
     class_thresholds_: np.ndarray | None = None
+    unfamiliar_limit_: float | None = None
     classes_: list[str] | None = None
     model_: dict | None = None
     created_: str | None = None
@@ -108,18 +115,27 @@ class DeferralPolicy(BaseEstimator, ABC):
         y: np.ndarray,
         human: np.ndarray | None = None,
         classes: Sequence[str] | None = None,
+        unfamiliarity: np.ndarray | None = None,
     ) -> "DeferralPolicy":
-        """Fit on held-out items: probs N x C, reference labels y, the reviewers' answers (N, or N x k)."""
+        """Fit on held-out items: probs N x C, reference labels y, the reviewers' answers (N, or N x k), and the
+        model's unfamiliarity per item (fits the guard's limit)."""
 
     def check_params(self) -> None:
         """Raise PolicyError on settings no data could fix (called by fit, and by the CLI before loading data)."""
         if self.score not in SCORES:
             raise PolicyError(f"unknown score {self.score!r}; choose from {SCORES}")
+        if not 0.5 <= self.unfamiliar_quantile <= 1:
+            raise PolicyError(f"unfamiliar_quantile must lie in [0.5, 1], got {self.unfamiliar_quantile}")
 
     def _inputs(
-        self, probs: np.ndarray, y: np.ndarray, human: np.ndarray | None, classes: Sequence[str] | None
+        self,
+        probs: np.ndarray,
+        y: np.ndarray,
+        human: np.ndarray | None,
+        classes: Sequence[str] | None,
+        unfamiliarity: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Checked (probs, y, one human answer per item or None); records the class names."""
+        """Checked (probs, y, one human answer per item or None); records the class names and fits the guard."""
         self.check_params()
         p = check_probs(probs)
         n, c = p.shape[-2], p.shape[-1]
@@ -130,6 +146,10 @@ class DeferralPolicy(BaseEstimator, ABC):
         if classes is not None and len(classes) != c:
             raise PolicyError(f"{len(classes)} class names for {c} probability columns")
         self.classes_ = list(classes) if classes is not None else None
+        self.unfamiliar_limit_ = None
+        if unfamiliarity is not None:
+            u = self._unfamiliarity(unfamiliarity, n)
+            self.unfamiliar_limit_ = float(np.quantile(u, self.unfamiliar_quantile))
         self.created_ = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return p, y, h
 
@@ -140,22 +160,55 @@ class DeferralPolicy(BaseEstimator, ABC):
             raise PolicyError("candidates must be an int >= 2 or a list of at least two finite thresholds")
         return np.unique(grid)
 
-    def confidence(self, probs: np.ndarray) -> np.ndarray:
+    def confidence(self, probs: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        """The score compared with the threshold, per item (higher = let the model answer)."""
         return confidence(check_probs(probs), self.score)
 
-    def decide(self, probs: np.ndarray) -> np.ndarray:
-        """Boolean mask over items: True = defer to a person."""
+    @staticmethod
+    def _unfamiliarity(values: np.ndarray, n: int) -> np.ndarray:
+        u = np.asarray(values, dtype=np.float64)
+        if u.shape != (n,) or not np.all(np.isfinite(u)):
+            raise PolicyError(f"unfamiliarity must be {n} finite scores, one per item, got shape {u.shape}")
+        return u
+
+    def unfamiliar(self, unfamiliarity: np.ndarray | None, n: int) -> np.ndarray:
+        """True where an item lies beyond the fitted limit (all False without a limit or without scores)."""
+        if unfamiliarity is None or self.unfamiliar_limit_ is None:
+            return np.zeros(n, dtype=bool)
+        return self._unfamiliarity(unfamiliarity, n) > self.unfamiliar_limit_
+
+    def decide(
+        self, probs: np.ndarray, unfamiliarity: np.ndarray | None = None, features: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Boolean mask over items: True = defer to a person (unsure, or unfamiliar when scores are given)."""
+        return self.reasons(probs, unfamiliarity, features) != ""
+
+    def reasons(
+        self, probs: np.ndarray, unfamiliarity: np.ndarray | None = None, features: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Why each item is deferred: "unfamiliar", "unsure" (confidence below the threshold) or "" (answered)."""
         if not hasattr(self, "threshold_"):
             raise PolicyError("this policy is not fitted; call fit() or load one")
         p = check_probs(probs)
         if p.ndim != 2:
             raise PolicyError(f"decide takes N x C probabilities, got {p.shape}")
-        conf = confidence(p, self.score)
+        conf = self.confidence(p, features)
         if self.class_thresholds_ is not None:
             if p.shape[1] != len(self.class_thresholds_):
                 raise PolicyError(f"policy has {len(self.class_thresholds_)} class thresholds, probs {p.shape[1]}")
-            return conf < self.class_thresholds_[p.argmax(1)]
-        return conf < self.threshold_
+            unsure = conf < self.class_thresholds_[p.argmax(1)]
+        else:
+            unsure = conf < self.threshold_
+        out = np.where(unsure, UNSURE, "").astype(object)
+        out[self.unfamiliar(unfamiliarity, len(p))] = UNFAMILIAR
+        return out
+
+    def _guard_report(self, unsure: np.ndarray, unfamiliarity: np.ndarray | None) -> dict:
+        """The guard's report fields: its limit and the share of items it defers beyond the confidence rule."""
+        if self.unfamiliar_limit_ is None:
+            return {}
+        extra = self.unfamiliar(unfamiliarity, len(unsure)) & ~unsure
+        return {"unfamiliar_limit": self.unfamiliar_limit_, "unfamiliar_rate": float(extra.mean())}
 
     def json_params(self) -> dict:
         """get_params() as JSON (what the policy is rebuilt from)."""
@@ -177,12 +230,22 @@ class DeferralPolicy(BaseEstimator, ABC):
             "model": self.model_,
             "report": self.report_.to_dict(),
         }
+        if self.unfamiliar_limit_ is not None:
+            body["unfamiliar_limit"] = self.unfamiliar_limit_
+        body.update(self.extra_body())
         return {
             **body,
             "version": f"{self.kind}-{content_digest(body)}",
             "library_version": __version__,
             "created": self.created_ or datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+
+    def extra_body(self) -> dict:
+        """What a kind stores beyond the shared fields (a learned rejector's weights); part of the version id."""
+        return {}
+
+    def load_extra(self, d: dict) -> None:
+        """Read back what `extra_body` stored."""
 
     @property
     def version(self) -> str:

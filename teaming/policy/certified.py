@@ -26,12 +26,14 @@ class CertifiedPolicy(DeferralPolicy):
         score: Score = "max_prob",
         candidates: int | Sequence[float] = 101,
         min_accepted: int = 50,
+        unfamiliar_quantile: float = 0.95,
     ) -> None:
         self.target_accuracy = target_accuracy
         self.delta = delta
         self.score = score
         self.candidates = candidates
         self.min_accepted = min_accepted
+        self.unfamiliar_quantile = unfamiliar_quantile
 
     def check_params(self) -> None:
         super().check_params()
@@ -46,8 +48,9 @@ class CertifiedPolicy(DeferralPolicy):
         y: np.ndarray,
         human: np.ndarray | None = None,
         classes: Sequence[str] | None = None,
+        unfamiliarity: np.ndarray | None = None,
     ) -> "CertifiedPolicy":
-        p, y, h = self._inputs(probs, y, human, classes)
+        p, y, h = self._inputs(probs, y, human, classes, unfamiliarity)
         if p.ndim != 2:
             raise PolicyError(f"CertifiedPolicy takes N x C probabilities, got {p.shape}")
         grid = self._grid()
@@ -66,7 +69,9 @@ class CertifiedPolicy(DeferralPolicy):
         self.threshold_ = float(grid[chosen])
         self.class_thresholds_ = None
         human_ok = None if h is None else h == y
-        rate, acc_auto, human_acc, team_acc = team_figures(conf < self.threshold_, machine_ok, human_ok)
+        unsure = conf < self.threshold_
+        defer = unsure | self.unfamiliar(unfamiliarity, len(y))
+        rate, acc_auto, human_acc, team_acc = team_figures(defer, machine_ok, human_ok)
         self.report_ = PolicyReport(
             kind=self.kind,
             score=self.score,
@@ -90,5 +95,6 @@ class CertifiedPolicy(DeferralPolicy):
                 )
                 for g, a, e, q, ok in zip(grid, n_acc, errors, pvals, certified)
             ],
+            **self._guard_report(unsure, unfamiliarity),
         )
         return self

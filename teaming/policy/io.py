@@ -15,9 +15,15 @@ import numpy as np
 from teaming._validation import PolicyError
 from teaming.policy.base import FORMAT, FORMAT_VERSION, DeferralPolicy, PolicyReport, content_digest
 from teaming.policy.certified import CertifiedPolicy
+from teaming.policy.rejector import RejectorPolicy
 from teaming.policy.threshold import ThresholdPolicy
 
-KINDS: dict[str, type[DeferralPolicy]] = {"threshold": ThresholdPolicy, "certified": CertifiedPolicy}
+KINDS: dict[str, type[DeferralPolicy]] = {
+    "threshold": ThresholdPolicy,
+    "certified": CertifiedPolicy,
+    "rejector": RejectorPolicy,
+}
+EXTRA = {"rejector": ("rejector",)}  # body fields of one kind
 BODY = ("format", "format_version", "kind", "params", "threshold", "class_thresholds", "classes", "model", "report")
 
 
@@ -30,13 +36,18 @@ def policy_from_dict(d: dict) -> DeferralPolicy:
     if d.get("kind") not in KINDS:
         raise PolicyError(f"unknown policy kind {d.get('kind')!r}")
     body = {k: d.get(k) for k in BODY}
+    for key in ("unfamiliar_limit", *EXTRA.get(d["kind"], ())):  # only present where used: old ids stay valid
+        if key in d:
+            body[key] = d[key]
     if f"{d['kind']}-{content_digest(body)}" != d.get("version"):
         raise PolicyError(f"policy content does not match its version id {d.get('version')!r} (edited by hand?)")
-    policy = KINDS[d["kind"]](**d["params"])
+    policy = KINDS[d["kind"]](**d["params"])  # params a version lacks take today's defaults
     policy.threshold_ = float(d["threshold"])
     ct = d.get("class_thresholds")
     policy.class_thresholds_ = None if ct is None else np.asarray(ct, dtype=np.float64)
     policy.classes_ = d.get("classes")
+    policy.unfamiliar_limit_ = d.get("unfamiliar_limit")
+    policy.load_extra(d)
     policy.model_ = d.get("model")
     policy.created_ = d.get("created")
     report = d["report"] if d["format_version"] == FORMAT_VERSION else _report_v1(d["kind"], d["report"])

@@ -39,6 +39,7 @@ class ThresholdPolicy(DeferralPolicy):
         min_class_items: int = 50,
         candidates: int | Sequence[float] = 101,
         random_state: int = 0,
+        unfamiliar_quantile: float = 0.95,
     ) -> None:
         self.score = score
         self.alpha = alpha
@@ -50,6 +51,7 @@ class ThresholdPolicy(DeferralPolicy):
         self.min_class_items = min_class_items
         self.candidates = candidates
         self.random_state = random_state
+        self.unfamiliar_quantile = unfamiliar_quantile
 
     def check_params(self) -> None:
         super().check_params()
@@ -62,14 +64,19 @@ class ThresholdPolicy(DeferralPolicy):
         if self.resample != "models" and self.n_resamples < 2:
             raise PolicyError(f"a paired t-test needs n_resamples >= 2, got {self.n_resamples}")
 
+    def _fit_confidence(self, models: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """The scores thresholds are chosen on (M x N): the confidence score of each model's probabilities."""
+        return confidence(models, self.score)
+
     def fit(
         self,
         probs: np.ndarray,
         y: np.ndarray,
         human: np.ndarray | None = None,
         classes: Sequence[str] | None = None,
+        unfamiliarity: np.ndarray | None = None,
     ) -> "ThresholdPolicy":
-        p, y, h = self._inputs(probs, y, human, classes)
+        p, y, h = self._inputs(probs, y, human, classes, unfamiliarity)
         if h is None:
             raise PolicyError("the threshold rule weighs the model against people: pass the human answers")
         n, c = p.shape[-2], p.shape[-1]
@@ -86,7 +93,7 @@ class ThresholdPolicy(DeferralPolicy):
             resample, k = self.resample, self.n_resamples
             weights = resample_weights(n, resample, k, rng)
         models = p if p.ndim == 3 else p[None]
-        conf = confidence(models, self.score)  # M x N
+        conf = self._fit_confidence(models, y, h)  # M x N
         pred = models.argmax(-1)
         machine_ok = pred == y
         human_ok = h == y
@@ -120,7 +127,9 @@ class ThresholdPolicy(DeferralPolicy):
                     continue
                 self.class_thresholds_[cls] = grid[j]
         self.resample_ = resample
-        defer = conf < (self.class_thresholds_[pred] if self.class_thresholds_ is not None else self.threshold_)
+        unsure = conf < (self.class_thresholds_[pred] if self.class_thresholds_ is not None else self.threshold_)
+        guard = self._guard_report(unsure[0], unfamiliarity)
+        defer = unsure | self.unfamiliar(unfamiliarity, n)
         rate, accepted, human_acc, team_acc = team_figures(defer, machine_ok, human_ok)
         if self.per_class and self.min_accuracy is not None and team_acc < self.min_accuracy:
             raise PolicyError(
@@ -146,5 +155,6 @@ class ThresholdPolicy(DeferralPolicy):
             class_thresholds=None
             if self.class_thresholds_ is None
             else {names[i]: float(t) for i, t in enumerate(self.class_thresholds_)},
+            **guard,
         )
         return self

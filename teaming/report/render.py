@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from teaming._validation import InputError
-from teaming.analysis import BinnedAccuracy
+from teaming.analysis import BinnedAccuracy, Interval
 from teaming.model.figures import reliability_png
 from teaming.policy import PolicyReport
 from teaming.report.plots import binned_accuracy_png, confusion_png, threshold_curve_png
@@ -35,20 +35,32 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
+def _interval(i: Interval) -> str:
+    return _pct(i.mean) if i.n < 2 else f"{_pct(i.mean)} ({_pct(i.low)} to {_pct(i.high)})"
+
+
 def build_report(s: TeamSummary) -> Report:
     """The report's sections, in the order people read them: the gain first, then why, then where each errs."""
+    verdict = "beats" if s.team_interval.low > max(s.machine_accuracy, s.human_interval.high) else "does not beat"
+    fitted = f" ({s.left_out} items the policy was fitted on are left out)" if s.left_out else ""
+    draws = (
+        f"mean over {s.human_interval.n} draws of the sampled people, 95% interval" if s.human_interval.n > 1 else ""
+    )
     gain = Section(
         "Teaming gain",
-        f"{s.data.y.size} items. The team {'beats' if s.gain > 0 else 'does not beat'} the better of machine and "
-        f"human alone ({100 * s.gain:+.2f} points).",
+        f"{s.data.y.size} items{fitted}. The team {verdict} both the machine alone and the person alone: "
+        f"{100 * (s.team_accuracy - s.machine_accuracy):+.2f} points over the machine, "
+        f"{100 * (s.team_accuracy - s.human_accuracy):+.2f} over the person"
+        f"{', at the cost of a review of every deferred item' if s.deferral_rate else ''}. "
+        f"{'Human and team: ' + draws + '.' if draws else ''}",
         ["who answers", "accuracy", "deferred"],
         [
             ["machine alone", _pct(s.machine_accuracy), "0.00%"],
-            ["human alone", _pct(s.human_accuracy), "100.00%"],
+            ["human alone", _interval(s.human_interval), "100.00%"],
             [
                 f"team, policy {s.policy_version} (threshold {s.threshold:.2f})",
-                _pct(s.team_accuracy),
-                _pct(s.deferral_rate),
+                _interval(s.team_interval),
+                _pct(s.deferral_rate) + (f" ({_pct(s.unfamiliar_rate)} as unfamiliar)" if s.unfamiliar_rate else ""),
             ],
             [
                 f"team, best threshold in hindsight ({s.hindsight.threshold:.2f})",

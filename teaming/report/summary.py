@@ -8,6 +8,7 @@ import numpy as np
 
 from teaming.analysis import (
     BinnedAccuracy,
+    Interval,
     Matching,
     TeamPoint,
     accuracy_by_bins,
@@ -35,6 +36,10 @@ class TeamSummary:
     human_accuracy: float
     team_accuracy: float
     deferral_rate: float
+    human_interval: Interval
+    team_interval: Interval
+    unfamiliar_rate: float
+    left_out: int
     hindsight: TeamPoint
     oracle: float
     curve: PolicyReport
@@ -51,13 +56,18 @@ class TeamSummary:
         return self.team_accuracy - max(self.machine_accuracy, self.human_accuracy)
 
 
-def summarize(data: TeamData, policy: DeferralPolicy, title: str) -> TeamSummary:
-    """Score the policy's team on these items, with the curves and error comparisons the report draws."""
+def summarize(data: TeamData, policy: DeferralPolicy, title: str, left_out: int = 0) -> TeamSummary:
+    """Score the policy's team on these items, with the curves and error comparisons the report draws.
+
+    Human and team accuracy are means over the data's human answer draws; `left_out` counts the items left out
+    because the policy was fitted on them.
+    """
     p, y, h = data.probs, data.y, data.human
     pred = p.argmax(1)
     conf = confidence(p, policy.score)
-    defer = policy.decide(p)
-    team = np.where(defer, h == y, pred == y)
+    reasons = policy.reasons(p, data.unfamiliarity, data.features)
+    defer = reasons != ""
+    human, team = data.human_accuracy(), data.human_accuracy(defer)
     edges = np.linspace(conf.min(), 1, 11) if policy.score == "max_prob" else np.linspace(0, 1, 11)
     by_confidence = {
         "machine": accuracy_by_bins(pred == y, conf, edges),
@@ -85,9 +95,13 @@ def summarize(data: TeamData, policy: DeferralPolicy, title: str) -> TeamSummary
         policy=policy.report_,
         threshold=policy.threshold_,
         machine_accuracy=float((pred == y).mean()),
-        human_accuracy=float((h == y).mean()),
-        team_accuracy=float(team.mean()),
+        human_accuracy=human.mean,
+        team_accuracy=team.mean,
         deferral_rate=float(defer.mean()),
+        human_interval=human,
+        team_interval=team,
+        unfamiliar_rate=float((reasons == "unfamiliar").mean()),
+        left_out=left_out,
         hindsight=best_in_hindsight(p, h, y),
         oracle=oracle_accuracy(pred, h, y),
         curve=ThresholdPolicy(score=policy.score).fit(p, y, h, data.classes).report_,

@@ -34,12 +34,17 @@ def test_build_model_records_splits_temperature_and_metrics(tiny_artifact):
 
 def test_save_load_round_trips_exactly(tmp_path, tiny_artifact, cifar_test):
     path = save_artifact(tiny_artifact, tmp_path / "tiny")
-    assert {p.name for p in path.iterdir()} == {"model.safetensors", "model.json", "MODEL_CARD.md", "reliability.png"}
+    files = {"model.safetensors", "model.json", "MODEL_CARD.md", "reliability.png", "familiarity.safetensors"}
+    assert {p.name for p in path.iterdir()} == files
     loaded = load_artifact(path)
     assert loaded.figures == tiny_artifact.figures and loaded.figures["reliability.png"].startswith(b"\x89PNG")
     x = cifar_test.images[:64]
     np.testing.assert_array_equal(loaded.predict_proba(x), tiny_artifact.predict_proba(x))
-    assert loaded.meta == tiny_artifact.meta
+    a, b = loaded.outputs(x), tiny_artifact.outputs(x)
+    np.testing.assert_array_equal(a.unfamiliarity, b.unfamiliarity)
+    np.testing.assert_allclose(a.probs, loaded.predict_proba(x), atol=1e-6)  # one forward gives all three
+    assert a.features.shape == (64, 16)
+    assert loaded.meta == tiny_artifact.meta and loaded.meta.data["used_positions"]
     card = (path / "MODEL_CARD.md").read_text()
     assert "Held out" in card and "7000..7299" in card and "Cross-entropy to human labels" in card
 

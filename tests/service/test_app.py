@@ -59,7 +59,9 @@ def test_classify_answers_or_defers_and_logs_first(server):
         assert d.decision in ("auto", "deferred")
         assert d.policy_version == policy.policy_version and d.model_version.startswith("cifar10h-default@")
         assert len(d.top_k) == 3 and d.top_k[0].probability == pytest.approx(d.confidence)
-        assert (d.confidence < policy.threshold) == (d.decision == "deferred")
+        assert (d.decision == "deferred") == (d.reason is not None)
+        if d.reason != "unfamiliar":  # the familiarity guard defers unfamiliar images however confident
+            assert (d.confidence < policy.threshold) == (d.decision == "deferred")
         if d.decision == "auto":
             assert d.label == d.top_k[0].label and d.review_id is None
         else:
@@ -67,6 +69,29 @@ def test_classify_answers_or_defers_and_logs_first(server):
         out = admin.outcome(d.decision_id)  # committed before the answer: the outcome is readable right away
         assert out.item_id == d.item_id and out.outcome == d.decision
     assert any(d.decision == "deferred" for d in decisions) and any(d.decision == "auto" for d in decisions)
+
+
+def test_unfamiliar_images_go_to_people_and_say_why(server):
+    """Noise and flat colours (none of the classes) are deferred as unfamiliar, and the log keeps the reason."""
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
+    photos += [np.full((48, 64, 3), c, dtype=np.uint8) for c in ((200, 30, 30), (20, 120, 220))]
+    blobs = []
+    for k, pixels in enumerate(photos):
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "PNG")
+        blobs.append((f"odd-{k}", buf.getvalue()))
+    decisions = server.client().classify(blobs)
+    assert [d.decision for d in decisions] == ["deferred"] * len(blobs)
+    assert [d.reason for d in decisions][:4] == ["unfamiliar"] * 4  # noise: the model may even be confident
+    assert all(d.reason in ("unsure", "unfamiliar") for d in decisions)
+    store = Store(server.db)
+    from teaming.ops.schema import decisions as table
+
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(table.c.defer_reason, table.c.unfamiliarity).where(table.c.item_id.like("odd-%")))
+        logged = rows.all()
+    assert len(logged) == len(blobs) and all(r[0] in ("unsure", "unfamiliar") and r[1] is not None for r in logged)
 
 
 def test_metrics_report_deferral_queue_and_batches(server):

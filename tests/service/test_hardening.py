@@ -121,11 +121,12 @@ def test_reviewers_see_only_what_they_hold(server):
     first = alice.claim().task
     again = alice.claim().task  # a page reload: the same item, not another one
     assert (again.task_id, again.lease_id) == (first.task_id, first.lease_id)
-    assert alice.image(first.task_id)[:2] == b"\xff\xd8"
+    held = alice.image(first.task_id)
+    assert held[:2] == b"\xff\xd8" or held[:4] == b"\x89PNG"  # as sent (earlier tests in this module send PNGs)
     with pytest.raises(ApiError) as err:
         bob.image(first.task_id)  # not bob's lease
     assert err.value.status == 404
-    assert server.admin().image(first.task_id)[:2] == b"\xff\xd8"  # the admin sees any
+    assert server.admin().image(first.task_id) == held  # the admin sees any
     with pytest.raises(ApiError) as err:
         bob.outcome(1)
     assert err.value.status == 403

@@ -1,0 +1,82 @@
+"""How well a model and its policy send unfamiliar images to people: per probe set, the AUROC of three scores
+against held-out CIFAR-10 test images, and the share the policy defers with and without its familiarity guard.
+
+Usage: python experiments/unfamiliar.py [--model models/cifar10h-default] [--policy .../policy.json]
+           [--items 8500:10000] [--n 300]
+The in-distribution items must be ones the policy was not fitted on (the shipped policy: 7000..8499).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from teaming.data import parse_items, resize
+from teaming.datasets import load_default_test
+from teaming.model import load_artifact
+from teaming.model.calibration import softmax
+from teaming.model.predict import predict_outputs
+from teaming.policy import load_policy
+from teaming.probes import shifted, unfamiliar_sets
+
+
+def scores(art, images: torch.Tensor) -> dict[str, np.ndarray]:
+    """Unfamiliarity by three scores (higher = less familiar) and the calibrated probabilities."""
+    logits, feats = predict_outputs(art.net, resize(images, art.meta.input_size), tta=art.meta.tta)
+    t = art.meta.temperature
+    probs = softmax(logits, t)
+    return {
+        "max_prob": -probs.max(1),
+        "energy": (-t * torch.logsumexp(logits / t, 1)).numpy(),
+        "mahalanobis": art.guard.raw_scores(feats)[0],
+        "low_norm": art.guard.raw_scores(feats)[1],
+        "guard": art.guard.score(feats),
+        "probs": probs,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="models/cifar10h-default")
+    ap.add_argument("--policy", default=None, help="default: the model folder's policy.json")
+    ap.add_argument("--items", default="8500:10000", help="in-distribution items the policy was not fitted on")
+    ap.add_argument("--n", type=int, default=300, help="images per probe set")
+    args = ap.parse_args()
+    art = load_artifact(args.model)
+    if art.guard is None:
+        raise SystemExit(f"{args.model} has no familiarity guard (trained before it existed)")
+    policy = load_policy(args.policy or f"{args.model}/policy.json")
+    test = load_default_test()
+    idx = torch.from_numpy(parse_items(args.items, len(test)))
+    familiar = test.images[idx]
+    ref = scores(art, familiar)
+
+    def deferred(s: dict) -> tuple[float, float]:
+        u = s["guard"]
+        return float(policy.decide(s["probs"]).mean()), float(policy.decide(s["probs"], u).mean())
+
+    base, guarded = deferred(ref)
+    print(f"policy {policy.version}, unfamiliar limit {policy.unfamiliar_limit_}")
+    print(f"in-distribution ({args.items}): deferred {base:.1%} by confidence alone, {guarded:.1%} with the guard")
+    print(
+        "| set | AUROC max-prob | AUROC energy | AUROC Mahalanobis | AUROC low feature norm | AUROC guard (both) "
+        "| deferred, confidence only | deferred, with guard |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    probes = unfamiliar_sets(test.images[:7000], args.n)  # shuffled pixels of training images, not held-out ones
+    for name, images in {**probes, **{k: v for k, v in shifted(familiar).items() if k != "clean"}}.items():
+        s = scores(art, images)
+        auroc = [
+            roc_auc_score(np.r_[np.zeros(len(ref[k])), np.ones(len(s[k]))], np.r_[ref[k], s[k]])
+            for k in ("max_prob", "energy", "mahalanobis", "low_norm", "guard")
+        ]
+        a, b = deferred(s)
+        shift = " (shift of the held-out images)" if name in ("jpeg_q50", "grayscale", "resize_32_64_32") else ""
+        print(f"| {name}{shift} | " + " | ".join(f"{x:.3f}" for x in auroc) + f" | {a:.1%} | {b:.1%} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
