@@ -64,6 +64,7 @@ class TeamData:
             k(self.human_draws),
             k(self.unfamiliarity),
             self.positions[keep],
+            None if self.features is None else self.features[keep],
         )
         return kept, int((~keep).sum())
 

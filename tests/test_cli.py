@@ -223,6 +223,7 @@ def test_report_leaves_out_the_items_its_policy_was_fitted_on(fitted, tmp_path):
     text = out.read_text()
     assert "1500 items (1500 items the policy was fitted on are left out)" in text
     assert "mean over 20 draws of the sampled people" in text
+    assert "Deferral methods at fixed budgets" in text and "oracle: where the model is wrong" in text
 
 
 def _noise_folder(root: Path, per_class: int = 40) -> Path:

@@ -20,6 +20,7 @@ from teaming.analysis import (
 from teaming.confidence import confidence
 from teaming.labels import HumanLabels
 from teaming.policy import DeferralPolicy, PolicyReport, ThresholdPolicy
+from teaming.report.deferral import DeferralComparison, compare_deferral
 from teaming.team import TeamData
 
 
@@ -40,6 +41,7 @@ class TeamSummary:
     team_interval: Interval
     unfamiliar_rate: float
     left_out: int
+    methods: DeferralComparison | None
     hindsight: TeamPoint
     oracle: float
     curve: PolicyReport
@@ -102,6 +104,9 @@ def summarize(data: TeamData, policy: DeferralPolicy, title: str, left_out: int 
         team_interval=team,
         unfamiliar_rate=float((reasons == "unfamiliar").mean()),
         left_out=left_out,
+        methods=None
+        if data.features is None or len(y) < 100
+        else compare_deferral(p, data.features, y, data.human_accuracy_per_item()),
         hindsight=best_in_hindsight(p, h, y),
         oracle=oracle_accuracy(pred, h, y),
         curve=ThresholdPolicy(score=policy.score).fit(p, y, h, data.classes).report_,
