@@ -67,11 +67,12 @@ class Teaming:
             deliverer = Deliverer(self.store.outbox, s.webhook_url, s.webhook_secret, s.webhook_max_attempts)
         self.background = Background(self.loop, deliverer, s.close_after_seconds).start()
         logger.info(
-            "serving %s on %s (%d torch threads), policy %s, log %s",
+            "serving %s on %s (%d torch threads), policy %s (familiarity guard %s), log %s",
             self.model_version,
             self.device,
             torch.get_num_threads(),
             self.policy.active[1],
+            "on" if self.artifact.guard is not None and self.policy.active[0].unfamiliar_limit_ is not None else "off",
             s.db_url.split("@")[-1],
         )
 

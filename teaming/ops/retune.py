@@ -85,6 +85,7 @@ def retune(
         skills = fit_skills(store.queue.class_answers(), len(audited[0][1]) if audited else 2)
         kept: list[int] = []
         probs, human, ref = audit_answers(items, None if skills is None else skills.vote, kept)
+        kept_all = np.array(kept)
         if len(ref) < MIN_AUDITED:
             raise PolicyError(
                 f"only {len(ref)} fully audited items of {model_version} in the log; retuning needs {MIN_AUDITED} "
@@ -93,10 +94,21 @@ def retune(
         params = active.get_params() if isinstance(active, ThresholdPolicy) else {}
         params.update({k: v for k, v in {"alpha": alpha, **overrides}.items() if v is not None})
         classes = None if active is None else active.classes_
+        scores = None
         if isinstance(active, RejectorPolicy):
+            same = _same_rejector(store, body, {audited[i][3] for i in kept})
+            kept = [i for i in kept if audited[i][3] in same and audited[i][4] is not None]
+            if len(kept) < MIN_AUDITED:
+                raise PolicyError(
+                    f"only {len(kept)} fully audited items were scored by the active rejector; retuning needs "
+                    f"{MIN_AUDITED}"
+                )
+            probs, human, ref = (
+                probs[np.isin(kept_all, kept)],
+                human[np.isin(kept_all, kept)],
+                ref[np.isin(kept_all, kept)],
+            )
             scores = np.array([audited[i][4] for i in kept], dtype=np.float64)
-            if np.isnan(scores).any():
-                raise PolicyError("audited items logged before policy scores were kept; wait for newer audits")
             policy = active.set_params(**params).refit_threshold(probs, ref, human, scores)
         else:
             policy = ThresholdPolicy(**params).fit(probs, ref, human, classes)
@@ -107,7 +119,11 @@ def retune(
             "audited_items": int(len(ref)),
             "fitted_on": f"audit log {_where(db_url)}",
         }
-        new_defer = policy.decide(probs)
+
+        def decide(p) -> np.ndarray:  # a rejector's score needs features the log does not keep: use its scores
+            return p.decide(probs) if scores is None else scores < p.threshold_
+
+        new_defer = decide(policy)
         new_ok = np.where(new_defer, human == ref, probs.argmax(1) == ref)
         result = Retuned(
             policy=policy,
@@ -123,7 +139,7 @@ def retune(
             live_deferral=None,
         )
         if active is not None:
-            old_defer = active.decide(probs)
+            old_defer = decide(active)
             old_ok = np.where(old_defer, human == ref, probs.argmax(1) == ref)
             result.active_deferral, result.active_team_accuracy = Estimate.of(old_defer), Estimate.of(old_ok)
             deferred, total = store.log.live_deferral(body["version"])
@@ -156,3 +172,8 @@ def significant_change(
 
 def _where(db_url: str) -> str:
     return db_url.split("@")[-1]
+
+
+def _same_rejector(store: Store, active: dict, versions: set[str]) -> set[str]:
+    """The logged policy versions whose scores came from the active policy's very rejector (a retune keeps it)."""
+    return {v for v, b in store.policy_bodies(versions).items() if b.get("rejector") == active.get("rejector")}

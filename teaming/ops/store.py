@@ -104,6 +104,12 @@ class Store:
                 select(policies.c.version).where(policies.c.active.is_(True), _of(model_version))
             ).scalar()
 
+    def policy_bodies(self, versions: set[str]) -> dict[str, dict]:
+        """Stored policies by version id."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(policies.c.version, policies.c.body).where(policies.c.version.in_(versions)))
+            return {r.version: r.body for r in rows}
+
     def active_policy(self, model_version: str | None = None) -> dict | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(policies.c.body).where(policies.c.active.is_(True), _of(model_version))).first()

@@ -12,16 +12,19 @@ from teaming.ops.loop import ReviewLoop
 from teaming.ops.retune import MIN_AUDITED, Estimate, retune, significant_change
 from teaming.ops.review import LoopRules, review_tasks
 from teaming.ops.store import Store
-from teaming.policy import ThresholdPolicy, load_policy
+from teaming.policy import RejectorPolicy, ThresholdPolicy, load_policy
 
 MODEL = "toy@1"
 
 
-def audited_log(db_url: str, probs: np.ndarray, answers: np.ndarray, active: ThresholdPolicy) -> None:
+def audited_log(
+    db_url: str, probs: np.ndarray, answers: np.ndarray, active: ThresholdPolicy, features: np.ndarray | None = None
+) -> None:
     """Log every item as audited under `active` and let three reviewers answer it (answers: N x 3, in order)."""
     store = Store(db_url)
     store.add_policy(active.to_dict(), MODEL)
-    defer = active.decide(probs)
+    defer = active.decide(probs, features=features)
+    scores = active.confidence(probs, features)
     rows = [
         NewDecision(
             f"i/{i}",
@@ -35,8 +38,9 @@ def audited_log(db_url: str, probs: np.ndarray, answers: np.ndarray, active: Thr
             None,
             None,
             review_tasks(bool(d), True, 3),
+            policy_score=float(score),
         )
-        for i, (p, d) in enumerate(zip(probs, defer))
+        for i, (p, d, score) in enumerate(zip(probs, defer, scores))
     ]
     store.log.record(rows)
     loop = ReviewLoop(store, [str(c) for c in range(probs.shape[1])], LoopRules(3, 2))
@@ -77,6 +81,30 @@ def test_retune_keeps_the_active_version_without_a_significant_change(db_url, to
     store = Store(db_url)
     assert store.active_policy_version(MODEL) == active.version
     store.dispose()
+
+
+def test_retune_keeps_the_guard(db_url, toy_team):
+    probs, y, human = toy_team(20)
+    u = np.random.default_rng(0).gamma(2.0, 1.0, len(y))
+    guarded = ThresholdPolicy(candidates=[0.3, 0.65, 0.9]).fit(probs, y, (y + 2) % 10, unfamiliarity=u)
+    audited_log(db_url, probs, np.stack([human, y, y], 1), guarded)
+    assert retune(db_url).policy.unfamiliar_limit_ == guarded.unfamiliar_limit_
+
+
+def test_retune_refits_a_rejector_on_the_scores_it_logged(db_url, toy_team):
+    probs, y, human = toy_team(20)
+    feats = np.random.default_rng(1).normal(size=(len(y), 4))
+    rejector = RejectorPolicy(n_resamples=5).fit(probs, y, (y + 2) % 10, features=feats)
+    audited_log(db_url, probs, np.stack([human, y, y], 1), rejector, feats)
+    r = retune(db_url)
+    assert isinstance(r.policy, RejectorPolicy) and r.policy.report_.score == "rejector"
+    assert r.policy.extra_body() == rejector.extra_body() and r.audited_items == len(y)
+    other = RejectorPolicy(n_resamples=5, C=1.0).fit(probs, y, human, features=feats[:, ::-1])
+    store = Store(db_url)
+    store.add_policy(other.to_dict(), MODEL, activate=True)
+    store.dispose()
+    with pytest.raises(PolicyError, match="scored by the active rejector"):
+        retune(db_url)  # the log's scores came from another rejector
 
 
 def test_retune_needs_enough_fully_audited_items(tmp_path):
