@@ -6,6 +6,7 @@ import base64
 import io
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -19,6 +20,8 @@ from teaming.datasets import default_test_jpegs, load_cifar10h
 from teaming.ops.retune import retune
 from teaming.ops.schema import reviews
 from teaming.ops.store import Store
+
+MODEL = Path(__file__).resolve().parents[2] / "models" / "cifar10h-default"
 
 
 def item(i: int) -> dict:
@@ -259,3 +262,22 @@ def test_full_loop_retune_and_reload(serve, backend, reviewers, tmp_path, reques
         assert admin.reload_policy().policy_version == policy.version
     finally:
         srv.proc.stop()
+
+
+def test_a_learned_rejector_policy_is_served_on_the_models_features(serve, tmp_path):
+    """fit-policy --kind rejector writes a policy the service serves: it decides on the features of each batch."""
+    from typer.testing import CliRunner
+
+    from teaming.cli import app
+
+    policy = tmp_path / "rejector.json"
+    r = CliRunner().invoke(
+        app,
+        ["fit-policy", str(MODEL), "--out", str(policy), "--items", "7000:8500", "--kind", "rejector"],
+    )
+    assert r.exit_code == 0, r.output
+    served = serve(audit_rate=0.0, TEAMING_POLICY=str(policy))
+    decisions = served.client().classify(images(range(8500, 8516)))
+    assert all(d.policy_version.startswith("rejector-") for d in decisions)
+    assert any(d.decision == "deferred" for d in decisions) and any(d.decision == "auto" for d in decisions)
+    assert all((d.decision == "deferred") == (d.reason is not None) for d in decisions)
