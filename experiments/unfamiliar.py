@@ -28,12 +28,13 @@ def scores(art, images: torch.Tensor) -> dict[str, np.ndarray]:
     logits, feats = predict_outputs(art.net, resize(images, art.meta.input_size), tta=art.meta.tta)
     t = art.meta.temperature
     probs = softmax(logits, t)
+    raw = art.guard.raw_scores(feats)
     return {
         "max_prob": -probs.max(1),
         "energy": (-t * torch.logsumexp(logits / t, 1)).numpy(),
-        "mahalanobis": art.guard.raw_scores(feats)[0],
-        "low_norm": art.guard.raw_scores(feats)[1],
-        "guard": art.guard.score(feats),
+        "mahalanobis": raw[0],
+        "low_norm": raw[1],
+        "guard": art.guard.combine(raw),
         "probs": probs,
     }
 

@@ -96,11 +96,12 @@ class Teaming:
         self.policy.follow()
         policy, policy_version = self.policy.active
         s = self.settings
+        reasons, scores = policy.judge(probs, out.unfamiliarity, out.features)
         rows = decision_rows(
             images,
             probs,
-            policy.reasons(probs, out.unfamiliarity, out.features),
-            policy.confidence(probs, out.features),
+            reasons,
+            scores,
             out.unfamiliarity,
             self.model_version,
             policy_version,

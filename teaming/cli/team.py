@@ -95,14 +95,6 @@ def fit_policy_cmd(
     console.print(f"wrote {out}")
 
 
-def fitted_positions(policy, images: str):
-    """Positions of `images` the policy was fitted on, as its file records them (none for other image sets)."""
-    from teaming.data import run_positions
-
-    m = policy.model_ or {}
-    return run_positions(m.get("fitted_items")) if m.get("images", images) == images else run_positions(None)
-
-
 def report_cmd(
     model: Path = typer.Argument(Path("models/cifar10h-default"), help="artifact folder"),
     policy: Path = typer.Option(..., help="policy JSON from fit-policy"),
@@ -117,7 +109,7 @@ def report_cmd(
 ) -> None:
     """Write a teaming report: gain table, threshold curve, reliability, accuracy by bins, error confusions."""
     from teaming._validation import PolicyError
-    from teaming.policy import load_policy
+    from teaming.policy import fitted_positions, load_policy
     from teaming.report import build_report, check_report_path, summarize, write_report
     from teaming.team import load_team
 

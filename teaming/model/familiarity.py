@@ -63,7 +63,10 @@ class FamiliarityGuard:
     def score(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
         """Unfamiliarity per item: the larger rank of its two scores among the training items (0.99 = rarer than
         99% of them; above 1 past all of them). Higher = less familiar."""
-        raw = self.raw_scores(features)
+        return self.combine(self.raw_scores(features))
+
+    def combine(self, raw: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """`score` from `raw_scores` output: the larger of the two ranks."""
         return np.max([_rank(r, q) for r, q in zip(raw, self.scales.astype(np.float64))], axis=0)
 
     def tensors(self) -> dict[str, torch.Tensor]:

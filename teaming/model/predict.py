@@ -38,19 +38,6 @@ def predict_outputs(
     return torch.cat(logits), torch.cat(feats)
 
 
-@torch.no_grad()
 def predict_logits(net: nn.Module, images: torch.Tensor, batch_size: int = 1000, tta: bool = False) -> torch.Tensor:
     """Logits (float32, on the CPU) for uint8 images; tta averages the image and its mirror."""
-    was_training = net.training
-    net.eval()
-    device = net_device(net)
-    out = []
-    for chunk in images.split(batch_size):
-        x = to_float(chunk.to(device, non_blocking=True))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = net(x).float()
-            if tta:
-                logits = 0.5 * (logits + net(x.flip(-1)).float())
-        out.append(logits.cpu())
-    net.train(was_training)
-    return torch.cat(out)
+    return predict_outputs(net, images, batch_size, tta)[0]

@@ -7,7 +7,7 @@ them as versioned JSON.
 """
 
 from teaming._validation import PolicyError
-from teaming.policy.base import Candidate, DeferralPolicy, PolicyReport, fitted_for
+from teaming.policy.base import Candidate, DeferralPolicy, PolicyReport, fitted_for, fitted_positions
 from teaming.policy.certified import CertifiedPolicy
 from teaming.policy.io import load_policy, policy_from_dict, save_policy
 from teaming.policy.rejector import RejectorPolicy
@@ -22,6 +22,7 @@ __all__ = [
     "RejectorPolicy",
     "ThresholdPolicy",
     "fitted_for",
+    "fitted_positions",
     "load_policy",
     "policy_from_dict",
     "save_policy",

@@ -22,6 +22,7 @@ from sklearn.base import BaseEstimator
 from teaming import __version__
 from teaming._validation import PolicyError, check_labels, check_probs
 from teaming.confidence import SCORES, Score, confidence
+from teaming.data import run_positions
 from teaming.labels import vote
 
 FORMAT = "teaming.policy"
@@ -187,6 +188,12 @@ class DeferralPolicy(BaseEstimator, ABC):
         self, probs: np.ndarray, unfamiliarity: np.ndarray | None = None, features: np.ndarray | None = None
     ) -> np.ndarray:
         """Why each item is deferred: "unfamiliar", "unsure" (confidence below the threshold) or "" (answered)."""
+        return self.judge(probs, unfamiliarity, features)[0]
+
+    def judge(
+        self, probs: np.ndarray, unfamiliarity: np.ndarray | None = None, features: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(`reasons`, the score each item's confidence was compared with the threshold on), in one pass."""
         if not hasattr(self, "threshold_"):
             raise PolicyError("this policy is not fitted; call fit() or load one")
         p = check_probs(probs)
@@ -201,7 +208,7 @@ class DeferralPolicy(BaseEstimator, ABC):
             unsure = conf < self.threshold_
         out = np.where(unsure, UNSURE, "").astype(object)
         out[self.unfamiliar(unfamiliarity, len(p))] = UNFAMILIAR
-        return out
+        return out, conf
 
     def _guard_report(self, unsure: np.ndarray, unfamiliarity: np.ndarray | None) -> dict:
         """The guard's report fields: its limit and the share of items it defers beyond the confidence rule."""
@@ -255,6 +262,12 @@ class DeferralPolicy(BaseEstimator, ABC):
 def content_digest(body: dict) -> str:
     """The first 12 hex digits of the SHA-256 of a policy body's canonical JSON."""
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=float).encode()).hexdigest()[:12]
+
+
+def fitted_positions(policy: DeferralPolicy, images: str) -> np.ndarray:
+    """Positions of `images` the policy was fitted on, as fit-policy records them (none for other image sets)."""
+    m = policy.model_ or {}
+    return run_positions(m.get("fitted_items") if m.get("images", images) == images else None)
 
 
 def fitted_for(policy: DeferralPolicy) -> str | None:
