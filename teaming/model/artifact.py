@@ -22,7 +22,8 @@ from teaming.data import resize, run_positions
 from teaming.model.calibration import softmax
 from teaming.model.familiarity import FamiliarityGuard
 from teaming.model.nets import build_net
-from teaming.model.predict import predict_logits, predict_outputs
+from teaming.model.predict import predict_outputs
+from teaming.model.runtime import REDUCED, Runtime
 
 WEIGHTS = "model.safetensors"
 GUARD = "familiarity.safetensors"
@@ -46,6 +47,7 @@ class ModelMeta:
     data: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    backends: dict = field(default_factory=dict)  # backend -> its check against fp32 (`teaming export`)
     library_version: str = ""
     created: str = ""
 
@@ -77,24 +79,45 @@ class Artifact:
     meta: ModelMeta
     figures: dict[str, bytes] = field(default_factory=dict)
     guard: FamiliarityGuard | None = None
+    runtime: Runtime | None = field(default=None, repr=False)  # how it predicts; eager fp32 until `use`
+    directory: Path | None = None
+
+    def use(self, backend: str, checked: bool = True) -> "Artifact":
+        """Predict with `backend` (teaming.model.runtime.BACKENDS). With `checked`, a reduced-precision backend
+        must have passed its check against fp32 (`teaming export`), recorded in model.json."""
+        if checked and backend in REDUCED and not self.meta.backends.get(backend, {}).get("passed"):
+            raise ValueError(
+                f"backend {backend} has no passed check against fp32 in {self.directory or 'this model'}'s "
+                f"model.json; run `teaming export {self.directory or 'MODEL'}` (or choose fp32)"
+            )
+        self.runtime = Runtime(self.net, self.meta.tta, backend, self.directory)
+        return self
+
+    @property
+    def backend(self) -> str:
+        return self.runtime.backend if self.runtime is not None else "eager"
 
     @property
     def classes(self) -> list[str]:
         return self.meta.classes
 
-    def logits(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    def _outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = resize(images, self.meta.input_size)
+        if self.runtime is None:
+            return predict_outputs(self.net, images, tta=self.meta.tta)
+        return self.runtime(images)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Uncalibrated logits for uint8 images of any size (resized to the model's input)."""
-        return predict_logits(self.net, resize(images, self.meta.input_size), batch_size, tta=self.meta.tta)
+        return self._outputs(images)[0]
 
-    def predict_proba(self, images: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+    def predict_proba(self, images: torch.Tensor) -> np.ndarray:
         """Calibrated class probabilities (temperature applied)."""
-        return softmax(self.logits(images, batch_size), self.meta.temperature)
+        return softmax(self.logits(images), self.meta.temperature)
 
-    def outputs(self, images: torch.Tensor, batch_size: int = 1000) -> Outputs:
+    def outputs(self, images: torch.Tensor) -> Outputs:
         """Calibrated probabilities, penultimate features and unfamiliarity (None without a guard), in one pass."""
-        logits, features = predict_outputs(
-            self.net, resize(images, self.meta.input_size), batch_size, tta=self.meta.tta
-        )
+        logits, features = self._outputs(images)
         unfamiliarity = None if self.guard is None else self.guard.score(features)
         return Outputs(softmax(logits, self.meta.temperature), features.numpy(), unfamiliarity)
 
@@ -162,8 +185,9 @@ def load_meta(directory: str | Path) -> ModelMeta:
     return ModelMeta(**{k: v for k, v in raw.items() if k in known})
 
 
-def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> Artifact:
-    """Rebuild the net from model.json and load its weights; raises FileNotFoundError with the missing file."""
+def load_artifact(directory: str | Path, device: str | torch.device = "cpu", backend: str | None = None) -> Artifact:
+    """Rebuild the net from model.json and load its weights (raises FileNotFoundError with the missing file);
+    `backend` (see `Artifact.use`) sets how it predicts, eager fp32 by default."""
     directory = Path(directory)
     for f in (WEIGHTS, META):
         if not (directory / f).exists():
@@ -174,7 +198,8 @@ def load_artifact(directory: str | Path, device: str | torch.device = "cpu") -> 
     net.eval().to(device)
     figures = {p.name: p.read_bytes() for p in sorted(directory.glob("*.png"))}
     guard = FamiliarityGuard.from_tensors(load_file(str(directory / GUARD))) if (directory / GUARD).exists() else None
-    return Artifact(net, meta, figures, guard)
+    art = Artifact(net, meta, figures, guard, directory=directory)
+    return art.use(backend) if backend else art
 
 
 METRIC_NAMES = {
@@ -198,6 +223,26 @@ def metrics_table(metrics: dict[str, dict]) -> str:
     for k in keys:
         vals = [f"{metrics[c][k]:.4f}" if k in metrics[c] else "" for c in cols]
         lines.append(f"| {METRIC_NAMES[k]} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def backends_table(backends: dict[str, dict]) -> str:
+    """How each inference backend compares with eager fp32 (`teaming export`): the service serves only those
+    that passed."""
+    lines = [
+        "| backend | top-1 same as fp32 | accuracy (change) | ECE (change) "
+        "| policy decisions same | images/s | passed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in backends.items():
+        same = f"{r['policy_decision_agreement']:.2%}" if "policy_decision_agreement" in r else "-"
+        lines.append(
+            f"| {name} | {r['top1_agreement']:.2%} | {r['accuracy']:.2%} ({100 * r['accuracy_change']:+.2f}) "
+            f"| {r['ece']:.2%} ({100 * r['ece_change']:+.2f}) | {same} | {r['images_per_second']:.0f} "
+            f"| {'yes' if r['passed'] else 'no'} |"
+        )
+    first = next(iter(backends.values()))
+    lines += ["", f"Checked on {first.get('checked_on', 'held-out items')}; speeds on {first.get('machine', '?')}."]
     return "\n".join(lines)
 
 
@@ -236,6 +281,8 @@ def model_card(meta: ModelMeta, figures: list[str] | None = None, guard: bool = 
         )
     if meta.metrics:
         parts += ["", f"## Metrics on {data.get('eval_items', 'the held-out items')}", "", metrics_table(meta.metrics)]
+    if meta.backends:
+        parts += ["", "## Backends", "", backends_table(meta.backends)]
     for fig in figures or []:
         parts += ["", f"![{fig}]({fig})"]
     parts += [

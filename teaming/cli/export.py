@@ -1,0 +1,125 @@
+"""`teaming export`: write a model's ONNX graphs (fp32 and int8) and check every backend against fp32 on held-out
+items, its policy included; the results go to model.json and the card, where the service reads them."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import typer
+from rich.table import Table
+
+from teaming.cli._common import HELD_OUT, console, fail
+
+# a policy keeps its meaning on a backend when nearly every decision (answer or defer) stays the same
+MIN_DECISION_AGREEMENT, MAX_DEFERRAL_CHANGE = 0.99, 0.005
+
+
+def export_cmd(
+    model: Path = typer.Argument(Path("models/cifar10h-default"), help="artifact folder"),
+    images: str = typer.Option("default", help="the model's images: 'default', a JPEG pack .npz, or an ImageFolder"),
+    items: str = typer.Option(HELD_OUT, help="held-out positions with labels to check the backends on"),
+    calibration: int = typer.Option(1024, help="training items that calibrate the int8 graph"),
+    onnx: bool = typer.Option(True, help="write model.onnx and model.int8.onnx (needs the onnx extra)"),
+    backends: str = typer.Option("fp32,bf16,onnx,onnx-int8", help="backends to check against eager fp32"),
+) -> None:
+    """Export the ONNX graphs and check each backend: top-1 agreement with fp32 >= 99.5%, accuracy and ECE
+    within 0.3 points, and the model's policy deciding the same on >= 99% of items."""
+    from teaming.data import parse_items
+    from teaming.datasets import load_images
+    from teaming.model import load_artifact, save_artifact
+    from teaming.model.runtime import ONNX_FILES, check, export_onnx, quantize_onnx
+
+    try:
+        art = load_artifact(model)
+        data = load_images(images, art.meta.input_size, art.classes)
+        idx = parse_items(items, len(data))
+        names = [b.strip() for b in backends.split(",") if b.strip()]
+        if data.labels is None:
+            raise ValueError(f"{images} has no labels to check the backends against")
+        if set(art.meta.used_positions()) & set(idx.tolist()):
+            raise ValueError(f"items {items} overlap the items {model} was trained or calibrated on")
+        if not onnx and any(b in ONNX_FILES and not (model / ONNX_FILES[b]).exists() for b in names):
+            raise FileNotFoundError(f"{model} has no ONNX graphs yet: run without --no-onnx")
+    except (ValueError, FileNotFoundError) as err:
+        fail(err)
+    held_out = data.images[torch.from_numpy(idx)]
+    labels = data.labels[idx]
+    if onnx:
+        try:
+            export_onnx(art.net, art.meta.tta, art.meta.input_size, model / ONNX_FILES["onnx"])
+        except ImportError as err:
+            fail(ValueError(f"{err}; install the onnx extra: pip install 'teaming[onnx]'"))
+        used = art.meta.used_positions()
+        cal = used[:calibration] if len(used) else np.arange(min(calibration, len(data)))
+        quantize_onnx(model / ONNX_FILES["onnx"], model / ONNX_FILES["onnx-int8"], data.images[torch.from_numpy(cal)])
+        console.print(
+            f"wrote {model / ONNX_FILES['onnx']} and {model / ONNX_FILES['onnx-int8']} ({len(cal)} calibration images)"
+        )
+
+    policy = _policy(model, art)
+    ref = art.use("eager").outputs(held_out)
+    table = Table(title=f"backends of {art.meta.name} against fp32 on {len(idx)} items ({items}), {_machine()}")
+    for col in ("backend", "top-1 same", "max |dp|", "accuracy", "ECE", "policy same", "img/s", "ok"):
+        table.add_column(col, justify="right")
+    for name in names:
+        art.use(name, checked=False)
+        art.outputs(held_out[:64])  # warm up
+        start = time.perf_counter()
+        out = art.outputs(held_out)
+        rate = len(idx) / (time.perf_counter() - start)
+        result = check(ref.probs, out.probs, labels) | {"images_per_second": round(rate, 1), "machine": _machine()}
+        if policy is not None:
+            result |= _verify(policy, ref, out)
+            result["passed"] = result["passed"] and result["policy_verified"]
+        result["checked_on"] = f"{data.source} items {items}"
+        art.meta.backends[name] = result
+        table.add_row(
+            name,
+            f"{result['top1_agreement']:.2%}",
+            f"{result['max_prob_difference']:.4f}",
+            f"{result['accuracy']:.2%} ({100 * result['accuracy_change']:+.2f})",
+            f"{result['ece']:.2%} ({100 * result['ece_change']:+.2f})",
+            f"{result['policy_decision_agreement']:.2%}" if policy is not None else "-",
+            f"{rate:.0f}",
+            "yes" if result["passed"] else "[red]no[/red]",
+        )
+    console.print(table)
+    art.runtime = None
+    save_artifact(art, model)
+    console.print(f"recorded the checks in {model}/model.json and its card")
+
+
+def _policy(model: Path, art):
+    from teaming.policy import load_policy
+
+    path = model / "policy.json"
+    return load_policy(path) if path.exists() else None
+
+
+def _verify(policy, ref, out) -> dict:
+    """The policy's decisions on the backend's outputs against its decisions on fp32's."""
+    a = policy.decide(ref.probs.astype(np.float64), ref.unfamiliarity, ref.features)
+    b = policy.decide(out.probs.astype(np.float64), out.unfamiliarity, out.features)
+    same, change = float((a == b).mean()), float(b.mean() - a.mean())
+    return {
+        "policy": policy.version,
+        "policy_decision_agreement": same,
+        "deferral_rate": float(b.mean()),
+        "deferral_rate_change": change,
+        "policy_verified": bool(same >= MIN_DECISION_AGREEMENT and abs(change) <= MAX_DEFERRAL_CHANGE),
+    }
+
+
+def _machine() -> str:
+    """The device the figures were taken on, as a reader of the card needs it."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.machine()
+    return f"{cpu}, {torch.get_num_threads()} threads"

@@ -1,0 +1,221 @@
+"""Inference backends: one trained net run the way that is fastest on the machine at hand, each one checked against
+plain fp32 on held-out items before it may serve (`teaming export`, model.json's `backends`).
+
+- `eager`: the net as trained, fp32 (the reference every other backend is checked against).
+- `fp32`: batch norm and input normalisation folded into the convolutions, the image and its mirror in one
+  forward, chunks sized to the CPU's cache; the same arithmetic as eager up to rounding.
+- `bf16`: `fp32` under bfloat16 autocast, for CPUs with AVX512-BF16 or AMX and for GPUs.
+- `compiled`: `fp32` through `torch.compile` with weight freezing (one compile per batch size seen).
+- `onnx`, `onnx-int8`: the same graph exported to ONNX (`model.onnx`, `model.int8.onnx`, int8 by static
+  quantization calibrated on training items), run by ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from teaming.model.nets import FastNet
+from teaming.model.predict import to_float
+
+BACKENDS = ("eager", "fp32", "bf16", "compiled", "onnx", "onnx-int8")
+REDUCED = ("bf16", "onnx-int8")  # backends whose numbers differ from fp32 by more than rounding
+ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+CPU_CHUNK = 64  # images per forward on a CPU (x2 with the mirror): past 128 activations spill out of L3
+
+
+class Served(nn.Module):
+    """Float images in [0, 1] -> (logits, penultimate features); with tta the image and its mirror go through the
+    net as one batch and their features are averaged (the head is linear, so the logits are too). With bf16 the
+    body runs under bfloat16 autocast; the stem and the head stay fp32 (their rounding flips answers)."""
+
+    def __init__(self, net: nn.Module, tta: bool, bf16: bool = False) -> None:
+        super().__init__()
+        self.net, self.tta, self.bf16 = net, tta, bf16
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.tta:
+            x = torch.cat([x, x.flip(-1)])
+        h = self.net.stem(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            f = self.net.body(h).float()
+        if self.tta:
+            f = f.unflatten(0, (2, -1)).mean(0)
+        return self.net.classify(f).float(), f
+
+
+def fold(net: nn.Module) -> nn.Module:
+    """A copy of `net` for inference with batch norm folded into the convolution before it and the input
+    normalisation into the first convolution. In a FastNet group the first norm follows a max-pool, which an
+    affine map with a positive scale commutes with (airbench's norms have unit weight), so it folds too."""
+    net = copy.deepcopy(net).eval()
+    if not isinstance(net, FastNet):
+        return net
+    mean, std = net.normalize.mean.flatten(), net.normalize.std.flatten()
+    w = net.whiten.weight.detach() / std.view(1, -1, 1, 1)
+    net.whiten.bias.data = net.whiten.bias.detach() - (w * mean.view(1, -1, 1, 1)).sum((1, 2, 3))
+    net.whiten.weight.data = w
+    net.normalize = nn.Identity()
+    for group in net.layers:
+        if not hasattr(group, "norm1"):
+            continue
+        scale = group.norm1.weight / torch.sqrt(group.norm1.running_var + group.norm1.eps)
+        if (scale <= 0).any():
+            raise ValueError("a batch norm with a non-positive scale does not commute with max-pooling")
+        group.conv1, group.norm1 = fuse_conv_bn_eval(group.conv1, group.norm1), nn.Identity()
+        group.conv2, group.norm2 = fuse_conv_bn_eval(group.conv2, group.norm2), nn.Identity()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 pays rather than costs."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def choose(setting: str, device: torch.device, checks: dict[str, dict]) -> tuple[str, str]:
+    """(backend, why) for a setting: 'auto' is bf16 on GPUs and on CPUs that compute it natively, where its check
+    against fp32 passed (model.json's `backends`), and folded fp32 otherwise; any other setting is taken as is."""
+    if setting != "auto":
+        return setting, "as set"
+    if not (device.type == "cuda" or cpu_has_bf16()):
+        return "fp32", "auto: this CPU has no native bf16"
+    if not checks.get("bf16", {}).get("passed"):
+        return "fp32", "auto: bf16 has no passed check against fp32 in model.json (run `teaming export`)"
+    return "bf16", f"auto: native bf16, agreeing with fp32 on {checks['bf16']['top1_agreement']:.2%} of answers"
+
+
+class Runtime:
+    """uint8 N x 3 x H x W images (already at the model's input size) -> (logits, features), float32 on the CPU."""
+
+    def __init__(self, net: nn.Module, tta: bool, backend: str = "eager", model_dir: Path | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        self.backend = backend
+        self.device = next(net.parameters()).device
+        self.chunk = CPU_CHUNK if self.device.type == "cpu" else 1024
+        self.session = None
+        if backend in ONNX_FILES:
+            path = Path(model_dir or ".") / ONNX_FILES[backend]
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing: run `teaming export {model_dir}` first")
+            self.session = onnx_session(path)
+            return
+        self.module = Served(net if backend == "eager" else fold(net), tta, bf16=backend == "bf16").eval()
+        if backend == "compiled":
+            import torch._inductor.config as inductor
+
+            inductor.freezing = True
+            self.module = torch.compile(self.module, dynamic=False)
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, feats = [], []
+        for chunk in images.split(self.chunk):
+            if self.session is not None:  # ONNX Runtime runs on the CPU
+                out, f = self.session.run(None, {"images": to_float(chunk.cpu()).contiguous().numpy()})
+                out, f = torch.from_numpy(out), torch.from_numpy(f)
+            else:
+                out, f = self.module(to_float(chunk.to(self.device, non_blocking=True)))
+            logits.append(out.float().cpu())
+            feats.append(f.float().cpu())
+        return torch.cat(logits), torch.cat(feats)
+
+
+def onnx_session(path: Path):
+    """An ONNX Runtime session on the CPU with as many threads as torch uses."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def export_onnx(net: nn.Module, tta: bool, input_size: int, path: Path) -> Path:
+    """The folded net with its mirror averaging as an ONNX graph: input `images` (N x 3 x H x W float in [0, 1]),
+    outputs `logits` and `features`, any batch size."""
+    module = Served(fold(net).cpu(), tta).eval()
+    example = torch.rand(4, 3, input_size, input_size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        module,
+        (example,),
+        input_names=["images"],
+        output_names=["logits", "features"],
+        dynamic_shapes=({0: batch},),
+        dynamo=True,
+        verbose=False,
+    )
+    program.save(str(path))
+    return path
+
+
+def quantize_onnx(source: Path, target: Path, calibration: torch.Tensor) -> Path:
+    """Static int8 quantization (QDQ, per-channel weights) calibrated on `calibration` (uint8 images); the first
+    convolution and the head stay fp32 (quantizing them flipped 2.3% of answers, keeping them 0.7%)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([to_float(c).contiguous().numpy() for c in calibration.split(64)])
+
+        def get_next(self):
+            x = next(self.batches, None)
+            return None if x is None else {"images": x}
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = target.with_suffix(".prepared.onnx")
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)  # folds constants, infers shapes
+    nodes = onnx.load(str(prepared)).graph.node
+    first_conv = next(n.name for n in nodes if n.op_type == "Conv")
+    keep = [first_conv, *(n.name for n in nodes if n.op_type in ("Gemm", "MatMul"))]
+    quantize_static(
+        str(prepared),
+        str(target),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=keep,
+    )
+    prepared.unlink()
+    return target
+
+
+MIN_AGREEMENT, MAX_CHANGE = 0.995, 0.003
+
+
+def check(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> dict:
+    """A backend's calibrated probabilities against fp32's on the same labelled items. Passed when at least 99.5%
+    of top-1 answers agree and accuracy and ECE move by at most 0.3 points."""
+    from teaming.model.metrics import accuracy, ece
+
+    out = {
+        "items": len(labels),
+        "top1_agreement": float((reference.argmax(1) == probs.argmax(1)).mean()),
+        "max_prob_difference": float(np.abs(reference - probs).max()),
+        "accuracy": accuracy(probs, labels),
+        "accuracy_change": accuracy(probs, labels) - accuracy(reference, labels),
+        "ece": ece(probs, labels),
+        "ece_change": ece(probs, labels) - ece(reference, labels),
+    }
+    out["passed"] = bool(
+        out["top1_agreement"] >= MIN_AGREEMENT
+        and abs(out["accuracy_change"]) <= MAX_CHANGE
+        and abs(out["ece_change"]) <= MAX_CHANGE
+    )
+    return out
