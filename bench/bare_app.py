@@ -20,11 +20,13 @@ from starlette.routing import Route
 from teaming._validation import DataError
 from teaming.data import decode_image
 from teaming.model import load_artifact
+from teaming.model.runtime import choose
 from teaming.policy import load_policy
 
 MODEL = os.environ.get("TEAMING_MODEL_DIR", "models/cifar10h-default")
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 artifact = load_artifact(MODEL, device)
+artifact.use(choose(os.environ.get("TEAMING_BACKEND", "auto"), device, artifact.meta.backends)[0])  # as the service
 policy = load_policy(os.path.join(MODEL, "policy.json"))
 
 

@@ -35,23 +35,34 @@ import torch
 from bench.common import jpeg_payloads, metric_total
 from bench.process import KEEP_ALIVE_SECONDS, ServiceProcess, free_port
 from teaming.data import decode_image
-from teaming.model import load_artifact
+from teaming.model import Artifact, load_artifact
+from teaming.model.runtime import choose
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "cifar10h-default"
 
 
-def ceiling(payloads: list[dict], batch: int, seconds: float) -> float:
-    """Images/s for base64 decode + JPEG decode + calibrated forward in this process, `batch` images at a time."""
+def load_served() -> Artifact:
+    """The shipped model with the backend the service picks on this machine (TEAMING_BACKEND, default auto)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     art = load_artifact(MODEL, device)
-    done, start, k = 0, time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
+    return art.use(choose(os.environ.get("TEAMING_BACKEND", "auto"), device, art.meta.backends)[0])
+
+
+def ceiling(art: Artifact, payloads: list[dict], batch: int, seconds: float) -> float:
+    """Images/s for base64 decode + JPEG decode + calibrated forward in this process, `batch` images at a time,
+    after one untimed warm-up batch."""
+    device = art.runtime.device
+    done, start, k = 0, None, 0
+    while start is None or time.perf_counter() - start < seconds:
         chunk = [payloads[(k + j) % len(payloads)] for j in range(batch)]
         k += batch
         x = np.stack([decode_image(base64.b64decode(p["data"]), 32).numpy() for p in chunk])
         with torch.inference_mode():
-            art.predict_proba(torch.from_numpy(x).to(device))
+            art.outputs(torch.from_numpy(x).to(device))
+        if start is None:
+            start = time.perf_counter()
+            continue
         done += batch
     return done / (time.perf_counter() - start)
 
@@ -212,9 +223,10 @@ def main() -> None:
     sizes = [int(x) for x in args.images.split(",")]
     names = args.targets.split(",") + ([f"bentoml@{args.baseline}"] if args.baseline else [])
     payloads = jpeg_payloads(2000)
+    served = load_served()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(
-        f"# serve_load on {device}, {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}; "
+        f"# serve_load on {device}, {os.cpu_count()} CPU cores, backend {served.backend}, {time.strftime('%Y-%m-%d')}; "
         f"{args.rounds} interleaved rounds of {args.seconds:g} s per target and level"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -228,7 +240,7 @@ def main() -> None:
                     tallies = {name: Tally() for name in ["in-process", *names]}
                     for _ in range(args.rounds):
                         t = tallies["in-process"]
-                        t.images += int(ceiling(payloads, 256, args.seconds) * args.seconds)
+                        t.images += int(ceiling(served, payloads, 256, args.seconds) * args.seconds)
                         t.seconds += args.seconds
                         for target in targets:
                             t = tallies[target.name]

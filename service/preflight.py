@@ -7,11 +7,13 @@ from __future__ import annotations
 import logging
 import time
 
+import torch
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.policy import ServedPolicy
 from service.settings import get_settings
 from teaming.model.artifact import load_meta
+from teaming.model.runtime import ONNX_FILES, REDUCED, choose
 from teaming.ops.store import Store
 
 logger = logging.getLogger("bentoml.teaming")
@@ -34,11 +36,24 @@ def open_store(url: str, wait_seconds: float) -> Store:
             attempt += 1
 
 
+def backend(s, meta) -> tuple[str, str]:
+    """The backend to serve and why; a reduced-precision one set by hand must have passed its check, and an ONNX
+    one needs its graph (raises ValueError / FileNotFoundError with the fix)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name, why = choose(s.backend, device, meta.backends)
+    if name in REDUCED and not meta.backends.get(name, {}).get("passed"):
+        raise ValueError(f"TEAMING_BACKEND={name} has no passed check against fp32 in {s.model_dir}/model.json")
+    if name in ONNX_FILES and not (s.model_dir / ONNX_FILES[name]).exists():
+        raise FileNotFoundError(f"TEAMING_BACKEND={name} needs {s.model_dir / ONNX_FILES[name]}: run `teaming export`")
+    return name, why
+
+
 def preflight() -> None:
     """Run once by `bentoml serve` before it starts workers (a deployment hook of the service)."""
     try:
         s = get_settings()
         meta = load_meta(s.model_dir)
+        backend(s, meta)
         store = open_store(s.db_url, s.db_wait_seconds)
         try:
             default = s.model_dir / "policy.json"

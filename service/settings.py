@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from teaming.model.runtime import BACKENDS
 from teaming.ops.review import AUDIT_REVIEWERS, UNRESOLVED_AFTER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +27,9 @@ class Settings(BaseSettings):
 
     model_dir: Path = ROOT / "models" / "cifar10h-default"
     policy: Path | None = Field(None, description="policy JSON to serve (default: the model folder's policy.json)")
+    backend: Literal["auto", *BACKENDS] = Field(
+        "auto", description="how the model runs: auto = bf16 where native and checked, else fp32 (runtime.py)"
+    )
     db_url: str = f"sqlite:///{ROOT / 'runs' / 'teaming.db'}"
     reviewer_tokens: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="'name:token,name:token' (stored as token -> name)"
@@ -55,6 +59,9 @@ class Settings(BaseSettings):
     batch_concurrency: int = Field(2, ge=1, description="model calls in flight: logging overlaps the next forward")
     seed: int | None = None
     log_decisions: bool = Field(True, description="off only to measure what logging costs (bench/serve_load.py)")
+    access_log: bool = Field(
+        False, description="BentoML's line per request (1 ms each; decisions are in the log, refusals WARNING lines)"
+    )
 
     @field_validator("reviewer_tokens", mode="before")
     @classmethod
@@ -103,3 +110,12 @@ def load_settings() -> Settings:
 def get_settings() -> Settings:
     """The service's settings, read from the environment on first use (never at import time)."""
     return load_settings()
+
+
+def access_log() -> bool:
+    """TEAMING_ACCESS_LOG, read when the service class is declared (BentoML takes it there); a bad value is
+    reported by the preflight check with the other settings."""
+    try:
+        return load_settings().access_log
+    except ValueError:
+        return False

@@ -45,6 +45,7 @@ def test_defaults_and_parsing(env, tmp_path):
         ("TEAMING_MAX_IMAGES", "300", "TEAMING_MAX_IMAGES (300) exceeds TEAMING_MAX_BATCH_SIZE (256)"),
         ("TEAMING_MAX_BATCH_SIZE", "abc", "TEAMING_MAX_BATCH_SIZE: Input should be a valid integer"),
         ("TEAMING_LEASE_SECONDS", "5 min", "TEAMING_LEASE_SECONDS: Input should be a valid number"),
+        ("TEAMING_BACKEND", "int4", "TEAMING_BACKEND: Input should be 'auto', 'eager', 'fp32', 'bf16'"),
     ],
 )
 def test_bad_values_are_refused_by_name(env, name, value, message):
