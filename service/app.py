@@ -90,8 +90,7 @@ class Teaming:
         artifact = load_artifact(s.model_dir, self.device)
         name, why = backend(s, artifact.meta)
         artifact.use(name)
-        size = artifact.meta.input_size
-        artifact.outputs(torch.zeros(2, 3, size, size, dtype=torch.uint8))
+        artifact.runtime.warm_up(artifact.meta.input_size)
         return artifact, name, why
 
     def _infer(self, images: list[Decoded]) -> Outputs:

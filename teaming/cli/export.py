@@ -24,13 +24,16 @@ def export_cmd(
     items: str = typer.Option(HELD_OUT, help="held-out positions with labels to check the backends on"),
     calibration: int = typer.Option(1024, help="training items that calibrate the int8 graph"),
     onnx: bool = typer.Option(True, help="write model.onnx and model.int8.onnx (needs the onnx extra)"),
-    backends: str = typer.Option("fp32,bf16,onnx,onnx-int8", help="backends to check against eager fp32"),
+    backends: str = typer.Option(
+        "fp32,bf16,onnx,onnx-int8", help="backends to check against eager fp32 (also: compiled, compiled-bf16)"
+    ),
 ) -> None:
     """Export the ONNX graphs and check each backend: top-1 agreement with fp32 >= 99.5%, accuracy and ECE
     within 0.3 points, and the model's policy deciding the same on >= 99% of items."""
     from teaming.data import parse_items
     from teaming.datasets import load_images
-    from teaming.model import load_artifact, save_artifact
+    from teaming.model import load_artifact
+    from teaming.model.artifact import save_meta
     from teaming.model.runtime import ONNX_FILES, check, export_onnx, quantize_onnx
 
     try:
@@ -67,7 +70,7 @@ def export_cmd(
         table.add_column(col, justify="right")
     for name in names:
         art.use(name, checked=False)
-        art.outputs(held_out[:64])  # warm up
+        art.runtime.warm_up(art.meta.input_size)
         start = time.perf_counter()
         out = art.outputs(held_out)
         rate = len(idx) / (time.perf_counter() - start)
@@ -88,8 +91,7 @@ def export_cmd(
             "yes" if result["passed"] else "[red]no[/red]",
         )
     console.print(table)
-    art.runtime = None
-    save_artifact(art, model)
+    save_meta(art, model)
     console.print(f"recorded the checks in {model}/model.json and its card")
 
 

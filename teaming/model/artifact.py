@@ -171,6 +171,20 @@ def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = 
     return directory
 
 
+def save_meta(artifact: Artifact, directory: str | Path) -> None:
+    """Rewrite only model.json and the card (each replaced atomically): new facts about the same weights."""
+    directory = Path(directory)
+    meta = artifact.meta
+    texts = {
+        META: json.dumps(asdict(meta), indent=2, sort_keys=False) + "\n",
+        CARD: model_card(meta, figures=sorted(artifact.figures), guard=artifact.guard is not None),
+    }
+    for name, text in texts.items():
+        tmp = directory / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, directory / name)
+
+
 def load_meta(directory: str | Path) -> ModelMeta:
     """An artifact's model.json alone (no weights): what it is, its classes, its version."""
     path = Path(directory) / META

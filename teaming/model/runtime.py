@@ -5,7 +5,9 @@ plain fp32 on held-out items before it may serve (`teaming export`, model.json's
 - `fp32`: batch norm and input normalisation folded into the convolutions, the image and its mirror in one
   forward, chunks sized to the CPU's cache; the same arithmetic as eager up to rounding.
 - `bf16`: `fp32` under bfloat16 autocast, for CPUs with AVX512-BF16 or AMX and for GPUs.
-- `compiled`: `fp32` through `torch.compile` with weight freezing (one compile per batch size seen).
+- `compiled`, `compiled-bf16`: `fp32` and `bf16` through `torch.compile` with weight freezing. Shapes stay
+  static: a batch runs as pieces of 64, 32, ... 1 images, each compiled once by `warm_up` (about 25 s at start,
+  and a C++ compiler on the machine), never at a caller's expense.
 - `onnx`, `onnx-int8`: the same graph exported to ONNX (`model.onnx`, `model.int8.onnx`, int8 by static
   quantization calibrated on training items), run by ONNX Runtime.
 """
@@ -23,8 +25,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from teaming.model.nets import FastNet
 from teaming.model.predict import to_float
 
-BACKENDS = ("eager", "fp32", "bf16", "compiled", "onnx", "onnx-int8")
-REDUCED = ("bf16", "onnx-int8")  # backends whose numbers differ from fp32 by more than rounding
+BACKENDS = ("eager", "fp32", "bf16", "compiled", "compiled-bf16", "onnx", "onnx-int8")
+REDUCED = ("bf16", "compiled-bf16", "onnx-int8")  # backends whose numbers differ from fp32 by more than rounding
+PIECES = (64, 32, 16, 8, 4, 2, 1)  # the static batch sizes of compiled backends
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 CPU_CHUNK = 64  # images per forward on a CPU (x2 with the mirror): past 128 activations spill out of L3
 
@@ -103,25 +106,45 @@ class Runtime:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.backend = backend
         self.device = next(net.parameters()).device
-        self.chunk = CPU_CHUNK if self.device.type == "cpu" else 1024
+        self.chunk = CPU_CHUNK if self.device.type == "cpu" or backend.startswith("compiled") else 1024
         self.session = None
+        self.compiled = backend.startswith("compiled")
         if backend in ONNX_FILES:
             path = Path(model_dir or ".") / ONNX_FILES[backend]
             if not path.exists():
                 raise FileNotFoundError(f"{path} is missing: run `teaming export {model_dir}` first")
             self.session = onnx_session(path)
             return
-        self.module = Served(net if backend == "eager" else fold(net), tta, bf16=backend == "bf16").eval()
-        if backend == "compiled":
+        bf16 = backend.endswith("bf16")
+        self.module = Served(net if backend == "eager" else fold(net), tta, bf16=bf16).eval()
+        if self.compiled:
             import torch._inductor.config as inductor
 
             inductor.freezing = True
             self.module = torch.compile(self.module, dynamic=False)
 
+    def pieces(self, n: int) -> list[int]:
+        """The chunk sizes a batch of n runs as: chunks of `chunk` images, and for compiled backends the
+        remainder split into the static sizes of PIECES (37 = 32 + 4 + 1)."""
+        sizes = [self.chunk] * (n // self.chunk) + ([n % self.chunk] if n % self.chunk else [])
+        if not self.compiled or not sizes or sizes[-1] == self.chunk:
+            return sizes
+        rest, tail = sizes.pop(), []
+        for p in PIECES:
+            while rest >= p:
+                tail.append(p)
+                rest -= p
+        return sizes + tail
+
+    def warm_up(self, size: int) -> None:
+        """Run every batch size the backend will see once (compiled backends compile them here)."""
+        for n in PIECES if self.compiled else (2,):
+            self(torch.zeros(n, 3, size, size, dtype=torch.uint8))
+
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, feats = [], []
-        for chunk in images.split(self.chunk):
+        for chunk in images.split(self.pieces(len(images))):
             if self.session is not None:  # ONNX Runtime runs on the CPU
                 out, f = self.session.run(None, {"images": to_float(chunk.cpu()).contiguous().numpy()})
                 out, f = torch.from_numpy(out), torch.from_numpy(f)
