@@ -218,6 +218,7 @@ def main() -> None:
     p.add_argument("--max-requests", type=int, default=20000)
     p.add_argument("--targets", default="bentoml,bentoml-nolog,bare")
     p.add_argument("--baseline", help="also load the service as it was at this git commit (before/after)")
+    p.add_argument("--plot", type=Path, help="write the service's latency against request size and clients here")
     args = p.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     sizes = [int(x) for x in args.images.split(",")]
@@ -229,6 +230,7 @@ def main() -> None:
         f"# serve_load on {device}, {os.cpu_count()} CPU cores, backend {served.backend}, {time.strftime('%Y-%m-%d')}; "
         f"{args.rounds} interleaved rounds of {args.seconds:g} s per target and level"
     )
+    seen: dict[tuple[int, int], Tally | None] = {}
     with tempfile.TemporaryDirectory() as tmp:
         targets: list[Target] = []
         try:
@@ -259,9 +261,36 @@ def main() -> None:
                             t.batch_sum += s1 - s0
                             t.batch_count += c1 - c0
                     report(size, clients, tallies, args.baseline)
+                    seen[(size, clients)] = tallies["bentoml"] if "bentoml" in tallies else None
         finally:
             for target in targets:
                 target.stop()
+    if args.plot:
+        plot(seen, args.plot)
+
+
+def plot(seen: dict[tuple[int, int], Tally | None], path: Path) -> None:
+    """The service's p50 and p99 latency against images per request, one line per number of clients."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for clients in sorted({c for _, c in seen}):
+        sizes = sorted(s for s, c in seen if c == clients and seen[(s, c)] and seen[(s, c)].latencies)
+        for q, style in ((50, "-"), (99, ":")):
+            ms = [np.percentile(seen[(s, clients)].latencies, q) * 1000 for s in sizes]
+            ax.plot(sizes, ms, style, marker="o", label=f"{clients} clients, p{q}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("images per request")
+    ax.set_ylabel("latency (ms)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    print(f"wrote {path}")
 
 
 def report(size: int, clients: int, tallies: dict[str, Tally], baseline: str | None = None) -> None:
