@@ -73,7 +73,7 @@ class Teaming:
             deliverer = Deliverer(self.store.outbox, s.webhook_url, s.webhook_secret, s.webhook_max_attempts)
         self.background = Background(self.loop, deliverer, s.close_after_seconds).start()
         logger.info(
-            "serving %s on %s with backend %s (%s; %d torch threads), policy %s (familiarity guard %s), log %s",
+            "serving %s on %s with backend %s (%s; %d threads), policy %s (familiarity guard %s), log %s",
             self.model_version,
             self.device,
             backend_name,

@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.policy import ServedPolicy
 from service.settings import get_settings
-from teaming.model.artifact import load_meta
+from teaming.model.artifact import failed_check, load_meta
 from teaming.model.runtime import ONNX_FILES, REDUCED, choose
 from teaming.ops.store import Store
 
@@ -42,7 +42,7 @@ def backend(s, meta) -> tuple[str, str]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name, why = choose(s.backend, device, meta.backends)
     if name in REDUCED and not meta.backends.get(name, {}).get("passed"):
-        raise ValueError(f"TEAMING_BACKEND={name} has no passed check against fp32 in {s.model_dir}/model.json")
+        raise ValueError(f"TEAMING_BACKEND={name} {failed_check(meta.backends.get(name))} ({s.model_dir}/model.json)")
     if name in ONNX_FILES and not (s.model_dir / ONNX_FILES[name]).exists():
         raise FileNotFoundError(f"TEAMING_BACKEND={name} needs {s.model_dir / ONNX_FILES[name]}: run `teaming export`")
     return name, why

@@ -55,7 +55,7 @@ def export_cmd(
         try:
             export_onnx(art.net, art.meta.tta, art.meta.input_size, model / ONNX_FILES["onnx"])
         except ImportError as err:
-            fail(ValueError(f"{err}; install the onnx extra: pip install 'teaming[onnx]'"))
+            fail(ValueError(f"{err}; install the onnx extra: pip install -e '.[onnx]' in this checkout"))
         used = art.meta.used_positions()
         cal = used[:calibration] if len(used) else np.arange(min(calibration, len(data)))
         quantize_onnx(model / ONNX_FILES["onnx"], model / ONNX_FILES["onnx-int8"], data.images[torch.from_numpy(cal)])
@@ -66,7 +66,8 @@ def export_cmd(
     policy = _policy(model, art)
     ref = art.use("eager").outputs(held_out)
     table = Table(title=f"backends of {art.meta.name} against fp32 on {len(idx)} items ({items}), {_machine()}")
-    for col in ("backend", "top-1 same", "max |dp|", "accuracy", "ECE", "policy same", "img/s", "ok"):
+    table.add_column("backend", no_wrap=True)
+    for col in ("top-1 same", "max |dp|", "accuracy", "ECE", "policy same", "img/s", "ok"):
         table.add_column(col, justify="right")
     for name in names:
         art.use(name, checked=False)

@@ -86,10 +86,7 @@ class Artifact:
         """Predict with `backend` (teaming.model.runtime.BACKENDS). With `checked`, a reduced-precision backend
         must have passed its check against fp32 (`teaming export`), recorded in model.json."""
         if checked and backend in REDUCED and not self.meta.backends.get(backend, {}).get("passed"):
-            raise ValueError(
-                f"backend {backend} has no passed check against fp32 in {self.directory or 'this model'}'s "
-                f"model.json; run `teaming export {self.directory or 'MODEL'}` (or choose fp32)"
-            )
+            raise ValueError(f"backend {backend} {failed_check(self.meta.backends.get(backend))}")
         self.runtime = Runtime(self.net, self.meta.tta, backend, self.directory)
         return self
 
@@ -169,6 +166,17 @@ def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def failed_check(result: dict | None) -> str:
+    """Why a backend may not serve: never checked, or how its check against fp32 failed."""
+    if not result:
+        return "has no passed check against fp32: run `teaming export --backends ...` on the model"
+    return (
+        f"failed its check against fp32 (top-1 agreement {result['top1_agreement']:.2%}, accuracy "
+        f"{100 * result['accuracy_change']:+.2f} and ECE {100 * result['ece_change']:+.2f} points, policy decisions "
+        f"{result.get('policy_decision_agreement', 1):.2%} the same)"
+    )
 
 
 def save_meta(artifact: Artifact, directory: str | Path) -> None:

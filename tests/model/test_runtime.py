@@ -97,7 +97,7 @@ def test_export_writes_onnx_checks_every_backend_and_gates_reduced_ones(tiny, ci
     art = load_artifact(model)
     for name in REDUCED:  # compiled-bf16 was not checked here: refused like a failed one
         if not meta["backends"].get(name, {}).get("passed"):
-            with pytest.raises(ValueError, match=f"backend {name} has no passed check"):
+            with pytest.raises(ValueError, match=f"backend {name} (has no passed check|failed its check)"):
                 art.use(name)
         else:
             art.use(name)

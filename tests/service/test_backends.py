@@ -36,11 +36,11 @@ def test_the_service_serves_an_exported_onnx_graph_and_names_it(serve, tmp_path)
         assert d.confidence == pytest.approx(float(p.max()), abs=1e-4)
 
 
-def test_an_unchecked_reduced_precision_backend_is_refused_at_start(serve, tmp_path):
+def test_a_reduced_precision_backend_that_failed_its_check_is_refused_at_start(serve, tmp_path):
     model = shutil.copytree(MODEL, tmp_path / "model", ignore=shutil.ignore_patterns("*.onnx"))
     meta = (model / "model.json").read_text().replace('"passed": true', '"passed": false')
     (model / "model.json").write_text(meta)
-    with pytest.raises(RuntimeError, match="cannot serve: TEAMING_BACKEND=bf16 has no passed check"):
+    with pytest.raises(RuntimeError, match=r"cannot serve: TEAMING_BACKEND=bf16 failed its check against fp32 \(top"):
         serve(TEAMING_MODEL_DIR=str(model), TEAMING_BACKEND="bf16")
 
 
