@@ -40,6 +40,7 @@ from teaming.model.runtime import ONNX_FILES, Served, fold
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "cifar10h-default"
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SIZES = (1, 4, 16, 64, 128, 256, 512)
 
 
@@ -65,18 +66,25 @@ def conv_shapes(net: torch.nn.Module, batch: int) -> list[tuple[tuple, torch.nn.
     return shapes
 
 
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def conv_rate(shape: tuple, conv: torch.nn.Conv2d, dtype: torch.dtype, seconds: float) -> float:
     """Sustained GFLOP/s of one convolution alone, channels_last, after a warm-up."""
-    x = torch.randn(shape).to(dtype).contiguous(memory_format=torch.channels_last)
-    w = conv.weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
-    b = None if conv.bias is None else conv.bias.detach().to(dtype)
+    x = torch.randn(shape, device=DEVICE).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = conv.weight.detach().to(DEVICE, dtype).contiguous(memory_format=torch.channels_last)
+    b = None if conv.bias is None else conv.bias.detach().to(DEVICE, dtype)
     with torch.inference_mode():
         out = F.conv2d(x, w, b, padding=conv.padding)
         flops = 2 * out.numel() * w[0].numel()
+        sync()
         n, start = 0, time.perf_counter()
         while n < 3 or time.perf_counter() - start < seconds:
             F.conv2d(x, w, b, padding=conv.padding)
             n += 1
+        sync()
     return flops * n / (time.perf_counter() - start) / 1e9
 
 
@@ -95,20 +103,22 @@ def peak(net: torch.nn.Module, dtype: torch.dtype, seconds: float) -> tuple[floa
 def rate(fn, images: int, seconds: float) -> float:
     """Images/s of `fn` (which handles `images` images a call), after one untimed call."""
     fn()
+    sync()
     n, start = 0, time.perf_counter()
     while n < 2 or time.perf_counter() - start < seconds:
         fn()
         n += 1
+    sync()
     return images * n / (time.perf_counter() - start)
 
 
 def stages(backends: list[str], payloads: list[dict], batch: int) -> dict[tuple[str, str], Callable]:
     """(stage, backend) -> a call that handles `batch` images."""
     test = torch.stack([decode_image(base64.b64decode(p["data"]), 32) for p in payloads[:batch]])
-    x = to_float(test)
+    x = to_float(test).to(DEVICE)
     out = {}
     for name in backends:
-        art = load_artifact(MODEL).use(name, checked=False)
+        art = load_artifact(MODEL, DEVICE).use(name, checked=False)
         if art.runtime.session is None:
 
             @torch.inference_mode()
@@ -131,7 +141,7 @@ def sweep(backends: list[str], seconds: float) -> dict[str, list[float]]:
     images = load_default_test().images[7000 : 7000 + max(SIZES)]
     out = {}
     for name in backends:
-        art = load_artifact(MODEL).use(name, checked=False)
+        art = load_artifact(MODEL, DEVICE).use(name, checked=False)
         art.runtime.chunk = max(SIZES)  # the batch as given, to see where it stops paying
         out[name] = [1000 / rate(lambda n=n, a=art: a.outputs(images[:n]), n, seconds) for n in SIZES]
         print(f"sweep    {name:<10s} " + " ".join(f"b{n}={ms:.3f}ms" for n, ms in zip(SIZES, out[name])), flush=True)
@@ -217,7 +227,7 @@ def main() -> None:
         print(f"peak     {label}: {gflops:.1f} GFLOP/s ({where}) -> limit {limits[label]:.0f} images/s")
     payloads = jpeg_payloads(max(args.batch, 256))
     calls = stages(backends, payloads, args.batch)
-    single = {name: load_artifact(MODEL).use(name, checked=False) for name in backends}
+    single = {name: load_artifact(MODEL, DEVICE).use(name, checked=False) for name in backends}
     results: dict[tuple, list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as tmp:
         targets = start_services(args.service_backend, args.baseline, Path(tmp)) if args.service else {}

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from teaming.data import load_jpeg_pack
-from teaming.datasets import shared_data_dir
+from teaming.datasets import load_default_test, shared_data_dir
 from teaming.model.predict import predict_logits
 from teaming.model.train import TrainConfig, resolve_device, train
 
@@ -87,7 +87,7 @@ def main() -> None:
     if shared is None:
         raise SystemExit("needs ../shared/data (or $TEAMING_DATA) with the CIFAR-10 JPEG packs")
     tr = load_jpeg_pack(shared / "cifar10_train_jpeg.npz").subset(slice(0, args.train_n))
-    te = load_jpeg_pack(shared / "cifar10_test_jpeg.npz")
+    te = load_default_test()  # the same pack as shared's cifar10_test_jpeg.npz, shipped inside the package
     device = resolve_device()
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     print(f"device {name}")

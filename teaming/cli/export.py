@@ -27,6 +27,7 @@ def export_cmd(
     backends: str = typer.Option(
         "fp32,bf16,onnx,onnx-int8", help="backends to check against eager fp32 (also: compiled, compiled-bf16)"
     ),
+    device: str = typer.Option("cpu", help="where the torch backends run: cpu, cuda or auto (ONNX: the CPU)"),
 ) -> None:
     """Export the ONNX graphs and check each backend: top-1 agreement with fp32 >= 99.5%, accuracy and ECE
     within 0.3 points, and the model's policy deciding the same on >= 99% of items."""
@@ -35,9 +36,10 @@ def export_cmd(
     from teaming.model import load_artifact
     from teaming.model.artifact import save_meta
     from teaming.model.runtime import ONNX_FILES, check, export_onnx, quantize_onnx
+    from teaming.model.train import resolve_device
 
     try:
-        art = load_artifact(model)
+        art = load_artifact(model, resolve_device(device))
         data = load_images(images, art.meta.input_size, art.classes)
         idx = parse_items(items, len(data))
         names = [b.strip() for b in backends.split(",") if b.strip()]
@@ -53,7 +55,8 @@ def export_cmd(
     labels = data.labels[idx]
     if onnx:
         try:
-            export_onnx(art.net, art.meta.tta, art.meta.input_size, model / ONNX_FILES["onnx"])
+            export_onnx(art.net.cpu(), art.meta.tta, art.meta.input_size, model / ONNX_FILES["onnx"])
+            art.net.to(resolve_device(device))
         except ImportError as err:
             fail(ValueError(f"{err}; install the onnx extra: pip install -e '.[onnx]' in this checkout"))
         used = art.meta.used_positions()
