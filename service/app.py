@@ -51,7 +51,7 @@ class Teaming:
     def __init__(self) -> None:
         self.settings = s = get_settings()
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        # every torch call from one thread: a second thread in PyTorch's OpenMP made each forward 1.5 ms slower
+        # every model call from one thread: a second thread in PyTorch's OpenMP made each forward 1.5 ms slower
         self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         self.artifact, backend_name, why = self.model_thread.submit(self._load).result()
         self.model_version = self.artifact.meta.version

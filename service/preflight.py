@@ -5,15 +5,16 @@ model folder, the database (retried with backoff while it comes up) and the poli
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 
 import torch
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.policy import ServedPolicy
-from service.settings import get_settings
-from teaming.model.artifact import failed_check, load_meta
-from teaming.model.runtime import ONNX_FILES, REDUCED, choose
+from service.settings import Settings, get_settings
+from teaming.model.artifact import ModelMeta, load_meta
+from teaming.model.runtime import ONNX_FILES, REDUCED, choose, failed_check, passed
 from teaming.ops.store import Store
 
 logger = logging.getLogger("bentoml.teaming")
@@ -36,13 +37,17 @@ def open_store(url: str, wait_seconds: float) -> Store:
             attempt += 1
 
 
-def backend(s, meta) -> tuple[str, str]:
-    """The backend to serve and why; a reduced-precision one set by hand must have passed its check, and an ONNX
-    one needs its graph (raises ValueError / FileNotFoundError with the fix)."""
+def backend(s: Settings, meta: ModelMeta) -> tuple[str, str]:
+    """The backend to serve and why; a reduced-precision one set by hand must have passed its check on this kind
+    of device, an ONNX one needs its graph, a compiled one a C++ compiler (raises ValueError / FileNotFoundError
+    with the fix)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name, why = choose(s.backend, device, meta.backends)
-    if name in REDUCED and not meta.backends.get(name, {}).get("passed"):
-        raise ValueError(f"TEAMING_BACKEND={name} {failed_check(meta.backends.get(name))} ({s.model_dir}/model.json)")
+    if name in REDUCED and not passed(meta.backends.get(name), device):
+        problem = failed_check(meta.backends.get(name), device)
+        raise ValueError(f"TEAMING_BACKEND={name} {problem} ({s.model_dir}/model.json)")
+    if name.startswith("compiled") and device.type == "cpu" and not (shutil.which("c++") or shutil.which("g++")):
+        raise ValueError(f"TEAMING_BACKEND={name} needs a C++ compiler on this machine (torch.compile on CPUs)")
     if name in ONNX_FILES and not (s.model_dir / ONNX_FILES[name]).exists():
         raise FileNotFoundError(f"TEAMING_BACKEND={name} needs {s.model_dir / ONNX_FILES[name]}: run `teaming export`")
     return name, why

@@ -108,7 +108,7 @@ def load_settings() -> Settings:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The service's settings, read from the environment on first use (never at import time)."""
+    """The service's settings, read from the environment on first use (only `access_log` reads one at import)."""
     return load_settings()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import platform
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ def export_cmd(
         "fp32,bf16,onnx,onnx-int8", help="backends to check against eager fp32 (also: compiled, compiled-bf16)"
     ),
     device: str = typer.Option("cpu", help="where the torch backends run: cpu, cuda or auto (ONNX: the CPU)"),
+    policy_path: Optional[Path] = typer.Option(
+        None, "--policy", help="the policy to verify on each backend (default: the model folder's policy.json)"
+    ),
 ) -> None:
     """Export the ONNX graphs and check each backend: top-1 agreement with fp32 >= 99.5%, accuracy and ECE
     within 0.3 points, and the model's policy deciding the same on >= 99% of items."""
@@ -47,6 +51,8 @@ def export_cmd(
             raise ValueError(f"{images} has no labels to check the backends against")
         if set(art.meta.used_positions()) & set(idx.tolist()):
             raise ValueError(f"items {items} overlap the items {model} was trained or calibrated on")
+        if policy_path is not None and not policy_path.exists():
+            raise FileNotFoundError(f"no policy at {policy_path}")
         if not onnx and any(b in ONNX_FILES and not (model / ONNX_FILES[b]).exists() for b in names):
             raise FileNotFoundError(f"{model} has no ONNX graphs yet: run without --no-onnx")
     except (ValueError, FileNotFoundError) as err:
@@ -59,16 +65,18 @@ def export_cmd(
             art.net.to(resolve_device(device))
         except ImportError as err:
             fail(ValueError(f"{err}; install the onnx extra: pip install -e '.[onnx]' in this checkout"))
-        used = art.meta.used_positions()
-        cal = used[:calibration] if len(used) else np.arange(min(calibration, len(data)))
+        used = art.meta.used_positions()  # training items; without a record, any item but the checked ones
+        cal = used[:calibration] if len(used) else np.setdiff1d(np.arange(len(data)), idx)[:calibration]
         quantize_onnx(model / ONNX_FILES["onnx"], model / ONNX_FILES["onnx-int8"], data.images[torch.from_numpy(cal)])
         console.print(
             f"wrote {model / ONNX_FILES['onnx']} and {model / ONNX_FILES['onnx-int8']} ({len(cal)} calibration images)"
         )
+        for stale in set(ONNX_FILES) - set(names):  # new graphs: an earlier graph's check says nothing of them
+            art.meta.backends.pop(stale, None)
 
-    policy = _policy(model, art)
+    policy = _policy(policy_path or model / "policy.json")
     ref = art.use("eager").outputs(held_out)
-    table = Table(title=f"backends of {art.meta.name} against fp32 on {len(idx)} items ({items}), {_machine()}")
+    table = Table(title=f"backends of {art.meta.name} against fp32 on {len(idx)} items ({items})")
     table.add_column("backend", no_wrap=True)
     for col in ("top-1 same", "max |dp|", "accuracy", "ECE", "policy same", "img/s", "ok"):
         table.add_column(col, justify="right")
@@ -78,10 +86,21 @@ def export_cmd(
         start = time.perf_counter()
         out = art.outputs(held_out)
         rate = len(idx) / (time.perf_counter() - start)
-        result = check(ref.probs, out.probs, labels) | {"images_per_second": round(rate, 1), "machine": _machine()}
+        on = art.runtime.device
+        result = check(ref.probs, out.probs, labels) | {
+            "images_per_second": round(rate, 1),
+            "machine": _machine(on),
+            "device": "onnx-cpu" if name in ONNX_FILES else on.type,
+        }
         if policy is not None:
             result |= _verify(policy, ref, out)
-            result["passed"] = result["passed"] and result["policy_verified"]
+            if not result["policy_verified"]:
+                result["failed"].append(
+                    f"the policy decided the same on {result['policy_decision_agreement']:.2%} of items "
+                    f"(limit {MIN_DECISION_AGREEMENT:.0%}) and deferred {100 * result['deferral_rate_change']:+.2f} "
+                    f"points more (limit {100 * MAX_DEFERRAL_CHANGE:.1f})"
+                )
+            result["passed"] = not result["failed"]
         result["checked_on"] = f"{data.source} items {items}"
         art.meta.backends[name] = result
         table.add_row(
@@ -99,10 +118,10 @@ def export_cmd(
     console.print(f"recorded the checks in {model}/model.json and its card")
 
 
-def _policy(model: Path, art):
+def _policy(path: Path):
+    """The policy the service would serve from the model folder (or the one named), None when there is none."""
     from teaming.policy import load_policy
 
-    path = model / "policy.json"
     return load_policy(path) if path.exists() else None
 
 
@@ -120,10 +139,10 @@ def _verify(policy, ref, out) -> dict:
     }
 
 
-def _machine() -> str:
+def _machine(device: torch.device) -> str:
     """The device the figures were taken on, as a reader of the card needs it."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
     try:
         cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
     except (OSError, StopIteration):

@@ -22,8 +22,7 @@ from teaming.data import resize, run_positions
 from teaming.model.calibration import softmax
 from teaming.model.familiarity import FamiliarityGuard
 from teaming.model.nets import build_net
-from teaming.model.predict import predict_outputs
-from teaming.model.runtime import REDUCED, Runtime
+from teaming.model.runtime import REDUCED, Runtime, failed_check, passed
 
 WEIGHTS = "model.safetensors"
 GUARD = "familiarity.safetensors"
@@ -79,14 +78,15 @@ class Artifact:
     meta: ModelMeta
     figures: dict[str, bytes] = field(default_factory=dict)
     guard: FamiliarityGuard | None = None
-    runtime: Runtime | None = field(default=None, repr=False)  # how it predicts; eager fp32 until `use`
+    runtime: Runtime | None = field(default=None, repr=False)  # how it predicts: eager fp32 until `use`
     directory: Path | None = None
 
     def use(self, backend: str, checked: bool = True) -> "Artifact":
         """Predict with `backend` (teaming.model.runtime.BACKENDS). With `checked`, a reduced-precision backend
         must have passed its check against fp32 (`teaming export`), recorded in model.json."""
-        if checked and backend in REDUCED and not self.meta.backends.get(backend, {}).get("passed"):
-            raise ValueError(f"backend {backend} {failed_check(self.meta.backends.get(backend))}")
+        device = next(self.net.parameters()).device
+        if checked and backend in REDUCED and not passed(self.meta.backends.get(backend), device):
+            raise ValueError(f"backend {backend} {failed_check(self.meta.backends.get(backend), device)}")
         self.runtime = Runtime(self.net, self.meta.tta, backend, self.directory)
         return self
 
@@ -99,10 +99,9 @@ class Artifact:
         return self.meta.classes
 
     def _outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        images = resize(images, self.meta.input_size)
-        if self.runtime is None:
-            return predict_outputs(self.net, images, tta=self.meta.tta)
-        return self.runtime(images)
+        if self.runtime is None:  # fp32 on any device (training's predict_outputs autocasts on GPUs)
+            self.runtime = Runtime(self.net, self.meta.tta, "eager", self.directory)
+        return self.runtime(resize(images, self.meta.input_size))
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Uncalibrated logits for uint8 images of any size (resized to the model's input)."""
@@ -119,7 +118,10 @@ class Artifact:
         return Outputs(softmax(logits, self.meta.temperature), features.numpy(), unfamiliarity)
 
     def to(self, device: str | torch.device) -> "Artifact":
+        """Move the net, and rebuild its backend there (a folded or compiled copy stays where it was built)."""
         self.net.to(device)
+        if self.runtime is not None:
+            self.runtime = Runtime(self.net, self.meta.tta, self.runtime.backend, self.directory)
         return self
 
 
@@ -166,17 +168,6 @@ def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
-
-
-def failed_check(result: dict | None) -> str:
-    """Why a backend may not serve: never checked, or how its check against fp32 failed."""
-    if not result:
-        return "has no passed check against fp32: run `teaming export --backends ...` on the model"
-    return (
-        f"failed its check against fp32 (top-1 agreement {result['top1_agreement']:.2%}, accuracy "
-        f"{100 * result['accuracy_change']:+.2f} and ECE {100 * result['ece_change']:+.2f} points, policy decisions "
-        f"{result.get('policy_decision_agreement', 1):.2%} the same)"
-    )
 
 
 def save_meta(artifact: Artifact, directory: str | Path) -> None:
@@ -253,18 +244,18 @@ def backends_table(backends: dict[str, dict]) -> str:
     that passed."""
     lines = [
         "| backend | top-1 same as fp32 | accuracy (change) | ECE (change) "
-        "| policy decisions same | images/s | passed |",
-        "|---|---|---|---|---|---|---|",
+        "| policy decisions same | images/s | on | passed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in backends.items():
         same = f"{r['policy_decision_agreement']:.2%}" if "policy_decision_agreement" in r else "-"
         lines.append(
             f"| {name} | {r['top1_agreement']:.2%} | {r['accuracy']:.2%} ({100 * r['accuracy_change']:+.2f}) "
             f"| {r['ece']:.2%} ({100 * r['ece_change']:+.2f}) | {same} | {r['images_per_second']:.0f} "
-            f"| {'yes' if r['passed'] else 'no'} |"
+            f"| {r.get('machine', '?')} | {'yes' if r['passed'] else 'no: ' + '; '.join(r.get('failed', []))} |"
         )
     first = next(iter(backends.values()))
-    lines += ["", f"Checked on {first.get('checked_on', 'held-out items')}; speeds on {first.get('machine', '?')}."]
+    lines += ["", f"Checked on {first.get('checked_on', 'held-out items')}."]
     return "\n".join(lines)
 
 

@@ -93,9 +93,23 @@ def choose(setting: str, device: torch.device, checks: dict[str, dict]) -> tuple
         return setting, "as set"
     if not (device.type == "cuda" or cpu_has_bf16()):
         return "fp32", "auto: this CPU has no native bf16"
-    if not checks.get("bf16", {}).get("passed"):
-        return "fp32", "auto: bf16 has no passed check against fp32 in model.json (run `teaming export`)"
+    if not passed(checks.get("bf16"), device):
+        return "fp32", f"auto: bf16 has no passed check on {device.type} in model.json (run `teaming export`)"
     return "bf16", f"auto: native bf16, agreeing with fp32 on {checks['bf16']['top1_agreement']:.2%} of answers"
+
+
+def passed(result: dict | None, device: torch.device) -> bool:
+    """Whether a backend's recorded check passed on this kind of device (checks before devices were recorded
+    were taken on the CPU; ONNX always runs there)."""
+    return bool(result and result.get("passed") and result.get("device", "cpu") in (device.type, "onnx-cpu"))
+
+
+def failed_check(result: dict | None, device: torch.device) -> str:
+    """Why a backend may not serve here: never checked on this kind of device, or what its check found."""
+    if not result or result.get("device", "cpu") not in (device.type, "onnx-cpu"):
+        return f"has no check against fp32 on {device.type}: run `teaming export --device ... --backends ...`"
+    reasons = result.get("failed") or ["its check failed"]
+    return "failed its check against fp32: " + "; ".join(reasons)
 
 
 class Runtime:
@@ -105,8 +119,8 @@ class Runtime:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.backend = backend
-        self.device = next(net.parameters()).device
-        self.chunk = CPU_CHUNK if self.device.type == "cpu" or backend.startswith("compiled") else 1024
+        on_gpu = next(net.parameters()).device.type != "cpu"
+        self.chunk = 1024 if on_gpu and not backend.startswith("compiled") else CPU_CHUNK
         self.session = None
         self.compiled = backend.startswith("compiled")
         if backend in ONNX_FILES:
@@ -121,7 +135,14 @@ class Runtime:
             import torch._inductor.config as inductor
 
             inductor.freezing = True
+            # one compile cache is shared by every Served module: room for each runtime's PIECES (8 by default)
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             self.module = torch.compile(self.module, dynamic=False)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the backend computes: its module's device; ONNX Runtime runs on the CPU."""
+        return torch.device("cpu") if self.session is not None else next(self.module.parameters()).device
 
     def pieces(self, n: int) -> list[int]:
         """The chunk sizes a batch of n runs as: chunks of `chunk` images, and for compiled backends the
@@ -143,13 +164,16 @@ class Runtime:
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(images) == 0:  # the shapes of an answer, for none
+            out, f = self(torch.zeros(1, *images.shape[1:], dtype=torch.uint8))
+            return out[:0], f[:0]
         logits, feats = [], []
         for chunk in images.split(self.pieces(len(images))):
             if self.session is not None:  # ONNX Runtime runs on the CPU
                 out, f = self.session.run(None, {"images": to_float(chunk.cpu()).contiguous().numpy()})
                 out, f = torch.from_numpy(out), torch.from_numpy(f)
             else:
-                out, f = self.module(to_float(chunk.to(self.device, non_blocking=True)))
+                out, f = self.module(to_float(chunk.to(self.device, non_blocking=True)))  # where the net is now
             logits.append(out.float().cpu())
             feats.append(f.float().cpu())
         return torch.cat(logits), torch.cat(feats)
@@ -187,6 +211,18 @@ def export_onnx(net: nn.Module, tta: bool, input_size: int, path: Path) -> Path:
 def quantize_onnx(source: Path, target: Path, calibration: torch.Tensor) -> Path:
     """Static int8 quantization (QDQ, per-channel weights) calibrated on `calibration` (uint8 images); the first
     convolution and the head stay fp32 (quantizing them flipped 2.3% of answers, keeping them 0.7%)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = target.with_suffix(".prepared.onnx")
+    try:
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)  # folds constants, infers shapes
+        _quantize(prepared, target, calibration)
+    finally:
+        prepared.unlink(missing_ok=True)
+    return target
+
+
+def _quantize(prepared: Path, target: Path, calibration: torch.Tensor) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -198,10 +234,6 @@ def quantize_onnx(source: Path, target: Path, calibration: torch.Tensor) -> Path
             x = next(self.batches, None)
             return None if x is None else {"images": x}
 
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared = target.with_suffix(".prepared.onnx")
-    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)  # folds constants, infers shapes
     nodes = onnx.load(str(prepared)).graph.node
     first_conv = next(n.name for n in nodes if n.op_type == "Conv")
     keep = [first_conv, *(n.name for n in nodes if n.op_type in ("Gemm", "MatMul"))]
@@ -215,8 +247,6 @@ def quantize_onnx(source: Path, target: Path, calibration: torch.Tensor) -> Path
         weight_type=QuantType.QInt8,
         nodes_to_exclude=keep,
     )
-    prepared.unlink()
-    return target
 
 
 MIN_AGREEMENT, MAX_CHANGE = 0.995, 0.003
@@ -224,21 +254,29 @@ MIN_AGREEMENT, MAX_CHANGE = 0.995, 0.003
 
 def check(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> dict:
     """A backend's calibrated probabilities against fp32's on the same labelled items. Passed when at least 99.5%
-    of top-1 answers agree and accuracy and ECE move by at most 0.3 points."""
+    of top-1 answers agree and accuracy and ECE move by at most 0.3 points; `failed` names what did not hold."""
     from teaming.model.metrics import accuracy, ece
 
+    acc, acc_ref, cal, cal_ref = (
+        accuracy(probs, labels),
+        accuracy(reference, labels),
+        ece(probs, labels),
+        ece(reference, labels),
+    )
     out = {
         "items": len(labels),
         "top1_agreement": float((reference.argmax(1) == probs.argmax(1)).mean()),
         "max_prob_difference": float(np.abs(reference - probs).max()),
-        "accuracy": accuracy(probs, labels),
-        "accuracy_change": accuracy(probs, labels) - accuracy(reference, labels),
-        "ece": ece(probs, labels),
-        "ece_change": ece(probs, labels) - ece(reference, labels),
+        "accuracy": acc,
+        "accuracy_change": acc - acc_ref,
+        "ece": cal,
+        "ece_change": cal - cal_ref,
     }
-    out["passed"] = bool(
-        out["top1_agreement"] >= MIN_AGREEMENT
-        and abs(out["accuracy_change"]) <= MAX_CHANGE
-        and abs(out["ece_change"]) <= MAX_CHANGE
-    )
+    failed = []
+    if out["top1_agreement"] < MIN_AGREEMENT:
+        failed.append(f"top-1 agreement {out['top1_agreement']:.2%} < {MIN_AGREEMENT:.1%}")
+    for key, name in (("accuracy_change", "accuracy"), ("ece_change", "ECE")):
+        if abs(out[key]) > MAX_CHANGE:
+            failed.append(f"{name} moved {100 * out[key]:+.2f} points (limit {100 * MAX_CHANGE:.1f})")
+    out["failed"], out["passed"] = failed, not failed
     return out

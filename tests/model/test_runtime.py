@@ -72,6 +72,23 @@ def test_choose_takes_bf16_only_where_native_and_checked(monkeypatch):
     name, why = choose("auto", cpu, passed)
     assert name == "fp32" and "no native bf16" in why
     assert choose("onnx", cpu, {}) == ("onnx", "as set")
+    cuda = torch.device("cuda")  # a check taken on the CPU says nothing of a GPU's bf16
+    assert choose("auto", cuda, passed)[0] == "fp32"
+    assert choose("auto", cuda, {"bf16": {"passed": True, "top1_agreement": 1.0, "device": "cuda"}})[0] == "bf16"
+
+
+def test_a_refusal_says_which_limit_a_backend_broke(rng):
+    from teaming.model.runtime import failed_check
+
+    ref = rng.dirichlet(np.ones(10), 1000)
+    worse = ref.copy()
+    worse[:20] = worse[:20, ::-1]
+    cpu = torch.device("cpu")
+    message = failed_check(check(ref, worse, ref.argmax(1)), cpu)
+    assert message.startswith("failed its check against fp32: top-1 agreement 98.00% < 99.5%")
+    assert "accuracy moved -2.00 points (limit 0.3)" in message
+    assert "has no check against fp32 on cpu" in failed_check(None, cpu)
+    assert "has no check against fp32 on cuda" in failed_check({"passed": True}, torch.device("cuda"))
 
 
 def test_export_writes_onnx_checks_every_backend_and_gates_reduced_ones(tiny, cifar_test, tmp_path):
@@ -90,6 +107,12 @@ def test_export_writes_onnx_checks_every_backend_and_gates_reduced_ones(tiny, ci
             and abs(result["ece_change"]) <= 0.003
         )
     assert meta["backends"]["onnx"]["top1_agreement"] == 1.0 and meta["backends"]["onnx"]["passed"]
+    assert meta["backends"]["onnx"]["device"] == "onnx-cpu" and meta["backends"]["bf16"]["device"] == "cpu"
+    r = CliRunner().invoke(app, ["export", str(model), "--items", "7000:7300", "--backends", "fp32"])
+    assert r.exit_code == 0, r.output  # new graphs: the old graphs' checks are dropped, not inherited
+    assert set(json.loads((model / "model.json").read_text())["backends"]) == {"fp32", "bf16"}
+    r = CliRunner().invoke(app, ["export", str(model), "--items", "7000:7300", "--calibration", "256"])
+    meta = json.loads((model / "model.json").read_text())
     assert "## Backends" in (model / "MODEL_CARD.md").read_text()
     art = load_artifact(model, backend="onnx")
     x = cifar_test.images[7000:7100]
@@ -97,7 +120,7 @@ def test_export_writes_onnx_checks_every_backend_and_gates_reduced_ones(tiny, ci
     art = load_artifact(model)
     for name in REDUCED:  # compiled-bf16 was not checked here: refused like a failed one
         if not meta["backends"].get(name, {}).get("passed"):
-            with pytest.raises(ValueError, match=f"backend {name} (has no passed check|failed its check)"):
+            with pytest.raises(ValueError, match=f"backend {name} (has no check against fp32|failed its check)"):
                 art.use(name)
         else:
             art.use(name)

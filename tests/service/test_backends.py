@@ -40,7 +40,7 @@ def test_a_reduced_precision_backend_that_failed_its_check_is_refused_at_start(s
     model = shutil.copytree(MODEL, tmp_path / "model", ignore=shutil.ignore_patterns("*.onnx"))
     meta = (model / "model.json").read_text().replace('"passed": true', '"passed": false')
     (model / "model.json").write_text(meta)
-    with pytest.raises(RuntimeError, match=r"cannot serve: TEAMING_BACKEND=bf16 failed its check against fp32 \(top"):
+    with pytest.raises(RuntimeError, match=r"cannot serve: TEAMING_BACKEND=bf16 failed its check against fp32"):
         serve(TEAMING_MODEL_DIR=str(model), TEAMING_BACKEND="bf16")
 
 
