@@ -15,9 +15,6 @@ from rich.table import Table
 
 from teaming.cli._common import HELD_OUT, console, fail
 
-# a policy keeps its meaning on a backend when nearly every decision (answer or defer) stays the same
-MIN_DECISION_AGREEMENT, MAX_DEFERRAL_CHANGE = 0.99, 0.005
-
 
 def export_cmd(
     model: Path = typer.Argument(Path("models/cifar10h-default"), help="artifact folder"),
@@ -39,7 +36,7 @@ def export_cmd(
     from teaming.datasets import load_images
     from teaming.model import load_artifact
     from teaming.model.artifact import save_meta
-    from teaming.model.runtime import ONNX_FILES, check, export_onnx, quantize_onnx
+    from teaming.model.runtime import ONNX_FILES, check, export_onnx, quantize_onnx, verify_policy
     from teaming.model.train import resolve_device
 
     try:
@@ -93,13 +90,8 @@ def export_cmd(
             "device": "onnx-cpu" if name in ONNX_FILES else on.type,
         }
         if policy is not None:
-            result |= _verify(policy, ref, out)
-            if not result["policy_verified"]:
-                result["failed"].append(
-                    f"the policy decided the same on {result['policy_decision_agreement']:.2%} of items "
-                    f"(limit {MIN_DECISION_AGREEMENT:.0%}) and deferred {100 * result['deferral_rate_change']:+.2f} "
-                    f"points more (limit {100 * MAX_DEFERRAL_CHANGE:.1f})"
-                )
+            result |= verify_policy(policy, ref, out)
+            result["failed"] += result.pop("policy_failed")
             result["passed"] = not result["failed"]
         result["checked_on"] = f"{data.source} items {items}"
         art.meta.backends[name] = result
@@ -123,20 +115,6 @@ def _policy(path: Path):
     from teaming.policy import load_policy
 
     return load_policy(path) if path.exists() else None
-
-
-def _verify(policy, ref, out) -> dict:
-    """The policy's decisions on the backend's outputs against its decisions on fp32's."""
-    a = policy.decide(ref.probs.astype(np.float64), ref.unfamiliarity, ref.features)
-    b = policy.decide(out.probs.astype(np.float64), out.unfamiliarity, out.features)
-    same, change = float((a == b).mean()), float(b.mean() - a.mean())
-    return {
-        "policy": policy.version,
-        "policy_decision_agreement": same,
-        "deferral_rate": float(b.mean()),
-        "deferral_rate_change": change,
-        "policy_verified": bool(same >= MIN_DECISION_AGREEMENT and abs(change) <= MAX_DEFERRAL_CHANGE),
-    }
 
 
 def _machine(device: torch.device) -> str:

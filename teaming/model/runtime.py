@@ -250,6 +250,8 @@ def _quantize(prepared: Path, target: Path, calibration: torch.Tensor) -> None:
 
 
 MIN_AGREEMENT, MAX_CHANGE = 0.995, 0.003
+# a policy keeps its meaning on a backend when nearly every decision (answer or defer) stays the same
+MIN_DECISION_AGREEMENT, MAX_DEFERRAL_CHANGE = 0.99, 0.005
 
 
 def check(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> dict:
@@ -280,3 +282,25 @@ def check(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> dict:
             failed.append(f"{name} moved {100 * out[key]:+.2f} points (limit {100 * MAX_CHANGE:.1f})")
     out["failed"], out["passed"] = failed, not failed
     return out
+
+
+def verify_policy(policy, reference, outputs) -> dict:
+    """A fitted policy's decisions on a backend's outputs against its decisions on fp32's (both `Outputs`): its
+    threshold was chosen on fp32 probabilities, so it keeps its meaning only if nearly every decision stays."""
+    a = policy.decide(reference.probs.astype(np.float64), reference.unfamiliarity, reference.features)
+    b = policy.decide(outputs.probs.astype(np.float64), outputs.unfamiliarity, outputs.features)
+    same, change = float((a == b).mean()), float(b.mean() - a.mean())
+    verified = same >= MIN_DECISION_AGREEMENT and abs(change) <= MAX_DEFERRAL_CHANGE
+    return {
+        "policy": policy.version,
+        "policy_decision_agreement": same,
+        "deferral_rate": float(b.mean()),
+        "deferral_rate_change": change,
+        "policy_verified": verified,
+        "policy_failed": []
+        if verified
+        else [
+            f"the policy decided the same on {same:.2%} of items (limit {MIN_DECISION_AGREEMENT:.0%}) and deferred "
+            f"{100 * change:+.2f} points more (limit {100 * MAX_DEFERRAL_CHANGE:.1f})"
+        ],
+    }
