@@ -27,7 +27,9 @@ def sync() -> None:
 
 
 def run_ours(tr, te, args) -> tuple[float, float]:
-    cfg = TrainConfig(loss="hard", label_smoothing=0.2, epochs=args.epochs, widths=args.widths, seed=args.seed)
+    cfg = TrainConfig(
+        loss="hard", label_smoothing=0.2, epochs=args.epochs, widths=args.widths, seed=args.seed, bf16=args.bf16
+    )
     images = tr.images.to(resolve_device())  # resident on the device before the clock starts, as airbench's loader is
     sync()
     start = time.perf_counter()
@@ -81,8 +83,10 @@ def main() -> None:
     p.add_argument("--widths", default="64,256,256")
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="our trainer's autocast")
     args = p.parse_args()
     args.widths = tuple(int(w) for w in args.widths.split(","))
+    args.bf16 = {"auto": None, "on": True, "off": False}[args.bf16]
     shared = shared_data_dir()
     if shared is None:
         raise SystemExit("needs ../shared/data (or $TEAMING_DATA) with the CIFAR-10 JPEG packs")

