@@ -34,9 +34,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.common import jpeg_payloads
 from teaming.data import decode_image
 from teaming.datasets import load_default_test
-from teaming.model import load_artifact
+from teaming.model import Artifact, load_artifact
 from teaming.model.predict import to_float
-from teaming.model.runtime import ONNX_FILES, Served, fold
+from teaming.model.runtime import ONNX_FILES, Served, device_name, fold
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "cifar10h-default"
@@ -112,13 +112,17 @@ def rate(fn, images: int, seconds: float) -> float:
     return images * n / (time.perf_counter() - start)
 
 
-def stages(backends: list[str], payloads: list[dict], batch: int) -> dict[tuple[str, str], Callable]:
+def decoded(payloads: list[dict]) -> torch.Tensor:
+    """base64 + JPEG decode of each payload, as the service does at intake."""
+    return torch.stack([decode_image(base64.b64decode(p["data"]), 32) for p in payloads])
+
+
+def stages(arts: dict[str, Artifact], payloads: list[dict], batch: int) -> dict[tuple[str, str], Callable]:
     """(stage, backend) -> a call that handles `batch` images."""
-    test = torch.stack([decode_image(base64.b64decode(p["data"]), 32) for p in payloads[:batch]])
+    test = decoded(payloads[:batch])
     x = to_float(test).to(DEVICE)
     out = {}
-    for name in backends:
-        art = load_artifact(MODEL, DEVICE).use(name, checked=False)
+    for name, art in arts.items():
         if art.runtime.session is None:
 
             @torch.inference_mode()
@@ -127,21 +131,15 @@ def stages(backends: list[str], payloads: list[dict], batch: int) -> dict[tuple[
 
             out[("forward", name)] = forward
         out[("predict", name)] = lambda a=art: a.outputs(test)
-
-        def decode(a=art):
-            xs = np.stack([decode_image(base64.b64decode(p["data"]), 32).numpy() for p in payloads[:batch]])
-            a.outputs(torch.from_numpy(xs))
-
-        out[("decode", name)] = decode
+        out[("decode", name)] = lambda a=art: a.outputs(decoded(payloads[:batch]))
     return out
 
 
-def sweep(backends: list[str], seconds: float) -> dict[str, list[float]]:
+def sweep(arts: dict[str, Artifact], seconds: float) -> dict[str, list[float]]:
     """Model time per image (ms) against batch size, per backend (Artifact.outputs on uint8 images)."""
     images = load_default_test().images[7000 : 7000 + max(SIZES)]
     out = {}
-    for name in backends:
-        art = load_artifact(MODEL, DEVICE).use(name, checked=False)
+    for name, art in arts.items():
         art.runtime.chunk = max(SIZES)  # the batch as given, to see where it stops paying
         out[name] = [1000 / rate(lambda n=n, a=art: a.outputs(images[:n]), n, seconds) for n in SIZES]
         print(f"sweep    {name:<10s} " + " ".join(f"b{n}={ms:.3f}ms" for n, ms in zip(SIZES, out[name])), flush=True)
@@ -211,14 +209,7 @@ def main() -> None:
         print(f"# left out {sorted(skipped)}: no ONNX graphs in {MODEL} (run `teaming export`)")
     art = load_artifact(MODEL)
     flops = flops_per_image(art.net, art.meta.tta)
-    cpu = (
-        torch.cuda.get_device_name()
-        if torch.cuda.is_available()
-        else next((ln.split(":")[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "cpu")
-    )
-    print(
-        f"# limit on {cpu}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}"
-    )
+    print(f"# limit on {device_name(DEVICE)}, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}")
     print(f"flops    per served image: {flops / 1e6:.1f} MFLOP (mirror included)")
     limits = {}
     for dtype, label in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
@@ -226,17 +217,17 @@ def main() -> None:
         limits[label] = gflops * 1e9 / flops
         print(f"peak     {label}: {gflops:.1f} GFLOP/s ({where}) -> limit {limits[label]:.0f} images/s")
     payloads = jpeg_payloads(max(args.batch, 256))
-    calls = stages(backends, payloads, args.batch)
-    single = {name: load_artifact(MODEL, DEVICE).use(name, checked=False) for name in backends}
+    arts = {name: load_artifact(MODEL, DEVICE).use(name, checked=False) for name in backends}  # one each: one compile
+    calls = stages(arts, payloads, args.batch)
     results: dict[tuple, list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as tmp:
         targets = start_services(args.service_backend, args.baseline, Path(tmp)) if args.service else {}
         try:
-            one = torch.from_numpy(decode_image(base64.b64decode(payloads[0]["data"]), 32).numpy()[None])
+            one = decoded(payloads[:1])
             for _ in range(args.rounds):
                 for key, fn in calls.items():
                     results[key].append(rate(fn, args.batch, args.seconds))
-                for name, art_ in single.items():
+                for name, art_ in arts.items():
                     results[("p50 ms, 1 image, model alone", name)].append(one_image_ms(art_, one, args.seconds))
                 for key, value in service_rates(targets, payloads, args.seconds * 2).items():
                     results[key].append(value)
@@ -256,7 +247,7 @@ def main() -> None:
             f"  of fp32 limit={med / limits['fp32']:.3f}",
             flush=True,
         )
-    curves = sweep(backends, args.seconds)
+    curves = sweep(arts, args.seconds)
     if args.plot:
         plot(results, limits, curves, args.plot)
 

@@ -94,8 +94,7 @@ class Teaming:
         return artifact, name, why
 
     def _infer(self, images: list[Decoded]) -> Outputs:
-        batch = torch.stack([item.pixels for item in images]).to(self.device)
-        return self.artifact.outputs(batch)
+        return self.artifact.outputs(torch.stack([item.pixels for item in images]))  # the backend moves it
 
     def __is_ready__(self) -> bool:
         """Ready while the log takes writes and images are not piling up faster than the model takes them."""

@@ -3,7 +3,6 @@ items, its policy included; the results go to model.json and the card, where the
 
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 from typing import Optional
@@ -36,7 +35,7 @@ def export_cmd(
     from teaming.datasets import load_images
     from teaming.model import load_artifact
     from teaming.model.artifact import save_meta
-    from teaming.model.runtime import ONNX_FILES, check, export_onnx, quantize_onnx, verify_policy
+    from teaming.model.runtime import ONNX_FILES, check, device_name, export_onnx, quantize_onnx, verify_policy
     from teaming.model.train import resolve_device
 
     try:
@@ -86,7 +85,7 @@ def export_cmd(
         on = art.runtime.device
         result = check(ref.probs, out.probs, labels) | {
             "images_per_second": round(rate, 1),
-            "machine": _machine(on),
+            "machine": device_name(on),
             "device": "onnx-cpu" if name in ONNX_FILES else on.type,
         }
         if policy is not None:
@@ -115,14 +114,3 @@ def _policy(path: Path):
     from teaming.policy import load_policy
 
     return load_policy(path) if path.exists() else None
-
-
-def _machine(device: torch.device) -> str:
-    """The device the figures were taken on, as a reader of the card needs it."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.machine()
-    return f"{cpu}, {torch.get_num_threads()} threads"

@@ -100,7 +100,7 @@ class Artifact:
 
     def _outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.runtime is None:  # fp32 on any device (training's predict_outputs autocasts on GPUs)
-            self.runtime = Runtime(self.net, self.meta.tta, "eager", self.directory)
+            self.use("eager")
         return self.runtime(resize(images, self.meta.input_size))
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -121,7 +121,7 @@ class Artifact:
         """Move the net, and rebuild its backend there (a folded or compiled copy stays where it was built)."""
         self.net.to(device)
         if self.runtime is not None:
-            self.runtime = Runtime(self.net, self.meta.tta, self.runtime.backend, self.directory)
+            self.use(self.runtime.backend, checked=False)
         return self
 
 
@@ -141,14 +141,10 @@ def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = 
         save_file(state, str(tmp / WEIGHTS), metadata={"name": meta.name, "arch": meta.arch})
         if artifact.guard is not None:
             save_file(artifact.guard.tensors(), str(tmp / GUARD))
-        (tmp / META).write_text(json.dumps(asdict(meta), indent=2, sort_keys=False) + "\n")
         for name, content in artifact.figures.items():
             (tmp / name).write_bytes(content)
-        (tmp / CARD).write_text(
-            card
-            if card is not None
-            else model_card(meta, figures=sorted(artifact.figures), guard=artifact.guard is not None)
-        )
+        for name, text in _meta_texts(artifact, card).items():
+            (tmp / name).write_text(text)
         umask = os.umask(0)
         os.umask(umask)
         for path in (tmp, *tmp.iterdir()):  # mkdtemp makes 0700; artifacts are meant to be shared
@@ -170,15 +166,18 @@ def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = 
     return directory
 
 
+def _meta_texts(artifact: Artifact, card: str | None = None) -> dict[str, str]:
+    """model.json and the card (rendered from the same metadata unless given), by file name."""
+    meta = artifact.meta
+    if card is None:
+        card = model_card(meta, figures=sorted(artifact.figures), guard=artifact.guard is not None)
+    return {META: json.dumps(asdict(meta), indent=2, sort_keys=False) + "\n", CARD: card}
+
+
 def save_meta(artifact: Artifact, directory: str | Path) -> None:
     """Rewrite only model.json and the card (each replaced atomically): new facts about the same weights."""
     directory = Path(directory)
-    meta = artifact.meta
-    texts = {
-        META: json.dumps(asdict(meta), indent=2, sort_keys=False) + "\n",
-        CARD: model_card(meta, figures=sorted(artifact.figures), guard=artifact.guard is not None),
-    }
-    for name, text in texts.items():
+    for name, text in _meta_texts(artifact).items():
         tmp = directory / f".{name}.tmp"
         tmp.write_text(text)
         os.replace(tmp, directory / name)

@@ -15,6 +15,7 @@ plain fp32 on held-out items before it may serve (`teaming export`, model.json's
 from __future__ import annotations
 
 import copy
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -98,15 +99,20 @@ def choose(setting: str, device: torch.device, checks: dict[str, dict]) -> tuple
     return "bf16", f"auto: native bf16, agreeing with fp32 on {checks['bf16']['top1_agreement']:.2%} of answers"
 
 
+def _checked_on(result: dict | None, device: torch.device) -> bool:
+    """Whether a recorded check was taken on this kind of device (checks before devices were recorded were taken
+    on the CPU; ONNX always runs there)."""
+    return bool(result) and result.get("device", "cpu") in (device.type, "onnx-cpu")
+
+
 def passed(result: dict | None, device: torch.device) -> bool:
-    """Whether a backend's recorded check passed on this kind of device (checks before devices were recorded
-    were taken on the CPU; ONNX always runs there)."""
-    return bool(result and result.get("passed") and result.get("device", "cpu") in (device.type, "onnx-cpu"))
+    """Whether a backend's recorded check passed on this kind of device."""
+    return _checked_on(result, device) and bool(result.get("passed"))
 
 
 def failed_check(result: dict | None, device: torch.device) -> str:
     """Why a backend may not serve here: never checked on this kind of device, or what its check found."""
-    if not result or result.get("device", "cpu") not in (device.type, "onnx-cpu"):
+    if not _checked_on(result, device):
         return f"has no check against fp32 on {device.type}: run `teaming export --device ... --backends ...`"
     reasons = result.get("failed") or ["its check failed"]
     return "failed its check against fp32: " + "; ".join(reasons)
@@ -119,10 +125,10 @@ class Runtime:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.backend = backend
-        on_gpu = next(net.parameters()).device.type != "cpu"
-        self.chunk = 1024 if on_gpu and not backend.startswith("compiled") else CPU_CHUNK
-        self.session = None
         self.compiled = backend.startswith("compiled")
+        on_gpu = next(net.parameters()).device.type != "cpu"
+        self.chunk = 1024 if on_gpu and not self.compiled else CPU_CHUNK
+        self.session = None
         if backend in ONNX_FILES:
             path = Path(model_dir or ".") / ONNX_FILES[backend]
             if not path.exists():
@@ -177,6 +183,17 @@ class Runtime:
             logits.append(out.float().cpu())
             feats.append(f.float().cpu())
         return torch.cat(logits), torch.cat(feats)
+
+
+def device_name(device: torch.device) -> str:
+    """The device figures were taken on, as a reader of a card or a bench line needs it."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.machine()
+    return f"{cpu}, {torch.get_num_threads()} threads"
 
 
 def onnx_session(path: Path):
