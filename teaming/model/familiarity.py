@@ -1,11 +1,15 @@
-"""How unfamiliar an image looks to the model, from its penultimate features, in two ways that fail differently:
-the Mahalanobis distance to the nearest class mean (Lee et al., 2018; shared shrunk covariance), which finds
-noise-like images whose features are large and strange, and a feature norm below the usual, which finds the far
-more common photos, textures and flat images the network barely responds to (Mahalanobis alone misses those).
+"""How unfamiliar an image looks to the model, from its penultimate features.
 
-Each is turned into its rank among the training items (a share in [0, 1], growing on past the largest) and the
-rarer of the two counts. Fitted with the model on its training items and stored in the artifact; a policy turns
-the score into a limit on its own held-out items and defers what lies beyond it with the reason "unfamiliar".
+Two distances fail differently: the Mahalanobis distance to the nearest class mean (Lee et al., 2018; shared
+shrunk covariance) finds noise-like images whose features are large and strange, and a feature norm below the
+usual finds the photos, textures and flat images the network barely responds to. A logistic regression on the
+features and both distances, fitted against synthetic outliers made from the training images
+(`teaming.model.outliers`), weighs them together and learns what else sets unfamiliar images apart (outlier
+exposure); guards fitted without outliers take the rarer of the two distance ranks instead.
+
+A score is its rank among the training items (a share in [0, 1], growing on past the largest). Fitted with the
+model on its training items and stored in the artifact; a policy turns the score into a limit on its own
+held-out items and defers what lies beyond it with the reason "unfamiliar".
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
 LEVELS = np.linspace(0, 1, 1001)
 
@@ -28,16 +34,28 @@ def _rank(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FamiliarityGuard:
-    """Class means (C x D), the shared precision matrix (D x D), and the training quantiles of each score
-    (2 x 1001; rows: Mahalanobis distance, negative feature norm)."""
+    """Class means (C x D), the shared precision matrix (D x D), the training quantiles of each score (rows:
+    Mahalanobis distance, negative feature norm, and the outlier logit where fitted), and the outlier logistic
+    regression: its inputs' mean and scale (D + 2) and weights (D + 2, then the intercept)."""
 
     means: np.ndarray
     precision: np.ndarray
     scales: np.ndarray
+    outlier_mean: np.ndarray | None = None
+    outlier_scale: np.ndarray | None = None
+    outlier_weights: np.ndarray | None = None
 
     @classmethod
-    def fit(cls, features: np.ndarray | torch.Tensor, labels: np.ndarray, num_classes: int) -> "FamiliarityGuard":
-        """Fit on N x D training features and their N class ids."""
+    def fit(
+        cls,
+        features: np.ndarray | torch.Tensor,
+        labels: np.ndarray,
+        num_classes: int,
+        outlier_features: np.ndarray | torch.Tensor | None = None,
+        regularization: float = 0.1,
+    ) -> "FamiliarityGuard":
+        """Fit on N x D training features and their N class ids, and on M x D features of synthetic outliers
+        where given (`regularization` is the logistic regression's inverse strength C)."""
         f = np.asarray(features, dtype=np.float64)
         labels = np.asarray(labels)
         present = [c for c in range(num_classes) if (labels == c).any()]
@@ -47,12 +65,20 @@ class FamiliarityGuard:
         centred = f - means[np.searchsorted(present, labels)]
         precision = LedoitWolf(assume_centered=True).fit(centred).precision_
         guard = cls(means.astype(np.float32), precision.astype(np.float32), np.zeros((2, len(LEVELS))))
+        if outlier_features is not None:
+            x_in, x_out = guard._inputs(f), guard._inputs(outlier_features)
+            x = np.concatenate([x_in, x_out])
+            scaler = StandardScaler().fit(x)
+            y = np.r_[np.zeros(len(x_in)), np.ones(len(x_out))]
+            lr = LogisticRegression(C=regularization, max_iter=5000).fit(scaler.transform(x), y)
+            guard.outlier_mean = scaler.mean_.astype(np.float64)
+            guard.outlier_scale = scaler.scale_.astype(np.float64)
+            guard.outlier_weights = np.r_[lr.coef_[0], lr.intercept_].astype(np.float64)
         raw = guard.raw_scores(f)
         guard.scales = np.stack([np.quantile(r, LEVELS) for r in raw]).astype(np.float64)
         return guard
 
-    def raw_scores(self, features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(squared Mahalanobis distance to the nearest class mean, negative feature norm) per item."""
+    def _distances(self, features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         f = torch.as_tensor(np.asarray(features, dtype=np.float32))
         means, prec = torch.from_numpy(self.means), torch.from_numpy(self.precision)
         fp, mp = f @ prec, means @ prec
@@ -60,18 +86,36 @@ class FamiliarityGuard:
         maha = d.min(1).values.clamp_min(0).numpy().astype(np.float64)
         return maha, -f.norm(dim=1).numpy().astype(np.float64)
 
+    def _inputs(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
+        """What the outlier regression reads: the features, log(1 + Mahalanobis distance), the negative norm."""
+        maha, neg_norm = self._distances(features)
+        return np.c_[np.asarray(features, dtype=np.float64), np.log1p(maha), neg_norm]
+
+    def raw_scores(self, features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, ...]:
+        """(squared Mahalanobis distance to the nearest class mean, negative feature norm, and the outlier logit
+        where fitted) per item."""
+        maha, neg_norm = self._distances(features)
+        if self.outlier_weights is None:
+            return maha, neg_norm
+        x = (self._inputs(features) - self.outlier_mean) / self.outlier_scale
+        return maha, neg_norm, x @ self.outlier_weights[:-1] + self.outlier_weights[-1]
+
     def score(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Unfamiliarity per item: the larger rank of its two scores among the training items (0.99 = rarer than
-        99% of them; above 1 past all of them). Higher = less familiar."""
+        """Unfamiliarity per item, as a rank among the training items (0.99 = rarer than 99% of them; above 1 past
+        all of them). Higher = less familiar."""
         return self.combine(self.raw_scores(features))
 
-    def combine(self, raw: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """`score` from `raw_scores` output: the larger of the two ranks."""
-        return np.max([_rank(r, q) for r, q in zip(raw, self.scales.astype(np.float64))], axis=0)
+    def combine(self, raw: tuple[np.ndarray, ...]) -> np.ndarray:
+        """`score` from `raw_scores` output: the outlier logit's rank, or without one the larger distance rank."""
+        ranks = [_rank(r, q) for r, q in zip(raw, self.scales.astype(np.float64))]
+        return ranks[2] if len(ranks) == 3 else np.max(ranks, axis=0)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in ("means", "precision", "scales")}
+        names = ("means", "precision", "scales", "outlier_mean", "outlier_scale", "outlier_weights")
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in names if getattr(self, k) is not None
+        }
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor]) -> "FamiliarityGuard":
-        return cls(t["means"].numpy(), t["precision"].numpy(), t["scales"].numpy())
+        return cls(**{k: v.numpy() for k, v in t.items()})
