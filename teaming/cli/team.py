@@ -34,6 +34,10 @@ def fit_policy_cmd(
         None, help="instead: certify this accuracy on auto-answered items (Learn then Test)"
     ),
     delta: float = typer.Option(default(CertifiedPolicy, "delta"), help="failure probability for --certify"),
+    unfamiliar_quantile: float = typer.Option(
+        default(ThresholdPolicy, "unfamiliar_quantile"),
+        help="the familiarity guard's limit: this quantile of the items' unfamiliarity (lower defers more)",
+    ),
     seed: int = typer.Option(default(ThresholdPolicy, "random_state")),
     device: str = typer.Option(TrainConfig.device),
 ) -> None:
@@ -43,14 +47,30 @@ def fit_policy_cmd(
 
     try:
         if certify is not None:
-            policy = CertifiedPolicy(certify, delta, score)
+            policy = CertifiedPolicy(certify, delta, score, unfamiliar_quantile=unfamiliar_quantile)
         elif kind == "rejector":
-            policy = RejectorPolicy(alpha, resample, n_resamples, max_deferral, min_accuracy, random_state=seed)
+            policy = RejectorPolicy(
+                alpha,
+                resample,
+                n_resamples,
+                max_deferral,
+                min_accuracy,
+                random_state=seed,
+                unfamiliar_quantile=unfamiliar_quantile,
+            )
         elif kind != "threshold":
             raise ValueError(f"--kind must be threshold or rejector, got {kind!r} (--certify fits a certified policy)")
         else:
             policy = ThresholdPolicy(
-                score, alpha, resample, n_resamples, max_deferral, min_accuracy, per_class, random_state=seed
+                score,
+                alpha,
+                resample,
+                n_resamples,
+                max_deferral,
+                min_accuracy,
+                per_class,
+                random_state=seed,
+                unfamiliar_quantile=unfamiliar_quantile,
             )
         policy.check_params()  # fail on bad settings before loading any data
         art, data = load_team(model, images, labels, items, reviewers, reference, seed, device)

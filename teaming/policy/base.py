@@ -28,6 +28,7 @@ from teaming.labels import vote
 FORMAT = "teaming.policy"
 FORMAT_VERSION = 2
 UNSURE, UNFAMILIAR = "unsure", "unfamiliar"
+UNFAMILIAR_QUANTILE = 0.9  # the guard's limit: this quantile of the fitting items' unfamiliarity
 
 
 @dataclass

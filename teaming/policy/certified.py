@@ -9,7 +9,7 @@ import numpy as np
 
 from teaming._validation import PolicyError
 from teaming.confidence import Score, confidence
-from teaming.policy.base import Candidate, DeferralPolicy, PolicyReport, team_figures
+from teaming.policy.base import UNFAMILIAR_QUANTILE, Candidate, DeferralPolicy, PolicyReport, team_figures
 from teaming.policy.stats import certify_sequence
 
 
@@ -26,7 +26,7 @@ class CertifiedPolicy(DeferralPolicy):
         score: Score = "max_prob",
         candidates: int | Sequence[float] = 101,
         min_accepted: int = 50,
-        unfamiliar_quantile: float = 0.95,
+        unfamiliar_quantile: float = UNFAMILIAR_QUANTILE,
     ) -> None:
         self.target_accuracy = target_accuracy
         self.delta = delta

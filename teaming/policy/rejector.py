@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from teaming._validation import PolicyError
+from teaming.policy.base import UNFAMILIAR_QUANTILE
 from teaming.policy.learned import Rejector
 from teaming.policy.stats import Resample
 from teaming.policy.threshold import ThresholdPolicy
@@ -39,7 +40,7 @@ class RejectorPolicy(ThresholdPolicy):
         C: float = 0.05,
         cv: int = 5,
         random_state: int = 0,
-        unfamiliar_quantile: float = 0.95,
+        unfamiliar_quantile: float = UNFAMILIAR_QUANTILE,
     ) -> None:
         super().__init__(
             "max_prob",

@@ -108,12 +108,15 @@ def certify_sequence(
     """Learn then Test over thresholds in increasing order: (binomial p-values, certified mask).
 
     H0 at each threshold: the error rate on the items it auto-answers exceeds 1 - target. Tests run in fixed
-    sequence from the highest threshold that auto-answers `min_accepted` items downwards, stopping at the first
-    that fails; the order depends on the scores only, so the family-wise error stays at delta.
+    sequence downwards from the highest threshold that auto-answers `min_accepted` items and enough to pass
+    with no error at all (149 for 98% at delta 0.05; a smaller top set would fail and end the sequence at once),
+    stopping at the first that fails; the order depends on the scores only, so the family-wise error stays at
+    delta.
     """
     pvals = np.where(accepted > 0, stats.binom.cdf(errors, np.maximum(accepted, 1), 1 - target_accuracy), 1.0)
     certified = np.zeros(len(accepted), bool)
-    start = np.flatnonzero(accepted >= min_accepted)
+    passable = int(np.ceil(np.log(delta) / np.log(target_accuracy)))
+    start = np.flatnonzero(accepted >= max(min_accepted, passable))
     if start.size == 0:
         raise PolicyError(f"no threshold auto-answers {min_accepted} items; lower min_accepted")
     for j in range(int(start.max()), -1, -1):

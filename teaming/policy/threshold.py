@@ -13,7 +13,7 @@ import numpy as np
 
 from teaming._validation import PolicyError
 from teaming.confidence import Score, confidence
-from teaming.policy.base import DeferralPolicy, PolicyReport, team_figures
+from teaming.policy.base import UNFAMILIAR_QUANTILE, DeferralPolicy, PolicyReport, team_figures
 from teaming.policy.stats import Resample, resample_weights, select_threshold
 
 
@@ -39,7 +39,7 @@ class ThresholdPolicy(DeferralPolicy):
         min_class_items: int = 50,
         candidates: int | Sequence[float] = 101,
         random_state: int = 0,
-        unfamiliar_quantile: float = 0.95,
+        unfamiliar_quantile: float = UNFAMILIAR_QUANTILE,
     ) -> None:
         self.score = score
         self.alpha = alpha

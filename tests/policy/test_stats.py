@@ -46,3 +46,11 @@ def test_certify_sequence_stops_at_the_first_failure():
     assert pvals[1] > 0.05 and pvals[0] < 0.05
     with pytest.raises(PolicyError, match="auto-answers 200 items"):
         certify_sequence(accepted, errors, 0.9, 0.05, 200)
+
+
+def test_certify_sequence_starts_where_a_pass_is_possible():
+    """60 flawless items cannot certify 98% at delta 0.05 (0.98^60 = 0.30); starting there would end the
+    sequence before the 400- and 1000-item thresholds below it were tested."""
+    accepted, errors = np.array([1000, 400, 60]), np.array([12, 2, 0])
+    pvals, certified = certify_sequence(accepted, errors, 0.98, 0.05, 50)
+    assert pvals[2] > 0.05 and certified.tolist() == [True, True, False]
