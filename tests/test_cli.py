@@ -72,15 +72,18 @@ def test_train_then_evaluate(tiny_model, tmp_path):
     assert result["metrics"]["calibrated"]["human_ce"] == pytest.approx(stored["human_ce"], abs=1e-6)
 
 
-def test_train_defaults_come_from_the_recipe(tmp_path, monkeypatch):
-    """With --pretrain, the pretraining and fine-tuning stages get the recipe's settings (pretrain_config and
-    finetune_config), as the shipped model's card records them."""
+def test_the_shipped_models_recorded_command_gives_its_recorded_settings(tmp_path, monkeypatch):
+    """The command model.json records, run again, trains with the settings it records (the pretraining pack
+    swapped for a stand-in, since CI has no shared data); settings added since are at their defaults."""
+    import shlex
+    from dataclasses import replace
+
     import teaming.model.recipe as recipe
 
     seen = {}
 
-    def capture(name, images, targets, tr, ev, config, pre, pcfg, *args):
-        seen.update(config=config, pretrain=pcfg)
+    def capture(name, images, targets, tr, ev, config, pre, pcfg, *args, joint=False, **kwargs):
+        seen.update(config=config, pretrain=pcfg, joint=joint)
         raise SystemExit(0)
 
     monkeypatch.setattr(recipe, "build_model", capture)
@@ -89,11 +92,15 @@ def test_train_defaults_come_from_the_recipe(tmp_path, monkeypatch):
     from teaming.datasets import DEFAULT_PACK
 
     pack.write_bytes(DEFAULT_PACK.read_bytes())
-    cli("train", "--out", str(tmp_path / "m"), "--pretrain", str(pack), "--pretrain-epochs", "24")
     shipped = json.loads((ROOT / "models" / "cifar10h-default" / "model.json").read_text())["training"]
-    later = {"bf16": None}  # settings added since the shipped model was trained, at their defaults
-    assert seen["config"].to_dict() == {**later, **shipped["config"]}
-    assert seen["pretrain"].to_dict() == {**later, **shipped["pretrain_config"]}
+    args = shlex.split(shipped["command"])[2:]
+    args[args.index("--pretrain") + 1] = str(pack)
+    args[args.index("--out") + 1] = str(tmp_path / "m")
+    cli("train", *args)
+    used = replace(seen["pretrain"], loss="soft", label_smoothing=0.0) if seen["joint"] else seen["config"]
+    assert seen["joint"] == shipped.get("joint", False)
+    assert used.to_dict() == shipped["config"]
+    assert seen["pretrain"].to_dict() == shipped["pretrain_config"]
 
 
 @pytest.mark.parametrize(
@@ -105,6 +112,8 @@ def test_train_defaults_come_from_the_recipe(tmp_path, monkeypatch):
         (["evaluate", "{model}", "--labels", "missing.csv"], "no label file at missing.csv"),
         (["train", "--out", "{tmp}/x", "--train-items", "0:8000", "--eval-items", "7000:10000"], "overlap"),
         (["train", "--out", "{tmp}/x", "--labels", "nolabels.csv"], "no label file"),
+        (["train", "--out", "{tmp}/x", "--joint"], "--joint needs --pretrain"),
+        (["fit-policy", "{model}", "--out", "{tmp}/x", "--unfamiliar-quantile", "0.3"], "unfamiliar_quantile must lie"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(args, message, tmp_path, tiny_model):

@@ -40,6 +40,15 @@ def train_cmd(
         None, help="JPEG pack with hard labels to pretrain on, or 'shared' for CIFAR-10 train"
     ),
     pretrain_epochs: float = typer.Option(default(pretrain_config, "epochs")),
+    joint: bool = typer.Option(
+        False, help="train once on the pretraining images and the human-labelled items together (no fine-tuning)"
+    ),
+    init: Optional[Path] = typer.Option(
+        None, help="fine-tune this artifact's net instead of a new one (its stages and command are recorded)"
+    ),
+    finetune_lr_scale: float = typer.Option(
+        default(finetune_config, "lr_scale"), help="fine-tuning learning rate as a share of --lr"
+    ),
     calibration_fraction: float = typer.Option(0.1, help="share of training items kept aside to fit the temperature"),
     tta: bool = typer.Option(True, help="average the image and its mirror at prediction time"),
     fgsm: bool = typer.Option(True, help="also score FGSM robustness"),
@@ -88,10 +97,35 @@ def train_cmd(
             if pretrain == "shared":
                 pre.source = "CIFAR-10 train, shared/data/cifar10_train_jpeg.npz"
             pcfg = pretrain_config(base, epochs=pretrain_epochs)
-            base = finetune_config(base, loss=loss, epochs=epochs)
+            base = finetune_config(base, loss=loss, epochs=epochs, lr_scale=finetune_lr_scale)
+        elif joint:
+            raise ValueError("--joint needs --pretrain")
+        elif init is not None:
+            base = finetune_config(base, loss=loss, epochs=epochs, lr_scale=finetune_lr_scale)
+        start = None
+        if init is not None:
+            from teaming.model import load_artifact
+
+            if pretrain:
+                raise ValueError("--init and --pretrain exclude each other: fine-tune a model, or pretrain a new one")
+            start = load_artifact(init, device=device if device != "auto" else "cpu")
     except (ValueError, FileNotFoundError) as err:
         fail(err)
-    artifact = build_model(name or out.name, data, targets, tr, ev, base, pre, pcfg, calibration_fraction, tta, fgsm)
+    artifact = build_model(
+        name or out.name,
+        data,
+        targets,
+        tr,
+        ev,
+        base,
+        pre,
+        pcfg,
+        calibration_fraction,
+        tta,
+        fgsm,
+        joint=joint,
+        start=start,
+    )
     artifact.meta.training["command"] = command_line(ctx)
     if hardware_note:
         artifact.meta.training["hardware_note"] = hardware_note

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from scipy.stats import binomtest
 
-from teaming.data import ImageSet, item_runs
+from teaming.data import ImageSet, item_runs, run_positions
 from teaming.labels import HumanLabels
 from teaming.model.artifact import Artifact, ModelMeta
 from teaming.model.calibration import fit_temperature, softmax
 from teaming.model.familiarity import FamiliarityGuard
 from teaming.model.figures import reliability_png
 from teaming.model.metrics import evaluate_probs, fgsm
+from teaming.model.outliers import synthetic_outliers
 from teaming.model.predict import predict_logits, predict_outputs
-from teaming.model.train import TrainConfig, resolve_device, train
+from teaming.model.train import TrainConfig, batch_targets, resolve_device, target_distribution, train
 from teaming.model.train import pretrain_config as pretrain_defaults
 
 
@@ -63,53 +64,82 @@ def build_model(
     tta: bool = True,
     with_fgsm: bool = True,
     progress: bool = True,
+    joint: bool = False,
+    start: Artifact | None = None,
 ) -> Artifact:
     """Train (fine-tuning from a pretrained net if `pretrain` is given), fit the temperature and score held-out items.
 
-    `targets` are aligned with `images`: human vote counts or hard label ids.
+    `targets` are aligned with `images`: human vote counts or hard label ids. `joint` trains once on the
+    pretraining images and the training items together, under `pretrain_config`, instead of pretraining then
+    fine-tuning (`config` then only names the net). `start` fine-tunes an artifact's net instead, and records
+    its stages and command before this run's.
     """
     device = resolve_device(config.device)
     human = targets if isinstance(targets, HumanLabels) else None
     pick = (lambda idx: targets.subset(idx)) if human is not None else (lambda idx: np.asarray(targets)[idx])
+    fit_pos, cal_pos = split_calibration(len(train_items), calibration_fraction, config.seed)
+    fit_idx, cal_idx = np.asarray(train_items)[fit_pos], np.asarray(train_items)[cal_pos]
+    t_fit = torch.from_numpy(fit_idx)
+    num_classes = len(images.classes)
     stages: list[Stage] = []
     init = None
+    if joint and pretrain is None:
+        raise ValueError("joint training needs pretraining images")
+    if start is not None:
+        if pretrain is not None:
+            raise ValueError("start from an artifact or pretrain, not both")
+        if list(start.meta.classes) != list(images.classes):
+            raise ValueError(f"the starting model's classes {start.meta.classes} are not the images' {images.classes}")
+        widths = tuple(start.meta.widths) if start.meta.widths else config.widths
+        config = replace(config, arch=start.meta.arch, widths=widths, input_size=start.meta.input_size)
+        init = start.net
+        stages = [Stage(**stage) for stage in start.meta.training.get("stages", [])]
     if pretrain is not None:
         if pretrain.labels is None:
             raise ValueError("pretraining images need hard labels")
         net_only = TrainConfig(config.arch, config.widths, config.input_size, seed=config.seed, device=config.device)
         pcfg = pretrain_config or pretrain_defaults(net_only)
-        res = train(pretrain.images, pretrain.labels, pcfg, num_classes=len(images.classes), progress=progress)
-        init = res.net
+        what = (
+            f"{len(pretrain)} images from {pretrain.source}, {pcfg.loss} labels, label smoothing {pcfg.label_smoothing}"
+        )
+        if joint:
+            pre_rows = batch_targets(
+                torch.from_numpy(target_distribution(pretrain.labels, num_classes)), pcfg.loss, pcfg.label_smoothing
+            ).numpy()
+            rows = np.concatenate([pre_rows, target_distribution(pick(fit_idx), num_classes)])
+            config = replace(pcfg, loss="soft", label_smoothing=0.0)
+            res = train(torch.cat([pretrain.images, images.images[t_fit]]), rows, config, progress=progress)
+            what += f", together with {len(fit_idx)} images' {'human' if human is not None else 'hard'} targets"
+        else:
+            res = train(pretrain.images, pretrain.labels, pcfg, num_classes=num_classes, progress=progress)
+            init = res.net
         stages.append(
             Stage(
-                "pretrain",
-                f"{len(pretrain)} images from {pretrain.source}, {pcfg.loss} labels, "
-                f"{pcfg.epochs:g} epochs, label smoothing {pcfg.label_smoothing}",
+                "joint" if joint else "pretrain",
+                f"{what}, {pcfg.epochs:g} epochs",
                 res.seconds,
                 str(device),
                 res.history,
             )
         )
-    fit_pos, cal_pos = split_calibration(len(train_items), calibration_fraction, config.seed)
-    fit_idx, cal_idx = np.asarray(train_items)[fit_pos], np.asarray(train_items)[cal_pos]
-    t_fit = torch.from_numpy(fit_idx)
-    res = train(
-        images.images[t_fit],
-        pick(fit_idx),
-        config,
-        init=copy.deepcopy(init) if init is not None else None,
-        num_classes=len(images.classes),
-        progress=progress,
-    )
-    stages.append(
-        Stage(
-            "fine-tune" if init is not None else "train",
-            f"{len(fit_idx)} images, {config.loss} targets, {config.epochs:g} epochs",
-            res.seconds,
-            str(device),
-            res.history,
+    if not joint:
+        res = train(
+            images.images[t_fit],
+            pick(fit_idx),
+            config,
+            init=copy.deepcopy(init) if init is not None else None,
+            num_classes=num_classes,
+            progress=progress,
         )
-    )
+        stages.append(
+            Stage(
+                "fine-tune" if init is not None else "train",
+                f"{len(fit_idx)} images, {config.loss} targets, {config.epochs:g} epochs",
+                res.seconds,
+                str(device),
+                res.history,
+            )
+        )
     net = res.net
     guard = fit_guard(net, images.images[t_fit], pick(fit_idx), len(images.classes), tta)
 
@@ -120,6 +150,8 @@ def build_model(
     metrics: dict = {}
     figures: dict[str, bytes] = {}
     held_out = describe_items(eval_items) if eval_items is not None and len(eval_items) else None
+    earlier = start.meta.data if start is not None else {}
+    lineage = start.meta.training if start is not None else {}
     if held_out is not None:
         evaluation = evaluate_items(net, images, human, np.asarray(eval_items), temperature, tta, with_fgsm)
         metrics = evaluation.metrics
@@ -142,15 +174,19 @@ def build_model(
             "images": images.source,
             "labels": "human vote counts" if human is not None else "hard labels",
             "train_items": describe_items(fit_idx),
-            "used_positions": item_runs(np.concatenate([fit_idx, cal_idx])),
+            "used_positions": item_runs(
+                np.concatenate([fit_idx, cal_idx, run_positions(earlier.get("used_positions"))])
+            ),
             "calibration_items": describe_items(cal_idx),
             "eval_items": held_out,
             "held_out_items": held_out,
         },
         training={
+            "joint": joint or start is not None and start.meta.training.get("joint", False),
             "config": config.to_dict(),
-            "pretrain_config": pretrain_config.to_dict() if pretrain_config else None,
+            "pretrain_config": pretrain_config.to_dict() if pretrain_config else lineage.get("pretrain_config"),
             "stages": [s.__dict__ for s in stages],
+            **({"init": {"name": start.meta.name, "command": lineage.get("command")}} if start is not None else {}),
         },
         metrics=metrics,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -158,11 +194,15 @@ def build_model(
     return Artifact(net.eval(), meta, figures, guard)
 
 
-def fit_guard(net, images: torch.Tensor, targets: HumanLabels | np.ndarray, num_classes: int, tta: bool):
-    """The familiarity guard on the training items' features, each under its (majority) training label."""
+def fit_guard(
+    net, images: torch.Tensor, targets: HumanLabels | np.ndarray, num_classes: int, tta: bool, seed: int = 0
+) -> FamiliarityGuard:
+    """The familiarity guard on the training items' features, each under its (majority) training label, and on
+    as many synthetic outliers made from those items."""
     _, features = predict_outputs(net, images, tta=tta)
+    _, outlier_features = predict_outputs(net, synthetic_outliers(images, len(images), seed), tta=tta)
     labels = targets.soft().argmax(1) if isinstance(targets, HumanLabels) else np.asarray(targets)
-    return FamiliarityGuard.fit(features, labels, num_classes)
+    return FamiliarityGuard.fit(features, labels, num_classes, outlier_features)
 
 
 @dataclass

@@ -131,3 +131,64 @@ def test_model_card_says_what_the_model_is_and_how_it_scored(tiny_artifact):
             in card
         )
     assert "train" in card and f"{meta.training['stages'][0]['seconds']:.0f} s" in card
+
+
+def test_joint_training_learns_the_pretraining_images_and_the_human_items_in_one_run(cifar_test, cifar10h):
+    """--joint: one stage on both sets (the pretraining images' smoothed hard labels, the items' vote shares);
+    the items used are recorded and the held-out items stay out."""
+    from teaming.data import ImageSet
+    from teaming.model.train import pretrain_config
+
+    pre = ImageSet(
+        cifar_test.images[5000:6000],
+        [f"p{i}" for i in range(1000)],
+        cifar_test.classes,
+        cifar_test.labels[5000:6000],
+        source="stand-in pack",
+    )
+    cfg = TrainConfig(widths=(8, 16, 16), batch_size=200, epochs=1)
+    pcfg = pretrain_config(cfg, epochs=1)
+    art = build_model(
+        "joint",
+        cifar_test,
+        cifar10h,
+        np.arange(1000),
+        np.arange(7000, 7300),
+        cfg,
+        pre,
+        pcfg,
+        with_fgsm=False,
+        progress=False,
+        joint=True,
+    )
+    training = art.meta.training
+    assert training["joint"] is True and [s["name"] for s in training["stages"]] == ["joint"]
+    assert "1000 images from stand-in pack" in training["stages"][0]["description"]
+    assert "together with 900 images' human targets" in training["stages"][0]["description"]
+    assert training["config"]["loss"] == "soft" and training["config"]["label_smoothing"] == 0.0
+    assert training["pretrain_config"]["label_smoothing"] == 0.2  # applied to the pretraining rows only
+    assert art.meta.data["used_positions"] == [[0, 999]]
+    with pytest.raises(ValueError, match="joint training needs pretraining images"):
+        build_model("x", cifar_test, cifar10h, np.arange(100), None, cfg, joint=True, progress=False)
+
+
+def test_fine_tuning_an_artifact_records_its_stages_command_and_items(tiny_artifact, cifar_test, cifar10h):
+    """`start`: the artifact's net is fine-tuned, and the new model.json keeps its stages, command and items."""
+    tiny_artifact.meta.training["command"] = "teaming train --out runs/tiny"
+    cfg = TrainConfig(widths=(64, 64, 64), batch_size=200, epochs=1)  # the start's widths win
+    art = build_model(
+        "tuned", cifar_test, cifar10h, np.arange(2000, 2500), None, cfg, progress=False, start=tiny_artifact
+    )
+    training = art.meta.training
+    assert [s["name"] for s in training["stages"]] == ["train", "fine-tune"]
+    assert training["init"] == {"name": "tiny", "command": "teaming train --out runs/tiny"}
+    assert art.meta.widths == [8, 16, 16]
+    assert art.meta.data["used_positions"] == [[0, 999], [2000, 2499]]
+    with pytest.raises(ValueError, match="an artifact or pretrain"):
+        build_model("x", cifar_test, cifar10h, np.arange(100), None, cfg, pre_stand_in(cifar_test), start=tiny_artifact)
+
+
+def pre_stand_in(cifar_test):
+    from teaming.data import ImageSet
+
+    return ImageSet(cifar_test.images[:10], [str(i) for i in range(10)], cifar_test.classes, cifar_test.labels[:10])
