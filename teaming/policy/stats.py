@@ -116,9 +116,13 @@ def certify_sequence(
     pvals = np.where(accepted > 0, stats.binom.cdf(errors, np.maximum(accepted, 1), 1 - target_accuracy), 1.0)
     certified = np.zeros(len(accepted), bool)
     passable = int(np.ceil(np.log(delta) / np.log(target_accuracy)))
-    start = np.flatnonzero(accepted >= max(min_accepted, passable))
+    need = max(min_accepted, passable)
+    start = np.flatnonzero(accepted >= need)
     if start.size == 0:
-        raise PolicyError(f"no threshold auto-answers {min_accepted} items; lower min_accepted")
+        raise PolicyError(
+            f"no threshold certifies {target_accuracy:.2%} accuracy: none auto-answers {need} items, the fewest that "
+            f"can pass at delta {delta} (or min_accepted {min_accepted}); lower the target or add calibration items"
+        )
     for j in range(int(start.max()), -1, -1):
         if pvals[j] > delta:
             break

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from teaming.policy import CertifiedPolicy, PolicyError, ThresholdPolicy, load_policy, policy_from_dict, save_policy
+from teaming.policy.base import UNFAMILIAR_QUANTILE
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def team(toy_team):
 def test_limit_is_the_fitted_quantile_and_defers_beyond_it(team, make):
     probs, y, human, u = team
     policy = make().fit(probs, y, human, unfamiliarity=u)
-    assert policy.unfamiliar_limit_ == pytest.approx(np.quantile(u, 0.95))
+    assert policy.unfamiliar_limit_ == pytest.approx(np.quantile(u, UNFAMILIAR_QUANTILE))
     reasons = policy.reasons(probs, u)
     assert set(reasons[u > policy.unfamiliar_limit_]) == {"unfamiliar"}
     assert set(reasons) <= {"", "unsure", "unfamiliar"}
