@@ -80,10 +80,10 @@ def main() -> None:
         shift = " (shift of the held-out images)" if name in ("jpeg_q50", "grayscale", "resize_32_64_32") else ""
         print(f"| {name}{shift} | " + " | ".join(f"{x:.3f}" for x in auroc) + f" | {a:.1%} | {b:.1%} |", flush=True)
     if args.quantiles:
-        compare_limits(art, policy, args, familiar, ref, probes)
+        compare_limits(art, policy, args, ref, probes)
 
 
-def compare_limits(art, policy, args, familiar: torch.Tensor, ref: dict, probes: dict) -> None:
+def compare_limits(art, policy, args, ref: dict, probes: dict) -> None:
     """The policy refitted at each guard quantile: deferral added on its fitting items and on the other items,
     and the share of each probe set deferred."""
     from sklearn.base import clone

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Bottom to top. A module may import from lower layers and from its own unit; units of one layer are independent.
 LAYERS = [
     ["teaming", "teaming._validation", "teaming._plotting", "teaming.api"],  # "teaming": the package face
-    ["teaming.data", "teaming.labels", "teaming.confidence", "teaming.client"],
+    ["teaming.data", "teaming.labels", "teaming.confidence", "teaming.client", "teaming.probes"],
     ["teaming.datasets"],
     ["teaming.model"],
     ["teaming.analysis", "teaming.policy"],

@@ -113,6 +113,8 @@ def test_the_shipped_models_recorded_command_gives_its_recorded_settings(tmp_pat
         (["train", "--out", "{tmp}/x", "--train-items", "0:8000", "--eval-items", "7000:10000"], "overlap"),
         (["train", "--out", "{tmp}/x", "--labels", "nolabels.csv"], "no label file"),
         (["train", "--out", "{tmp}/x", "--joint"], "--joint needs --pretrain"),
+        (["train", "--out", "{tmp}/x", "--init", "{model}", "--pretrain", "shared"], "exclude each other"),
+        (["train", "--out", "{tmp}/x", "--init", "models/no-such-model"], "model.safetensors is missing"),
         (["fit-policy", "{model}", "--out", "{tmp}/x", "--unfamiliar-quantile", "0.3"], "unfamiliar_quantile must lie"),
     ],
 )

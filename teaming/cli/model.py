@@ -69,6 +69,10 @@ def train_cmd(
     from teaming.model.recipe import fit_problems
 
     try:
+        if joint and not pretrain:
+            raise ValueError("--joint needs --pretrain")
+        if init is not None and pretrain:
+            raise ValueError("--init and --pretrain exclude each other: fine-tune a model, or pretrain a new one")
         data = load_images(images, size)
         targets = resolve_labels(labels, data)
         tr = parse_items(train_items, len(data))
@@ -91,24 +95,18 @@ def train_cmd(
             device=device,
             bf16=bf16,
         )
-        pre = pcfg = None
+        pre = pcfg = start = None
         if pretrain:
             pre = load_jpeg_pack(cifar10_train_pack() if pretrain == "shared" else Path(pretrain), size)
             if pretrain == "shared":
                 pre.source = "CIFAR-10 train, shared/data/cifar10_train_jpeg.npz"
             pcfg = pretrain_config(base, epochs=pretrain_epochs)
-            base = finetune_config(base, loss=loss, epochs=epochs, lr_scale=finetune_lr_scale)
-        elif joint:
-            raise ValueError("--joint needs --pretrain")
-        elif init is not None:
-            base = finetune_config(base, loss=loss, epochs=epochs, lr_scale=finetune_lr_scale)
-        start = None
         if init is not None:
             from teaming.model import load_artifact
 
-            if pretrain:
-                raise ValueError("--init and --pretrain exclude each other: fine-tune a model, or pretrain a new one")
-            start = load_artifact(init, device=device if device != "auto" else "cpu")
+            start = load_artifact(init)  # on the CPU: training moves the net to its device
+        if pretrain or start is not None:
+            base = finetune_config(base, loss=loss, epochs=epochs, lr_scale=finetune_lr_scale)
     except (ValueError, FileNotFoundError) as err:
         fail(err)
     artifact = build_model(

@@ -66,7 +66,8 @@ class FamiliarityGuard:
         precision = LedoitWolf(assume_centered=True).fit(centred).precision_
         guard = cls(means.astype(np.float32), precision.astype(np.float32), np.zeros((2, len(LEVELS))))
         if outlier_features is not None:
-            x_in, x_out = guard._inputs(f), guard._inputs(outlier_features)
+            x_in = guard._inputs(f, guard._distances(f))
+            x_out = guard._inputs(outlier_features, guard._distances(outlier_features))
             x = np.concatenate([x_in, x_out])
             scaler = StandardScaler().fit(x)
             y = np.r_[np.zeros(len(x_in)), np.ones(len(x_out))]
@@ -86,19 +87,19 @@ class FamiliarityGuard:
         maha = d.min(1).values.clamp_min(0).numpy().astype(np.float64)
         return maha, -f.norm(dim=1).numpy().astype(np.float64)
 
-    def _inputs(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
+    def _inputs(self, features: np.ndarray | torch.Tensor, distances: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """What the outlier regression reads: the features, log(1 + Mahalanobis distance), the negative norm."""
-        maha, neg_norm = self._distances(features)
+        maha, neg_norm = distances
         return np.c_[np.asarray(features, dtype=np.float64), np.log1p(maha), neg_norm]
 
     def raw_scores(self, features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, ...]:
         """(squared Mahalanobis distance to the nearest class mean, negative feature norm, and the outlier logit
         where fitted) per item."""
-        maha, neg_norm = self._distances(features)
+        distances = self._distances(features)
         if self.outlier_weights is None:
-            return maha, neg_norm
-        x = (self._inputs(features) - self.outlier_mean) / self.outlier_scale
-        return maha, neg_norm, x @ self.outlier_weights[:-1] + self.outlier_weights[-1]
+            return distances
+        x = (self._inputs(features, distances) - self.outlier_mean) / self.outlier_scale
+        return *distances, x @ self.outlier_weights[:-1] + self.outlier_weights[-1]
 
     def score(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
         """Unfamiliarity per item, as a rank among the training items (0.99 = rarer than 99% of them; above 1 past

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from teaming import probes
+
 
 def _uint8(x: torch.Tensor) -> torch.Tensor:
     return x.round().clamp(0, 255).to(torch.uint8)
@@ -68,6 +70,5 @@ def synthetic_outliers(images: torch.Tensor, n: int, seed: int = 0, grayscale: f
         [make(images[torch.from_numpy(rng.integers(0, len(images), k))], rng) for make, k in zip(makers, parts) if k]
     )
     gray = torch.from_numpy(rng.random(len(out)) < grayscale)
-    luma = (out[gray].float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    out[gray] = _uint8(luma).expand(-1, 3, -1, -1)
+    out[gray] = probes.grayscale(out[gray])
     return out

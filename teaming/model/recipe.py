@@ -182,7 +182,7 @@ def build_model(
             "held_out_items": held_out,
         },
         training={
-            "joint": joint or start is not None and start.meta.training.get("joint", False),
+            "joint": joint or lineage.get("joint", False),
             "config": config.to_dict(),
             "pretrain_config": pretrain_config.to_dict() if pretrain_config else lineage.get("pretrain_config"),
             "stages": [s.__dict__ for s in stages],

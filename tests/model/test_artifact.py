@@ -136,16 +136,9 @@ def test_model_card_says_what_the_model_is_and_how_it_scored(tiny_artifact):
 def test_joint_training_learns_the_pretraining_images_and_the_human_items_in_one_run(cifar_test, cifar10h):
     """--joint: one stage on both sets (the pretraining images' smoothed hard labels, the items' vote shares);
     the items used are recorded and the held-out items stay out."""
-    from teaming.data import ImageSet
     from teaming.model.train import pretrain_config
 
-    pre = ImageSet(
-        cifar_test.images[5000:6000],
-        [f"p{i}" for i in range(1000)],
-        cifar_test.classes,
-        cifar_test.labels[5000:6000],
-        source="stand-in pack",
-    )
+    pre = pre_stand_in(cifar_test, 5000, 6000)
     cfg = TrainConfig(widths=(8, 16, 16), batch_size=200, epochs=1)
     pcfg = pretrain_config(cfg, epochs=1)
     art = build_model(
@@ -185,10 +178,16 @@ def test_fine_tuning_an_artifact_records_its_stages_command_and_items(tiny_artif
     assert art.meta.widths == [8, 16, 16]
     assert art.meta.data["used_positions"] == [[0, 999], [2000, 2499]]
     with pytest.raises(ValueError, match="an artifact or pretrain"):
-        build_model("x", cifar_test, cifar10h, np.arange(100), None, cfg, pre_stand_in(cifar_test), start=tiny_artifact)
+        build_model(
+            "x", cifar_test, cifar10h, np.arange(100), None, cfg, pre_stand_in(cifar_test, 0, 10), start=tiny_artifact
+        )
 
 
-def pre_stand_in(cifar_test):
+def pre_stand_in(cifar_test, first: int, stop: int):
+    """Test images standing in for a pretraining pack (hard labels, a source name)."""
     from teaming.data import ImageSet
 
-    return ImageSet(cifar_test.images[:10], [str(i) for i in range(10)], cifar_test.classes, cifar_test.labels[:10])
+    ids = [f"p{i}" for i in range(first, stop)]
+    return ImageSet(
+        cifar_test.images[first:stop], ids, cifar_test.classes, cifar_test.labels[first:stop], source="stand-in pack"
+    )
