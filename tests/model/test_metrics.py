@@ -68,3 +68,26 @@ def test_metric_inputs_are_checked():
         ece(np.zeros((0, 2)), np.array([], dtype=int))
     with pytest.raises(ValueError, match="matching, non-empty"):
         fit_temperature(np.zeros((2, 2)), np.array([0]))
+
+
+def test_the_calibration_bench_maps_recover_a_known_temperature_and_confusion_share(rng):
+    """bench.calibration_maps: its temperature map is the library's, and the votes-fitted mix recovers the share
+    of the probabilities that went through the human confusion matrix."""
+    import torch
+
+    from bench.calibration_maps import fit_map, human_confusion
+
+    n, c, true_t, share = 5000, 4, 2.0, 0.4
+    labels = rng.integers(0, c, n)
+    counts = np.eye(c)[labels] * 8 + (rng.random((n, c)) < 0.3)
+    confusion = human_confusion(counts, labels, c)
+    assert torch.allclose(confusion.sum(1), torch.ones(c, dtype=torch.float64))
+    assert confusion[0, 0] == pytest.approx(counts[labels == 0, 0].sum() / counts[labels == 0].sum())
+    z = torch.from_numpy(rng.normal(0, 3, (n, c)))
+    q = torch.softmax(z / true_t, 1)
+    votes = (1 - share) * q + share * q @ confusion
+    onehot = torch.eye(c, dtype=torch.float64)[labels]
+    temperature = fit_map("temperature", z, q, onehot, confusion)(z)
+    assert torch.allclose(temperature, torch.from_numpy(softmax(z.numpy(), fit_temperature(z.numpy(), q.numpy()))))
+    mixed = fit_map("mix-human", z, votes, onehot, confusion)(z)
+    assert torch.allclose(mixed, votes, atol=1e-4)
