@@ -19,10 +19,13 @@ def _service():
 
 @router.get("/reviewers", dependencies=[Depends(auth.bearer)], responses=errors(*GUARDED))
 def reviewers() -> list[ReviewerOut]:
-    """Each reviewer's agreement with the others' consensus (95% interval) and Dawid-Skene accuracy."""
+    """Each reviewer's agreement with the others' consensus (95% interval) and Dawid-Skene accuracy; every
+    reviewer with a token is listed, those with no class answer yet at 0."""
     svc = _service()
-    answers = svc.store.queue.class_answers()
-    return [ReviewerOut(**r.__dict__) for r in reviewer_skills(answers, svc.loop.skills)]
+    listed = [ReviewerOut(**r.__dict__) for r in reviewer_skills(svc.store.queue.class_answers(), svc.loop.skills)]
+    idle = sorted(set(svc.settings.reviewer_tokens.values()) - {r.reviewer for r in listed})
+    empty = dict(answers=0, compared=0, agreement=None, ci_low=None, ci_high=None, accuracy=None)
+    return sorted(listed + [ReviewerOut(reviewer=name, **empty) for name in idle], key=lambda r: r.reviewer)
 
 
 @router.post("/admin/policy/reload", dependencies=[Depends(auth.bearer)], responses=errors(*GUARDED, 409))

@@ -52,7 +52,7 @@ def _service():
 @router.post(
     "/classify",
     dependencies=[Depends(auth.bearer)],
-    responses=errors(*GUARDED, *WITH_BODY, 415),
+    responses=errors(*GUARDED, *WITH_BODY, 415, 422),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": CLASSIFY_SCHEMA}}}},
 )
 async def classify(request: Request) -> list[Decision]:

@@ -59,7 +59,7 @@ async function next() {
     const blob = await (await api(`/queue/tasks/${data.task.task_id}/image`)).blob();
     $("image").src = URL.createObjectURL(blob);
     $("image").dataset.taskId = data.task.task_id;
-    say(`Item ${data.task.item_id}`);
+    say(`Task ${data.task.task_id}`);  // not the caller's item id, which may give the answer away
   } catch (err) {
     say(err.message, true);
     if (err.message.startsWith("401") || err.message.startsWith("403")) { $("work").hidden = true; $("login").hidden = false; }
@@ -75,7 +75,7 @@ async function submit(name, verdict = "class") {
     await api(`/queue/tasks/${task.task_id}/label`, body);
     state.done += 1;
     const said = { class: name, none: "none of these", unsure: "can't tell" }[verdict];
-    $("last").textContent = `Saved ${said} for ${task.item_id}`;
+    $("last").textContent = `Saved ${said} for task ${task.task_id}`;
   } catch (err) { say(err.message, true); }
   next();
 }

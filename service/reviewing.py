@@ -50,7 +50,7 @@ def label_id(label: int | str | None, classes: list[str]) -> int:
         return classes.index(label)
     if isinstance(label, int) and 0 <= label < len(classes):
         return label
-    raise HTTPException(422, f"label {label!r} is not one of the classes {classes} (or ids 0..)")
+    raise HTTPException(422, f"label {label!r} is not one of the classes {classes} (or ids 0..{len(classes) - 1})")
 
 
 HERE = FilePath(__file__).parent

@@ -104,7 +104,7 @@ class PixelBudget:
 
 
 def parse(body: object, s: Settings) -> ClassifyIn:
-    """The request's JSON as a ClassifyIn; 400 with the first problem in one line."""
+    """The request's JSON as a ClassifyIn: 400 past the image count limit, 422 with the first schema problem."""
     if isinstance(body, dict) and isinstance(body.get("images"), list) and len(body["images"]) > s.max_images:
         raise Refused(400, f"images: at most {s.max_images} items per request, got {len(body['images'])}")
     try:
@@ -112,7 +112,7 @@ def parse(body: object, s: Settings) -> ClassifyIn:
     except ValidationError as err:
         first = err.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise Refused(400, f"{where}: {first['msg']}") from None
+        raise Refused(422, f"{where}: {first['msg']}") from None
 
 
 def decode(item: ImageIn, s: Settings, size: int, budget: PixelBudget) -> Decoded:

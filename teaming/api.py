@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, StringConstraints, Tag
 
 
 class TopK(BaseModel):
@@ -99,7 +99,16 @@ class OtherAnswer(BaseModel):
     label: None = None
 
 
-LabelIn = ClassAnswer | OtherAnswer
+def _answer_kind(value: object) -> str:
+    """Which answer a body is, read off its verdict, so that a wrong verdict is named as the error."""
+    verdict = value.get("verdict", "class") if isinstance(value, dict) else getattr(value, "verdict", "class")
+    return "ClassAnswer" if verdict == "class" else "OtherAnswer"
+
+
+LabelIn = Annotated[
+    Annotated[ClassAnswer, Tag("ClassAnswer")] | Annotated[OtherAnswer, Tag("OtherAnswer")],
+    Discriminator(_answer_kind),
+]
 
 
 class SkipIn(BaseModel):

@@ -166,6 +166,9 @@ def test_report_html_and_markdown(fitted, tmp_path):
     figures = sorted(p.name for p in (tmp_path / "r_figures").iterdir())
     assert "threshold_curve.png" in figures and len(figures) == 5
     assert all(f"r_figures/{f}" in md.read_text() for f in figures)
+    pol = load_policy(fitted).report_
+    rows = {line.split(" | ")[0].strip("| ") for line in md.read_text().splitlines() if line.startswith("| 0.")}
+    assert {f"{pol.threshold:.2f}", f"{pol.best_threshold:.2f}"} <= rows  # the test's reference is in its table
 
 
 def test_certified_policy_from_the_cli(tmp_path):

@@ -155,6 +155,10 @@ class ReviewQueue:
             return Conflict(f"review task {task_id} is already resolved")
         if t.status == CANCELLED:
             return Conflict(f"review task {task_id} was closed: its item needs no more answers")
+        if t.status == OPEN:
+            return Conflict(
+                f"review task {task_id} is no longer claimed (given back, or its lease expired); claim again"
+            )
         if t.lease_id != lease_id or t.claimed_by != reviewer:
             return Conflict(f"lease on task {task_id} is not yours (expired and claimed again?)")
         return Conflict(f"lease on task {task_id} expired; claim the next item")

@@ -83,7 +83,7 @@ def build_report(s: TeamSummary) -> Report:
                 _pct(s.deferral_rate) + (f" ({_pct(s.unfamiliar_rate)} as unfamiliar)" if s.unfamiliar_rate else ""),
             ],
             [
-                f"team, best threshold in hindsight ({s.hindsight.threshold:.2f})",
+                f"team, best threshold in hindsight ({s.hindsight.threshold:.2f}, confidence alone, no guard)",
                 _pct(s.hindsight.accuracy),
                 _pct(s.hindsight.deferral_rate),
             ],
@@ -138,8 +138,10 @@ def build_report(s: TeamSummary) -> Report:
 
 
 def _fit_section(r: PolicyReport) -> Section:
-    """The tests behind the policy's threshold, every tenth candidate and the chosen one."""
-    shown = [c for c in r.candidates if round(c.threshold * 10, 6) % 1 == 0 or c.threshold == r.threshold]
+    """The tests behind the policy's threshold: every tenth candidate, the chosen one and the best."""
+    shown = [
+        c for c in r.candidates if round(c.threshold * 10, 6) % 1 == 0 or c.threshold in (r.threshold, r.best_threshold)
+    ]
     if r.kind == "threshold":
         return Section(
             "Paired t-tests from the policy's fit",

@@ -86,6 +86,19 @@ def test_refusals_change_nothing(store):
     assert [r.label for r in store.log.reviews_of(d)] == [1]  # the refused writes changed nothing
 
 
+def test_a_task_given_back_says_so_when_answered_or_skipped_again(store):
+    store.log.record([decision(0)])
+    c = store.queue.claim("alice", 60)
+    store.queue.skip(c.task_id, c.lease_id, "alice")
+    for again in (
+        lambda: store.queue.skip(c.task_id, c.lease_id, "alice"),
+        lambda: store.queue.submit(c.task_id, c.lease_id, "alice", 1),
+    ):
+        with pytest.raises(Conflict, match=f"review task {c.task_id} is no longer claimed .given back"):
+            again()
+    assert store.queue.claim("bob", 60).task_id == c.task_id  # still open, for someone else first
+
+
 def test_lease_expires_and_item_returns(store):
     store.log.record([decision(0)])
     c = store.queue.claim("alice", 0.3)

@@ -57,7 +57,7 @@ def test_the_caller_gets_the_human_answer_by_item_id_and_by_page(server):
         assert err.value.status in (401, 403)  # reviewers never see outcomes: audits stay blind
 
 
-def test_none_of_these_and_cant_tell_close_an_item_unresolved(server):
+def test_none_of_these_and_cant_tell_close_an_item_unresolved(server, reviewers):
     [d] = deferred_items(server, 7100, 1)
     answered = []
     for name, verdict in (("alice", "none"), ("bob", "unsure")):
@@ -69,6 +69,9 @@ def test_none_of_these_and_cant_tell_close_an_item_unresolved(server):
     out = server.client(CALLER).outcome(d.decision_id)
     assert (out.status, out.final_label, out.closed) == ("unresolved", None, True)
     assert server.admin().stats().unresolved_items >= 1
+    skills = {r.reviewer: r for r in server.admin().reviewers()}
+    assert set(skills) == set(reviewers)  # every reviewer with a token, whether or not they named a class yet
+    assert all(r.answers >= 0 and (r.answers > 0 or r.agreement is None) for r in skills.values())
     with pytest.raises(ApiError) as err:  # a verdict with a label is a contradiction
         c = server.reviewer("carol")
         t = c.claim().task
@@ -89,7 +92,7 @@ def test_client_mistakes_are_client_errors_in_one_line(server):
     r = httpx.post(url, json={"images": [{"id": "x", "data": "aGVsbG8="}]}, headers=auth)
     assert r.status_code == 400 and "object at 0x" not in r.text and "x: cannot decode image" in r.json()["detail"]
     r = httpx.post(url, json={"images": "nope"}, headers=auth)
-    assert r.status_code == 400 and "\n" not in r.json()["detail"] and r.json()["detail"].startswith("images:")
+    assert r.status_code == 422 and "\n" not in r.json()["detail"] and r.json()["detail"].startswith("images:")
     log = server.proc.log_path.read_text()
     assert "Traceback" not in log and log.count("refused POST /classify") >= 5
 

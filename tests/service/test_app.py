@@ -124,12 +124,12 @@ def _png(width: int, height: int) -> bytes:
     [
         ([{"id": "x", "data": base64.b64encode(b"this is not an image").decode()}], 400, "cannot decode"),
         ([{"id": "x", "data": base64.b64encode(default_test_jpegs([1])[0][:200]).decode()}], 400, "cannot decode"),
-        ([{"id": "x", "data": ""}], 400, "data: String should have at least 1 character"),  # the schema says so
+        ([{"id": "x", "data": ""}], 422, "data: String should have at least 1 character"),  # the schema says so
         ([{"id": "x", "data": "!!not base64!!"}], 400, "base64"),
         ([{"id": "x", "data": base64.b64encode(b"\xff" * 300000).decode()}], 400, "size limit"),
         ([{"id": "bomb", "data": base64.b64encode(_png(1100, 1000)).decode()}], 400, "over the limit"),
         ([item(1)] * 17, 400, "at most 16 items"),
-        ([], 400, "at least 1 item"),
+        ([], 422, "at least 1 item"),
     ],
 )
 def test_bad_images_get_4xx_and_write_nothing(server, payload, status, message):
@@ -164,6 +164,9 @@ def test_review_flow_and_refusals(server):
         with pytest.raises(ApiError) as err:
             alice.label(tid, lease, bad)
         assert err.value.status == 422 and (bad == 10 or "not one of the classes" in err.value.message)
+        assert bad == 10 or err.value.message.endswith("(or ids 0..9)")
+    r = alice.http.post(f"/v1/queue/tasks/{tid}/label", json={"lease_id": lease, "verdict": "maybe"})
+    assert r.status_code == 422 and r.json()["detail"] == "body.OtherAnswer.verdict: Input should be 'none' or 'unsure'"
     assert alice.label(tid, lease, "cat").label == "cat"
     with pytest.raises(ApiError, match="already resolved") as err:
         alice.label(tid, lease, "dog")

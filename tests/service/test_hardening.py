@@ -82,7 +82,7 @@ def test_odd_ids_labels_and_formats_are_refused_in_one_line(server):
     r = httpx.post(
         f"{server.url}/classify", json={"images": [{"id": "a\x00b", "data": jpeg}]}, headers=caller.http.headers
     )
-    assert r.status_code == 400 and r.json()["detail"].startswith("images.0.id: String should match pattern")
+    assert r.status_code == 422 and r.json()["detail"].startswith("images.0.id: String should match pattern")
     photo = Image.new("RGB", (64, 48), "red")
     for fmt in ("TIFF", "PPM", "TGA", "PCX"):
         r = httpx.post(

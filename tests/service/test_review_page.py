@@ -52,7 +52,8 @@ def test_reviewer_labels_by_click_and_keyboard(serve, reviewers, tmp_path):
         first = page.get_attribute("#image", "data-task-id")
         page.click("#classes button[data-label=cat]")  # label by click
         page.wait_for_function(f"document.getElementById('image').dataset.taskId !== '{first}'")
-        assert "Saved cat" in page.text_content("#last")
+        assert page.text_content("#last") == f"Saved cat for task {first}"  # never the caller's item id
+        assert page.text_content("#status") == f"Task {page.get_attribute('#image', 'data-task-id')}"
         second = page.get_attribute("#image", "data-task-id")
         page.keyboard.press("6")  # label by keyboard: the sixth class, dog
         page.wait_for_function(f"document.getElementById('image').dataset.taskId !== '{second}'")
