@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal, Sequence
 
@@ -21,6 +22,7 @@ from teaming._validation import DataError
 from teaming.labels import HumanLabels
 from teaming.model.nets import FastNet, build_net
 from teaming.model.predict import predict_logits, to_float
+from teaming.model.runtime import cpu_has_bf16
 
 LossKind = Literal["soft", "hard", "sampled"]
 
@@ -229,6 +231,10 @@ def train(
     step = 0
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress, leave=False)
     use_bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
+    if use_bf16 and device.type == "cpu" and not cpu_has_bf16():
+        warnings.warn(
+            "bf16 on a CPU without AVX512-BF16 or AMX is emulated and slower than fp32: leave it off here", stacklevel=2
+        )
     for epoch in range(math.ceil(config.epochs)):
         net.train()
         whiten = getattr(net, "whiten", None)

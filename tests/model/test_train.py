@@ -1,5 +1,8 @@
 """Training on real (sub-sampled) CIFAR-10H: soft, hard and sampled-annotator losses, seeds, fine-tuning, folds."""
 
+import importlib
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -121,3 +124,18 @@ def test_pretrain_and_finetune_configs_keep_the_net_and_change_the_schedule():
     tune = finetune_config(base)
     assert tune.loss == "soft" and tune.label_smoothing == 0.0 and tune.epochs == 8.0 and tune.lr == pytest.approx(2.0)
     assert finetune_config(base, loss="hard").label_smoothing == 0.1  # only soft targets drop the smoothing
+
+
+def test_bf16_on_a_cpu_that_only_emulates_it_warns(small, monkeypatch):
+    train_module = importlib.import_module("teaming.model.train")  # the package's `train` is the function
+
+    train_set, human, _ = small
+    images, targets = train_set.images[:200], human.subset(slice(0, 200))
+    cfg = TrainConfig(widths=(8, 16, 16), batch_size=100, epochs=1, bf16=True, device="cpu")
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="slower than fp32"):
+        train(images, targets, cfg, progress=False)
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(images, targets, cfg, progress=False)
