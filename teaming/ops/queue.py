@@ -156,9 +156,7 @@ class ReviewQueue:
         if t.status == CANCELLED:
             return Conflict(f"review task {task_id} was closed: its item needs no more answers")
         if t.status == OPEN:
-            return Conflict(
-                f"review task {task_id} is no longer claimed (given back, or its lease expired); claim again"
-            )
+            return Conflict(f"review task {task_id} is no longer claimed (it was given back); claim again")
         if t.lease_id != lease_id or t.claimed_by != reviewer:
             return Conflict(f"lease on task {task_id} is not yours (expired and claimed again?)")
         return Conflict(f"lease on task {task_id} expired; claim the next item")

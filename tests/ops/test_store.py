@@ -94,7 +94,7 @@ def test_a_task_given_back_says_so_when_answered_or_skipped_again(store):
         lambda: store.queue.skip(c.task_id, c.lease_id, "alice"),
         lambda: store.queue.submit(c.task_id, c.lease_id, "alice", 1),
     ):
-        with pytest.raises(Conflict, match=f"review task {c.task_id} is no longer claimed .given back"):
+        with pytest.raises(Conflict, match=f"review task {c.task_id} is no longer claimed .it was given back"):
             again()
     assert store.queue.claim("bob", 60).task_id == c.task_id  # still open, for someone else first
 

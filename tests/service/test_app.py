@@ -164,7 +164,7 @@ def test_review_flow_and_refusals(server):
         with pytest.raises(ApiError) as err:
             alice.label(tid, lease, bad)
         assert err.value.status == 422 and (bad == 10 or "not one of the classes" in err.value.message)
-        assert bad == 10 or err.value.message.endswith("(or ids 0..9)")
+        assert err.value.message.endswith("(or ids 0..9)")
     r = alice.http.post(f"/v1/queue/tasks/{tid}/label", json={"lease_id": lease, "verdict": "maybe"})
     assert r.status_code == 422 and r.json()["detail"] == "body.OtherAnswer.verdict: Input should be 'none' or 'unsure'"
     assert alice.label(tid, lease, "cat").label == "cat"
