@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from teaming.data import parse_items
 from teaming.datasets import load_cifar10h, load_default_test
 from teaming.model import load_artifact
+from teaming.model.calibration import fit_temperature, softmax
 from teaming.model.metrics import accuracy, cross_entropy, ece
 from teaming.model.predict import predict_logits
 from teaming.model.recipe import describe_items, split_calibration
@@ -36,20 +37,25 @@ def human_confusion(counts: np.ndarray, labels: np.ndarray, k: int) -> torch.Ten
 
 
 def fit_map(kind: str, z: torch.Tensor, soft: torch.Tensor, onehot: torch.Tensor, confusion: torch.Tensor) -> Map:
-    """Fit one map by L-BFGS on the calibration logits. kind: temperature, vector, or mix-{human,truth,both}."""
+    """Fit one map on the calibration logits: temperature (the library's fit, as shipped), or by L-BFGS vector
+    scaling or mix-{human,truth,both}."""
+    if kind == "temperature":
+        t = fit_temperature(z, soft.numpy())
+        return lambda x: torch.from_numpy(softmax(x, t))
     k = z.shape[1]
-    p = {"log_t": torch.zeros((), dtype=torch.float64, requires_grad=True)}
-    if kind == "vector":
-        p["log_w"] = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    if kind == "vector":  # a scale and a bias per class
+        p = {"log_w": torch.zeros(k, dtype=torch.float64, requires_grad=True)}
         p["b"] = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-    if kind.startswith("mix"):
+    else:
+        p = {"log_t": torch.zeros((), dtype=torch.float64, requires_grad=True)}
         p["logit_a"] = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
     weights = {"mix-human": (1, 0), "mix-truth": (0, 1), "mix-both": (1, 1)}.get(kind, (1, 0))
 
     def apply(x: torch.Tensor) -> torch.Tensor:
-        logits = x / p["log_t"].exp()
         if kind == "vector":
-            logits = logits * p["log_w"].exp() + p["b"]
+            logits = x * p["log_w"].exp() + p["b"]
+        else:
+            logits = x / p["log_t"].exp()
         q = F.softmax(logits, 1)
         if kind.startswith("mix"):
             a = torch.sigmoid(p["logit_a"])

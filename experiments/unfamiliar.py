@@ -73,25 +73,25 @@ def main() -> None:
     print(f"| set | {head} | deferred, confidence only | deferred, with guard |")
     print("|---" * (len(keys) + 3) + "|")
     probes = unfamiliar_sets(test.images[:7000], args.n)  # shuffled pixels of training images, not held-out ones
-    for name, images in {**probes, **{k: v for k, v in shifted(familiar).items() if k != "clean"}}.items():
-        s = scores(art, images)
+    sets = {name: scores(art, images) for name, images in probes.items()}
+    shifts = {k: scores(art, v) for k, v in shifted(familiar).items() if k != "clean"}
+    for name, s in {**sets, **shifts}.items():
         auroc = [roc_auc_score(np.r_[np.zeros(len(ref[k])), np.ones(len(s[k]))], np.r_[ref[k], s[k]]) for k in keys]
         a, b = deferred(s)
         shift = " (shift of the held-out images)" if name in ("jpeg_q50", "grayscale", "resize_32_64_32") else ""
         print(f"| {name}{shift} | " + " | ".join(f"{x:.3f}" for x in auroc) + f" | {a:.1%} | {b:.1%} |", flush=True)
     if args.quantiles:
-        compare_limits(art, policy, args, ref, probes)
+        compare_limits(art, policy, args, ref, sets)
 
 
-def compare_limits(art, policy, args, ref: dict, probes: dict) -> None:
+def compare_limits(art, policy, args, ref: dict, sets: dict[str, dict]) -> None:
     """The policy refitted at each guard quantile: deferral added on its fitting items and on the other items,
-    and the share of each probe set deferred."""
+    and the share of each probe set (its `scores`) deferred."""
     from sklearn.base import clone
 
     from teaming.team import load_team
 
     _, fit = load_team(args.model, "default", "cifar10h", args.fit_items, 1, "hard", 0, "cpu")
-    sets = {name: scores(art, images) for name, images in probes.items()}
     print(
         f"\n| guard quantile | added deferral, fitting items {args.fit_items} | added deferral, {args.items} | "
         + " | ".join(sets)
