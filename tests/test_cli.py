@@ -72,9 +72,10 @@ def test_train_then_evaluate(tiny_model, tmp_path):
     assert result["metrics"]["calibrated"]["human_ce"] == pytest.approx(stored["human_ce"], abs=1e-6)
 
 
-def test_the_shipped_models_recorded_command_gives_its_recorded_settings(tmp_path, monkeypatch):
-    """The command model.json records, run again, trains with the settings it records (the pretraining pack
-    swapped for a stand-in, since CI has no shared data); settings added since are at their defaults."""
+def test_the_shipped_models_recorded_commands_give_their_recorded_settings(tmp_path, monkeypatch):
+    """The commands model.json records (the starting model's, then its own), run again, train with the settings
+    it records (the pretraining pack swapped for a stand-in, since CI has no shared data); settings added since
+    are at their defaults."""
     import shlex
     from dataclasses import replace
 
@@ -82,8 +83,8 @@ def test_the_shipped_models_recorded_command_gives_its_recorded_settings(tmp_pat
 
     seen = {}
 
-    def capture(name, images, targets, tr, ev, config, pre, pcfg, *args, joint=False, **kwargs):
-        seen.update(config=config, pretrain=pcfg, joint=joint)
+    def capture(name, images, targets, tr, ev, config, pre, pcfg, *args, joint=False, interpolate=None, **kwargs):
+        seen.update(config=config, pretrain=pcfg, joint=joint, interpolate=interpolate)
         raise SystemExit(0)
 
     monkeypatch.setattr(recipe, "build_model", capture)
@@ -92,15 +93,31 @@ def test_the_shipped_models_recorded_command_gives_its_recorded_settings(tmp_pat
     from teaming.datasets import DEFAULT_PACK
 
     pack.write_bytes(DEFAULT_PACK.read_bytes())
+
+    def rerun(command: str) -> dict:
+        seen.clear()
+        args = shlex.split(command)[2:]
+        args[args.index("--out") + 1] = str(tmp_path / "m")
+        if "--pretrain" in args:
+            args[args.index("--pretrain") + 1] = str(pack)
+        if "--init" in args:
+            args[args.index("--init") + 1] = MODEL  # any start will do: only the settings are compared
+        cli("train", *args)
+        return dict(seen)
+
     shipped = json.loads((ROOT / "models" / "cifar10h-default" / "model.json").read_text())["training"]
-    args = shlex.split(shipped["command"])[2:]
-    args[args.index("--pretrain") + 1] = str(pack)
-    args[args.index("--out") + 1] = str(tmp_path / "m")
-    cli("train", *args)
-    used = replace(seen["pretrain"], loss="soft", label_smoothing=0.0) if seen["joint"] else seen["config"]
-    assert seen["joint"] == shipped.get("joint", False)
-    assert used.to_dict() == shipped["config"]
-    assert seen["pretrain"].to_dict() == shipped["pretrain_config"]
+    first = rerun(shipped["init"]["command"]) if "init" in shipped else rerun(shipped["command"])
+    assert first["pretrain"].to_dict() == shipped["pretrain_config"]
+    assert first["joint"] == shipped.get("joint", False)
+    if "init" in shipped:
+        last = rerun(shipped["command"])
+        assert last["config"].to_dict() == shipped["config"]
+        share = last["interpolate"]
+        assert (share is None) == (shipped["stages"][-1]["name"] != "interpolate")
+        assert share is None or f"weights {share:g} of the way" in shipped["stages"][-1]["description"]
+    else:
+        used = replace(first["pretrain"], loss="soft", label_smoothing=0.0) if first["joint"] else first["config"]
+        assert used.to_dict() == shipped["config"]
 
 
 @pytest.mark.parametrize(
@@ -115,6 +132,8 @@ def test_the_shipped_models_recorded_command_gives_its_recorded_settings(tmp_pat
         (["train", "--out", "{tmp}/x", "--joint"], "--joint needs --pretrain"),
         (["train", "--out", "{tmp}/x", "--init", "{model}", "--pretrain", "shared"], "exclude each other"),
         (["train", "--out", "{tmp}/x", "--init", "models/no-such-model"], "model.safetensors is missing"),
+        (["train", "--out", "{tmp}/x", "--interpolate", "0.5"], "--interpolate needs --init"),
+        (["train", "--out", "{tmp}/x", "--init", "{model}", "--interpolate", "0"], "must be in (0, 1]"),
         (["fit-policy", "{model}", "--out", "{tmp}/x", "--unfamiliar-quantile", "0.3"], "unfamiliar_quantile must lie"),
     ],
 )

@@ -49,6 +49,9 @@ def train_cmd(
     finetune_lr_scale: float = typer.Option(
         default(finetune_config, "lr_scale"), help="fine-tuning learning rate as a share of --lr"
     ),
+    interpolate: Optional[float] = typer.Option(
+        None, help="with --init: keep the net this share of the way from the start to the fine-tuned weights (WiSE-FT)"
+    ),
     calibration_fraction: float = typer.Option(0.1, help="share of training items kept aside to fit the temperature"),
     tta: bool = typer.Option(True, help="average the image and its mirror at prediction time"),
     fgsm: bool = typer.Option(True, help="also score FGSM robustness"),
@@ -73,6 +76,12 @@ def train_cmd(
             raise ValueError("--joint needs --pretrain")
         if init is not None and pretrain:
             raise ValueError("--init and --pretrain exclude each other: fine-tune a model, or pretrain a new one")
+        if interpolate is not None and init is None:
+            raise ValueError(
+                "--interpolate needs --init: it mixes the starting model's weights with the fine-tuned ones"
+            )
+        if interpolate is not None and not 0 < interpolate <= 1:
+            raise ValueError(f"--interpolate must be in (0, 1], got {interpolate}")
         data = load_images(images, size)
         targets = resolve_labels(labels, data)
         tr = parse_items(train_items, len(data))
@@ -123,6 +132,7 @@ def train_cmd(
         fgsm,
         joint=joint,
         start=start,
+        interpolate=interpolate,
     )
     artifact.meta.training["command"] = command_line(ctx)
     if hardware_note:

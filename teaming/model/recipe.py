@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -19,7 +20,14 @@ from teaming.model.figures import reliability_png
 from teaming.model.metrics import evaluate_probs, fgsm
 from teaming.model.outliers import synthetic_outliers
 from teaming.model.predict import predict_logits, predict_outputs
-from teaming.model.train import TrainConfig, batch_targets, resolve_device, target_distribution, train
+from teaming.model.train import (
+    TrainConfig,
+    batch_targets,
+    interpolate_weights,
+    resolve_device,
+    target_distribution,
+    train,
+)
 from teaming.model.train import pretrain_config as pretrain_defaults
 
 
@@ -66,13 +74,15 @@ def build_model(
     progress: bool = True,
     joint: bool = False,
     start: Artifact | None = None,
+    interpolate: float | None = None,
 ) -> Artifact:
     """Train (fine-tuning from a pretrained net if `pretrain` is given), fit the temperature and score held-out items.
 
     `targets` are aligned with `images`: human vote counts or hard label ids. `joint` trains once on the
     pretraining images and the training items together, under `pretrain_config`, instead of pretraining then
     fine-tuning (`config` then only names the net). `start` fine-tunes an artifact's net instead, and records
-    its stages and command before this run's.
+    its stages and command before this run's; `interpolate` then keeps the net that share of the way from the
+    start's weights to the fine-tuned ones (WiSE-FT).
     """
     device = resolve_device(config.device)
     human = targets if isinstance(targets, HumanLabels) else None
@@ -85,6 +95,8 @@ def build_model(
     init = None
     if joint and pretrain is None:
         raise ValueError("joint training needs pretraining images")
+    if interpolate is not None and start is None:
+        raise ValueError("weight interpolation needs a starting model to interpolate from")
     if start is not None:
         if pretrain is not None:
             raise ValueError("start from an artifact or pretrain, not both")
@@ -141,6 +153,12 @@ def build_model(
             )
         )
     net = res.net
+    if interpolate is not None:
+        began = time.perf_counter()
+        net = interpolate_weights(start.net, net, interpolate, images.images[t_fit])
+        what = f"weights {interpolate:g} of the way from the starting net to the fine-tuned one (WiSE-FT)"
+        what += f", BatchNorm statistics re-estimated on the {len(fit_idx)} training images"
+        stages.append(Stage("interpolate", what, time.perf_counter() - began, str(device), []))
     guard = fit_guard(net, images.images[t_fit], pick(fit_idx), len(images.classes), tta)
 
     cal_logits = predict_logits(net, images.images[torch.from_numpy(cal_idx)], tta=tta)

@@ -6,6 +6,7 @@ airbench94; the whole dataset stays on the device as uint8 and is augmented ther
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -290,6 +291,32 @@ def _lookahead(net: nn.Module, ema: dict[str, torch.Tensor], decay: float) -> No
         if v.dtype.is_floating_point:
             e.lerp_(v, 1 - decay)
             v.copy_(e)
+
+
+@torch.no_grad()
+def interpolate_weights(start: nn.Module, tuned: nn.Module, share: float, images: torch.Tensor) -> nn.Module:
+    """The net `share` of the way from `start`'s weights to `tuned`'s (WiSE-FT, Wortsman et al., 2022), with its
+    BatchNorm statistics re-estimated on uint8 `images` and their mirrors (averaged statistics do not fit averaged
+    weights). `start` and `tuned` share an architecture; neither is changed."""
+    if not 0 < share <= 1:
+        raise ValueError(f"the interpolation share must be in (0, 1], got {share}")
+    net = copy.deepcopy(tuned)
+    device = next(tuned.parameters()).device
+    a, b = start.state_dict(), tuned.state_dict()
+    net.load_state_dict({k: a[k].to(device).lerp(b[k], share) if b[k].is_floating_point() else b[k] for k in b})
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    net.train()
+    for chunk in images.split(500):
+        x = to_float(chunk.to(device))
+        net(x)
+        net(x.flip(-1))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return net.eval()
 
 
 def kfold_indices(n: int, k: int = 10, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -177,6 +177,24 @@ def test_fine_tuning_an_artifact_records_its_stages_command_and_items(tiny_artif
     assert training["init"] == {"name": "tiny", "command": "teaming train --out runs/tiny"}
     assert art.meta.widths == [8, 16, 16]
     assert art.meta.data["used_positions"] == [[0, 999], [2000, 2499]]
+    mixed = build_model(
+        "mixed",
+        cifar_test,
+        cifar10h,
+        np.arange(2000, 2500),
+        None,
+        cfg,
+        progress=False,
+        start=tiny_artifact,
+        interpolate=0.5,
+    )
+    assert [s["name"] for s in mixed.meta.training["stages"]] == ["train", "fine-tune", "interpolate"]
+    assert "0.5 of the way" in mixed.meta.training["stages"][-1]["description"]
+    mixed.meta.training["command"] = "teaming train --out runs/mixed --init runs/tiny --interpolate 0.5"
+    card = model_card(mixed.meta)
+    assert "Reproduce: `teaming train --out runs/tiny` builds the starting model tiny; then `teaming train" in card
+    with pytest.raises(ValueError, match="needs a starting model"):
+        build_model("x", cifar_test, cifar10h, np.arange(100), None, cfg, progress=False, interpolate=0.5)
     with pytest.raises(ValueError, match="an artifact or pretrain"):
         build_model(
             "x", cifar_test, cifar10h, np.arange(100), None, cfg, pre_stand_in(cifar_test, 0, 10), start=tiny_artifact

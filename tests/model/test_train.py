@@ -2,6 +2,7 @@
 
 import importlib
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from teaming.model.train import (
     batch_targets,
     cross_fit,
     finetune_config,
+    interpolate_weights,
     kfold_indices,
     pretrain_config,
     soft_cross_entropy,
@@ -72,6 +74,36 @@ def test_fine_tuning_starts_from_the_given_net(small):
     from_scratch = accuracy(softmax(predict_logits(fresh, held.images)), held.labels)
     assert before > 0.3 and abs(after - before) < 0.05
     assert from_scratch < before - 0.1
+
+
+def test_weight_interpolation_lies_between_the_nets_and_re_estimates_batchnorm(small):
+    """WiSE-FT: every weight halfway, both nets untouched, BatchNorm statistics measured on the images and their
+    mirrors (not averaged), and the mixed net still classifies."""
+    train_set, human, held = small
+    cfg = TrainConfig(loss="hard", **TINY)
+    start = train(train_set.images, human, cfg, progress=False).net
+    tuned = train(train_set.images, human, replace(cfg, loss="soft", epochs=1, lr=0.05), init=start, progress=False).net
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    images = train_set.images[:1000]
+    mixed = interpolate_weights(start, tuned, 0.5, images)
+    assert all(torch.equal(v, before[k]) for k, v in start.state_dict().items())
+    a, b, m = start.state_dict(), tuned.state_dict(), mixed.state_dict()
+    assert torch.allclose(m["head.weight"], (a["head.weight"] + b["head.weight"]) / 2)
+    seen = []
+    hook = mixed.layers[1].norm1.register_forward_pre_hook(lambda mod, args: seen.append(args[0].mean((0, 2, 3))))
+    with torch.no_grad():
+        x = images.float() / 255
+        mixed(x), mixed(x.flip(-1))
+    hook.remove()
+    measured = (seen[0] + seen[1]) / 2
+    assert torch.allclose(m["layers.1.norm1.running_mean"], measured, atol=1e-4)
+    assert not torch.allclose(
+        m["layers.1.norm1.running_mean"], (a["layers.1.norm1.running_mean"] + b["layers.1.norm1.running_mean"]) / 2
+    )
+    assert mixed.layers[1].norm1.momentum == start.layers[1].norm1.momentum
+    assert accuracy(softmax(predict_logits(mixed, held.images)), held.labels) > 0.3
+    with pytest.raises(ValueError, match="share must be in"):
+        interpolate_weights(start, tuned, 0.0, images)
 
 
 def test_cross_fit_gives_out_of_fold_logits_for_every_item(small):
