@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from teaming.cli._common import HELD_OUT, command_line, console, default, fail, fmt
-from teaming.model.train import TrainConfig, finetune_config, pretrain_config
+from teaming.model.train import TrainConfig, check_interpolation_share, finetune_config, pretrain_config
 
 
 def train_cmd(
@@ -80,8 +80,8 @@ def train_cmd(
             raise ValueError(
                 "--interpolate needs --init: it mixes the starting model's weights with the fine-tuned ones"
             )
-        if interpolate is not None and not 0 < interpolate <= 1:
-            raise ValueError(f"--interpolate must be in (0, 1], got {interpolate}")
+        if interpolate is not None:
+            check_interpolation_share(interpolate)
         data = load_images(images, size)
         targets = resolve_labels(labels, data)
         tr = parse_items(train_items, len(data))

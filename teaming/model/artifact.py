@@ -273,14 +273,10 @@ def model_card(meta: ModelMeta, figures: list[str] | None = None, guard: bool = 
     ]
     for stage in train.get("stages", []):
         parts.append(f"- **{stage['name']}**: {stage['description']}; {stage['seconds']:.0f} s on {stage['device']}.")
-    start = train.get("init") or {}
-    if train.get("command") and start.get("command"):
-        parts += [
-            "",
-            f"Reproduce: `{start['command']}` builds the starting model {start['name']}; then `{train['command']}`",
-        ]
-    elif train.get("command"):
-        parts += ["", f"Reproduce: `{train['command']}`"]
+    if train.get("command"):
+        start = train.get("init") or {}
+        first = f"`{start['command']}` builds the starting model {start['name']}; then " if start.get("command") else ""
+        parts += ["", f"Reproduce: {first}`{train['command']}`"]
     if train.get("hardware_note"):
         parts += ["", train["hardware_note"]]
     parts += [

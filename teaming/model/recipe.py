@@ -23,6 +23,7 @@ from teaming.model.predict import predict_logits, predict_outputs
 from teaming.model.train import (
     TrainConfig,
     batch_targets,
+    check_interpolation_share,
     interpolate_weights,
     resolve_device,
     target_distribution,
@@ -95,8 +96,10 @@ def build_model(
     init = None
     if joint and pretrain is None:
         raise ValueError("joint training needs pretraining images")
-    if interpolate is not None and start is None:
-        raise ValueError("weight interpolation needs a starting model to interpolate from")
+    if interpolate is not None:
+        if start is None:
+            raise ValueError("weight interpolation needs a starting model to interpolate from")
+        check_interpolation_share(interpolate)
     if start is not None:
         if pretrain is not None:
             raise ValueError("start from an artifact or pretrain, not both")

@@ -293,13 +293,18 @@ def _lookahead(net: nn.Module, ema: dict[str, torch.Tensor], decay: float) -> No
             v.copy_(e)
 
 
+def check_interpolation_share(share: float) -> None:
+    """Refuse a weight-interpolation share outside (0, 1] (callers check before training, not after)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"the interpolation share must be in (0, 1], got {share}")
+
+
 @torch.no_grad()
 def interpolate_weights(start: nn.Module, tuned: nn.Module, share: float, images: torch.Tensor) -> nn.Module:
     """The net `share` of the way from `start`'s weights to `tuned`'s (WiSE-FT, Wortsman et al., 2022), with its
     BatchNorm statistics re-estimated on uint8 `images` and their mirrors (averaged statistics do not fit averaged
     weights). `start` and `tuned` share an architecture; neither is changed."""
-    if not 0 < share <= 1:
-        raise ValueError(f"the interpolation share must be in (0, 1], got {share}")
+    check_interpolation_share(share)
     net = copy.deepcopy(tuned)
     device = next(tuned.parameters()).device
     a, b = start.state_dict(), tuned.state_dict()

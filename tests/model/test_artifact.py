@@ -195,6 +195,10 @@ def test_fine_tuning_an_artifact_records_its_stages_command_and_items(tiny_artif
     assert "Reproduce: `teaming train --out runs/tiny` builds the starting model tiny; then `teaming train" in card
     with pytest.raises(ValueError, match="needs a starting model"):
         build_model("x", cifar_test, cifar10h, np.arange(100), None, cfg, progress=False, interpolate=0.5)
+    with pytest.raises(ValueError, match="share must be in"):  # refused before any training
+        build_model(
+            "x", cifar_test, cifar10h, np.arange(100), None, cfg, progress=False, start=tiny_artifact, interpolate=1.5
+        )
     with pytest.raises(ValueError, match="an artifact or pretrain"):
         build_model(
             "x", cifar_test, cifar10h, np.arange(100), None, cfg, pre_stand_in(cifar_test, 0, 10), start=tiny_artifact
