@@ -145,7 +145,12 @@ def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
     if size is None or images.shape[-2:] == (size, size):
         return images
     out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.round().clamp(0, 255).to(torch.uint8)
+    return to_uint8(out)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float pixel values (0..255 scale) rounded and clipped back to uint8."""
+    return x.round().clamp(0, 255).to(torch.uint8)
 
 
 def decode_jpegs(blobs: Sequence[np.ndarray], ids: Sequence[str], size: int | None = None) -> torch.Tensor:

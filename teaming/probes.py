@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from teaming.data import to_uint8
+
 
 def jpeg(images: torch.Tensor, quality: int = 50) -> torch.Tensor:
     """Each image re-encoded as JPEG at `quality` (a re-shared photo)."""
@@ -26,7 +28,7 @@ def jpeg(images: torch.Tensor, quality: int = 50) -> torch.Tensor:
 def grayscale(images: torch.Tensor) -> torch.Tensor:
     """Colour dropped (ITU-R 601 luma in all three channels)."""
     luma = (images.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    return luma.round().clamp(0, 255).to(torch.uint8).expand_as(images).contiguous()
+    return to_uint8(luma).expand_as(images).contiguous()
 
 
 def resample(images: torch.Tensor, factor: int = 2) -> torch.Tensor:
@@ -34,7 +36,7 @@ def resample(images: torch.Tensor, factor: int = 2) -> torch.Tensor:
     h, w = images.shape[-2:]
     big = F.interpolate(images.float(), scale_factor=factor, mode="bilinear", align_corners=False)
     back = F.interpolate(big, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-    return back.round().clamp(0, 255).to(torch.uint8)
+    return to_uint8(back)
 
 
 SHIFTS = {"jpeg_q50": jpeg, "grayscale": grayscale, "resize_32_64_32": resample}

@@ -11,10 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from teaming import probes
-
-
-def _uint8(x: torch.Tensor) -> torch.Tensor:
-    return x.round().clamp(0, 255).to(torch.uint8)
+from teaming.data import to_uint8
 
 
 def close_ups(
@@ -28,7 +25,7 @@ def close_ups(
         y, x = (int(v) for v in rng.integers(0, h - side + 1, 2))
         crop = img[None, :, y : y + side, x : x + side].float()
         out.append(F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False))
-    return _uint8(torch.cat(out))
+    return to_uint8(torch.cat(out))
 
 
 def patch_shuffled(images: torch.Tensor, rng: np.random.Generator, grid: int = 4) -> torch.Tensor:
@@ -49,14 +46,14 @@ def mosaics(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     small = F.interpolate(images.float(), size=(h // 2, w // 2), mode="bilinear", antialias=True, align_corners=False)
     a, b, c, d = (small[torch.from_numpy(rng.permutation(n))] for _ in range(4))
     out = torch.cat([torch.cat([a, b], 3), torch.cat([c, d], 3)], 2)
-    return _uint8(F.interpolate(out, size=(h, w), mode="nearest"))
+    return to_uint8(F.interpolate(out, size=(h, w), mode="nearest"))
 
 
 def noised(images: torch.Tensor, rng: np.random.Generator, low: float = 30, high: float = 120) -> torch.Tensor:
     """Each image under Gaussian pixel noise with a standard deviation drawn from [low, high] (of 255)."""
     sigma = torch.from_numpy(rng.uniform(low, high, (len(images), 1, 1, 1))).float()
     noise = torch.from_numpy(rng.standard_normal(images.shape).astype(np.float32))
-    return _uint8(images.float() + sigma * noise)
+    return to_uint8(images.float() + sigma * noise)
 
 
 def synthetic_outliers(images: torch.Tensor, n: int, seed: int = 0, grayscale: float = 0.15) -> torch.Tensor:
