@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from service import auth
 from service.schemas import (
     GUARDED,
+    JSON_TYPES,
     WITH_BODY,
     ClassifyIn,
     Decoded,
@@ -33,7 +34,6 @@ from teaming.ops.queue import NotFound
 router = APIRouter(tags=["callers"])
 CLASSIFY_SCHEMA = inline_schema(ClassifyIn)
 RowId = Annotated[int, Path(ge=1, le=2**62, description="a decision id from this service")]
-JSON_TYPES = ("application/json",)
 
 
 class OutcomesQuery(BaseModel):
@@ -98,6 +98,7 @@ def _outcome(row, admin: bool) -> OutcomeOut:
         decision_id=row.id,
         item_id=row.item_id,
         outcome=row.outcome,
+        defer_reason=row.defer_reason,
         machine_label=classes[row.machine_label],
         confidence=row.confidence,
         model_version=row.model_version,

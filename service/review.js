@@ -25,7 +25,8 @@ function say(text, error) {
 function showProgress(stats) {
   const others = Math.max(stats.queue_open - (stats.waiting_for_you || 0), 0);
   $("progress").textContent = `You answered ${state.done} this session · ${stats.waiting_for_you} waiting for you` +
-    (others ? ` (${others} more wait for other reviewers)` : "") + ` · ${stats.reviews_done} answers in all`;
+    (others ? ` (${others} more wait for other reviewers)` : "") +
+    ` · ${stats.reviews_done} answer${stats.reviews_done === 1 ? "" : "s"} in all`;
 }
 
 function drawClasses() {
@@ -84,7 +85,10 @@ async function skip() {
   if (!state.task) return;
   const task = state.task;
   state.task = null;
-  try { await api(`/queue/tasks/${task.task_id}/skip`, { lease_id: task.lease_id }); } catch (err) { say(err.message, true); }
+  try {
+    await api(`/queue/tasks/${task.task_id}/skip`, { lease_id: task.lease_id });
+    $("last").textContent = `Skipped task ${task.task_id}: it goes to someone else first`;
+  } catch (err) { say(err.message, true); }
   next();
 }
 

@@ -96,7 +96,6 @@ def claim(reviewer: str = Depends(auth.reviewer)) -> Claimed:
         task_id=c.task_id,
         lease_id=c.lease_id,
         lease_expires_at=c.lease_expires_at,
-        kind=c.kind,
         item_id=c.item_id,
         image_url=f"/v1/queue/tasks/{c.task_id}/image",
     )

@@ -20,6 +20,8 @@ from teaming._validation import DataError
 from teaming.api import ErrorOut
 from teaming.data import decode_image, read_header
 
+JSON_TYPES = ("application/json",)  # the content types a JSON route takes (others get 415)
+
 REASONS = {
     400: "the body cannot be read, or its data cannot be used (the message says which item and why)",
     401: "no bearer token",

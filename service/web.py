@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from service import admin, callers, reviewing
 from service.auth import Denied
-from service.schemas import Refused
+from service.schemas import JSON_TYPES, Refused
 from teaming.ops.queue import Conflict, NotFound
 
 logger = logging.getLogger("bentoml.teaming")
@@ -68,8 +68,13 @@ async def _conflict(request: Request, err: Conflict) -> JSONResponse:
 
 @web.exception_handler(RequestValidationError)
 async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+    """422 naming the first field that does not fit (without the schema's union tags); 415 when the body that did
+    not fit was sent as something other than JSON."""
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if first["loc"][:1] == ("body",) and kind and kind not in JSON_TYPES:
+        return _refuse(request, 415, f"this route takes a JSON body (Content-Type: application/json), not {kind}")
+    where = ".".join(str(p) for p in first["loc"] if not str(p)[:1].isupper())
     return _refuse(request, 422, f"{where}: {first['msg']}")
 
 

@@ -54,12 +54,12 @@ class QueueStats(BaseModel):
 
 
 class Task(BaseModel):
-    """A claimed review task: label it (or skip it) with its lease id before the lease expires."""
+    """A claimed review task: label it (or skip it) with its lease id before the lease expires. It does not say
+    whether the item was deferred or is a blind audit of an automatic answer."""
 
     task_id: int
     lease_id: str
     lease_expires_at: float
-    kind: str
     item_id: str
     image_url: str
 
@@ -144,6 +144,7 @@ class OutcomeOut(BaseModel):
     decision_id: int
     item_id: str
     outcome: Literal["auto", "deferred"]
+    defer_reason: Literal["unsure", "unfamiliar"] | None = Field(None, description="why a deferred item was deferred")
     machine_label: str
     confidence: float
     model_version: str
@@ -155,7 +156,7 @@ class OutcomeOut(BaseModel):
     method: str | None
     n_labels: int
     closed: bool
-    reason: str | None
+    reason: str | None = Field(None, description="why it closed unresolved or short of answers; None otherwise")
     reviews: list[ReviewOut] | None = None
 
 

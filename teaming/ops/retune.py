@@ -146,6 +146,10 @@ def retune(
             if total:
                 result.live_deferral = Estimate.of(np.arange(total) < deferred)
             differs, result.why = significant_change(old_ok, new_ok, old_defer, new_defer, policy.alpha)
+            if new_defer.mean() > old_defer.mean():
+                needed, reason = _rule_needs_more(policy, active)
+                differs &= needed
+                result.why += f"; {reason}"
         else:
             differs, result.why = True, "no active policy for this model"
         result.activated = activate and differs
@@ -168,6 +172,25 @@ def significant_change(
         differs |= p < alpha
         parts.append(f"{name} +{gained}/-{lost} items, McNemar p={p:.3g}")
     return differs, "; ".join(parts) + (" (significant)" if differs else f" (no change significant at {alpha})")
+
+
+def _rule_needs_more(policy: ThresholdPolicy, active: ThresholdPolicy) -> tuple[bool, str]:
+    """Whether more deferral is what the rule asks for: the active threshold fails it on the audited items (it is
+    significantly less accurate than the best, over capacity or under the accuracy floor). Otherwise more work for
+    the reviewers buys nothing the rule needs, and the active policy stays."""
+    report = policy.report_
+    if report is None or not report.candidates or getattr(active, "threshold_", None) is None:
+        return True, "the active policy cannot be judged by the refit's candidates"
+    c = report.candidate(active.threshold_)
+    if c.eligible:
+        return (
+            False,
+            f"the active threshold {active.threshold_:.3g} still passes the rule here: more deferral not needed",
+        )
+    return True, (
+        f"the active threshold {active.threshold_:.3g} fails the rule on these items "
+        f"(p={c.p:.3g} against the best threshold {report.best_threshold:.3g})"
+    )
 
 
 def _where(db_url: str) -> str:

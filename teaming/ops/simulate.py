@@ -10,6 +10,7 @@ the logged probabilities for the best threshold in hindsight.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -125,9 +126,14 @@ def simulate(
     )
 
 
+def _bar(iterable=None, **kwargs) -> tqdm:
+    """A progress bar that redraws every 0.1 s on a terminal and every 15 s into a log file."""
+    return tqdm(iterable, mininterval=0.1 if sys.stderr.isatty() else 15, **kwargs)
+
+
 def _classify(caller: TeamingClient, run: str, indices: list[int], batch: int, progress: bool) -> list[Decision]:
     out: list[Decision] = []
-    for start in tqdm(range(0, len(indices), batch), desc="classify", disable=not progress):
+    for start in _bar(range(0, len(indices), batch), desc="classify", disable=not progress):
         chunk = indices[start : start + batch]
         out += caller.classify([(f"{run}{i}", b) for i, b in zip(chunk, default_test_jpegs(chunk))])
     return out
@@ -136,7 +142,7 @@ def _classify(caller: TeamingClient, run: str, indices: list[int], batch: int, p
 def _review(url: str, tokens: Sequence[str], run: str, counts: np.ndarray, seed: int, progress: bool) -> int:
     """Every reviewer answers what the queue gives them until it gives them nothing of this run; returns the
     number of answers. A task of another item (not this run's) is skipped, and ends that reviewer's turn."""
-    bar = tqdm(desc="review", unit="answer", disable=not progress)
+    bar = _bar(desc="review", unit="answer", disable=not progress)
 
     def work(token: str, worker_seed: int) -> int:
         rng, done = np.random.default_rng(worker_seed), 0

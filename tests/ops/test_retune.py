@@ -66,6 +66,7 @@ def test_retune_refits_estimates_and_activates_a_significant_change(db_url, tmp_
     assert r.live_deferral.value == pytest.approx(2 / 9)  # every decision logged under the active policy
     assert r.active_team_accuracy.value == pytest.approx(6 / 9)
     assert r.activated and "(significant)" in r.why
+    assert "the active threshold 0.3 fails the rule on these items" in r.why
     store = Store(db_url)
     assert store.active_policy_version(MODEL) == p.version
     assert load_policy(tmp_path / "retuned.json").version == p.version
@@ -78,6 +79,22 @@ def test_retune_keeps_the_active_version_without_a_significant_change(db_url, to
     audited_log(db_url, probs, np.stack([human, y, y], 1), active)
     r = retune(db_url)
     assert not r.activated and "no change significant" in r.why
+    store = Store(db_url)
+    assert store.active_policy_version(MODEL) == active.version
+    store.dispose()
+
+
+def test_retune_keeps_a_policy_the_rule_still_accepts_rather_than_defer_more(db_url, toy_team):
+    """A refit on a coarser grid defers more (and here is less accurate); the active threshold still passes the
+    rule, so the reviewers' extra work is not needed and the active version stays."""
+    probs, y, human = toy_team(20, human_wrong_at=(0.65,))
+    active = ThresholdPolicy(candidates=[0.3, 0.6, 0.9]).fit(probs, y, human)
+    assert active.threshold_ == pytest.approx(0.6)
+    audited_log(db_url, probs, np.stack([human, y, y], 1), active)
+    r = retune(db_url, candidates=[0.3, 0.7, 0.9])
+    assert r.policy.threshold_ == pytest.approx(0.7) and r.deferral.value > r.active_deferral.value
+    assert not r.activated and "(significant)" in r.why
+    assert "the active threshold 0.6 still passes the rule here" in r.why
     store = Store(db_url)
     assert store.active_policy_version(MODEL) == active.version
     store.dispose()

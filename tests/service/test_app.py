@@ -15,6 +15,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from bench.common import jpeg_payloads, metric_total
+from teaming.api import Task
 from teaming.client import ApiError
 from teaming.datasets import default_test_jpegs, load_cifar10h
 from teaming.ops.retune import retune
@@ -70,7 +71,7 @@ def test_classify_answers_or_defers_and_logs_first(server):
         else:
             assert d.label is None and d.review_id is not None
         out = admin.outcome(d.decision_id)  # committed before the answer: the outcome is readable right away
-        assert out.item_id == d.item_id and out.outcome == d.decision
+        assert out.item_id == d.item_id and out.outcome == d.decision and out.defer_reason == d.reason
     assert any(d.decision == "deferred" for d in decisions) and any(d.decision == "auto" for d in decisions)
 
 
@@ -166,7 +167,10 @@ def test_review_flow_and_refusals(server):
         assert err.value.status == 422 and (bad == 10 or "not one of the classes" in err.value.message)
         assert err.value.message.endswith("(or ids 0..9)")
     r = alice.http.post(f"/v1/queue/tasks/{tid}/label", json={"lease_id": lease, "verdict": "maybe"})
-    assert r.status_code == 422 and r.json()["detail"] == "body.OtherAnswer.verdict: Input should be 'none' or 'unsure'"
+    assert r.status_code == 422 and r.json()["detail"] == "body.verdict: Input should be 'none' or 'unsure'"
+    r = alice.http.post(f"/v1/queue/tasks/{tid}/label", data={"lease_id": lease, "label": "cat"})
+    assert r.status_code == 415 and "takes a JSON body" in r.json()["detail"]
+    assert "kind" not in Task.model_fields  # a claim does not say whether it is an audit: audits stay blind
     assert alice.label(tid, lease, "cat").label == "cat"
     with pytest.raises(ApiError, match="already resolved") as err:
         alice.label(tid, lease, "dog")

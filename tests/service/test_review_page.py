@@ -63,6 +63,10 @@ def test_reviewer_labels_by_click_and_keyboard(serve, reviewers, tmp_path):
         page.click("#none")  # an item that is none of the classes
         page.wait_for_function(f"document.getElementById('image').dataset.taskId !== '{third}'")
         assert "Saved none of these" in page.text_content("#last")
+        fourth = page.get_attribute("#image", "data-task-id")
+        page.keyboard.press("s")  # skip: said on the page, and the item goes to someone else first
+        page.wait_for_function("document.getElementById('last').textContent.startsWith('Skipped')")
+        assert page.text_content("#last") == f"Skipped task {fourth}: it goes to someone else first"
         box = page.evaluate("getComputedStyle(document.getElementById('image')).objectFit")
         assert box == "contain"  # a non-square photo keeps its aspect
         page.screenshot(path=str(tmp_path / "review.png"))
