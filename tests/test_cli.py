@@ -134,6 +134,7 @@ def test_the_shipped_models_recorded_commands_give_their_recorded_settings(tmp_p
         (["train", "--out", "{tmp}/x", "--init", "models/no-such-model"], "model.safetensors is missing"),
         (["train", "--out", "{tmp}/x", "--interpolate", "0.5"], "--interpolate needs --init"),
         (["train", "--out", "{tmp}/x", "--init", "{model}", "--interpolate", "0"], "must be in (0, 1]"),
+        (["train", "--out", "{tmp}/x", "--outlier-exposure", "-1"], "outlier_exposure must be >= 0"),
         (["fit-policy", "{model}", "--out", "{tmp}/x", "--unfamiliar-quantile", "0.3"], "unfamiliar_quantile must lie"),
     ],
 )

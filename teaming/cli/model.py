@@ -36,6 +36,10 @@ def train_cmd(
     batch_size: int = typer.Option(TrainConfig.batch_size),
     grayscale: float = typer.Option(TrainConfig.grayscale, help="share of training images made colourless"),
     soften: float = typer.Option(TrainConfig.soften, help="share of training images resampled down and up"),
+    outlier_exposure: float = typer.Option(
+        TrainConfig.outlier_exposure,
+        help="weight of a loss pushing synthetic outliers toward uniform probabilities (costs accuracy; BENCHMARKS.md)",
+    ),
     pretrain: Optional[str] = typer.Option(
         None, help="JPEG pack with hard labels to pretrain on, or 'shared' for CIFAR-10 train"
     ),
@@ -99,6 +103,7 @@ def train_cmd(
             batch_size=batch_size,
             grayscale=grayscale,
             soften=soften,
+            outlier_exposure=outlier_exposure,
             lr=lr,
             seed=seed,
             device=device,

@@ -11,6 +11,7 @@ import torch
 from teaming._validation import DataError
 from teaming.model.calibration import softmax
 from teaming.model.metrics import accuracy, cross_entropy
+from teaming.model.outliers import synthetic_outliers
 from teaming.model.predict import predict_logits
 from teaming.model.train import (
     TrainConfig,
@@ -74,6 +75,22 @@ def test_fine_tuning_starts_from_the_given_net(small):
     from_scratch = accuracy(softmax(predict_logits(fresh, held.images)), held.labels)
     assert before > 0.3 and abs(after - before) < 0.05
     assert from_scratch < before - 0.1
+
+
+def test_outlier_exposure_makes_the_net_unsure_of_outliers_it_never_saw(small):
+    """Trained with synthetic outliers pushed toward uniform probabilities, the net is less sure of fresh outliers
+    (other seeds) than the same run without, and still learns the classes."""
+    train_set, human, held = small
+    outliers = synthetic_outliers(held.images[:500], 500, seed=99)
+    confidence, acc = {}, {}
+    for weight in (0.0, 1.0):
+        net = train(train_set.images, human, TrainConfig(outlier_exposure=weight, **TINY), progress=False).net
+        confidence[weight] = softmax(predict_logits(net, outliers)).max(1).mean()
+        acc[weight] = accuracy(softmax(predict_logits(net, held.images)), held.labels)
+    assert confidence[1.0] < confidence[0.0] - 0.1, confidence
+    assert acc[1.0] > 0.3, acc
+    with pytest.raises(ValueError, match="outlier_exposure must be >= 0"):
+        TrainConfig(outlier_exposure=-0.5)
 
 
 def test_weight_interpolation_lies_between_the_nets_and_re_estimates_batchnorm(small):
