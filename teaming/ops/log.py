@@ -173,17 +173,18 @@ class DecisionLog:
         return out
 
     def audited(self, model_version: str | None = None) -> list[tuple]:
-        """(decision id, probs, deferred, policy version, policy score) of audited decisions whose tasks are all
-        finished."""
+        """(decision id, probs, deferred, policy version, policy score, unfamiliarity) of audited decisions whose
+        tasks are all finished."""
         pending = select(tasks.c.decision_id).where(tasks.c.status.in_((OPEN, CLAIMED)))
         columns = (decisions.c.id, decisions.c.probs, decisions.c.outcome, decisions.c.policy_version)
-        query = select(*columns, decisions.c.policy_score).where(
+        query = select(*columns, decisions.c.policy_score, decisions.c.unfamiliarity).where(
             decisions.c.audit.is_(True), decisions.c.id.not_in(pending)
         )
         if model_version is not None:
             query = query.where(decisions.c.model_version == model_version)
         with self.engine.connect() as conn:
-            return [(r[0], r[1], r[2] == "deferred", r[3], r[4]) for r in conn.execute(query.order_by(decisions.c.id))]
+            rows = conn.execute(query.order_by(decisions.c.id))
+            return [(r[0], r[1], r[2] == "deferred", r[3], r[4], r[5]) for r in rows]
 
     def answers_by_item(self, decision_ids: Sequence[int]) -> dict[int, list]:
         """(reviewer, task kind, verdict, label) rows per decision, oldest first."""

@@ -81,7 +81,7 @@ def retune(
         active = None if body is None else policy_from_dict(body)
         audited = store.log.audited(model_version)
         answers = store.log.answers_by_item([a[0] for a in audited])
-        items = [(p, deferred, [Answer(*r) for r in answers[did]]) for did, p, deferred, _, _ in audited]
+        items = [(p, deferred, [Answer(*r) for r in answers[did]]) for did, p, deferred, *_ in audited]
         skills = fit_skills(store.queue.class_answers(), len(audited[0][1]) if audited else 2)
         kept: list[int] = []
         probs, human, ref = audit_answers(items, None if skills is None else skills.vote, kept)
@@ -120,8 +120,12 @@ def retune(
             "fitted_on": f"audit log {_where(db_url)}",
         }
 
+        logged = [audited[i][5] for i in kept]  # the guard's scores, where the model has a guard
+        unfamiliarity = None if None in logged else np.array(logged, dtype=np.float64)
+
         def decide(p) -> np.ndarray:  # a rejector's score needs features the log does not keep: use its scores
-            return p.decide(probs) if scores is None else scores < p.threshold_
+            unsure = p.decide(probs) if scores is None else scores < p.threshold_
+            return unsure | p.unfamiliar(unfamiliarity, len(probs))
 
         new_defer = decide(policy)
         new_ok = np.where(new_defer, human == ref, probs.argmax(1) == ref)

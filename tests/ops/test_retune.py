@@ -18,12 +18,18 @@ MODEL = "toy@1"
 
 
 def audited_log(
-    db_url: str, probs: np.ndarray, answers: np.ndarray, active: ThresholdPolicy, features: np.ndarray | None = None
+    db_url: str,
+    probs: np.ndarray,
+    answers: np.ndarray,
+    active: ThresholdPolicy,
+    features: np.ndarray | None = None,
+    unfamiliarity: np.ndarray | None = None,
 ) -> None:
     """Log every item as audited under `active` and let three reviewers answer it (answers: N x 3, in order)."""
     store = Store(db_url)
     store.add_policy(active.to_dict(), MODEL)
-    defer = active.decide(probs, features=features)
+    defer = active.decide(probs, unfamiliarity, features)
+    u = [None] * len(probs) if unfamiliarity is None else [float(x) for x in unfamiliarity]
     scores = active.confidence(probs, features)
     rows = [
         NewDecision(
@@ -39,8 +45,9 @@ def audited_log(
             None,
             review_tasks(bool(d), True, 3),
             policy_score=float(score),
+            unfamiliarity=ui,
         )
-        for i, (p, d, score) in enumerate(zip(probs, defer, scores))
+        for i, (p, d, score, ui) in enumerate(zip(probs, defer, scores, u))
     ]
     store.log.record(rows)
     loop = ReviewLoop(store, [str(c) for c in range(probs.shape[1])], LoopRules(3, 2))
@@ -106,6 +113,20 @@ def test_retune_keeps_the_guard(db_url, toy_team):
     guarded = ThresholdPolicy(candidates=[0.3, 0.65, 0.9]).fit(probs, y, (y + 2) % 10, unfamiliarity=u)
     audited_log(db_url, probs, np.stack([human, y, y], 1), guarded)
     assert retune(db_url).policy.unfamiliar_limit_ == guarded.unfamiliar_limit_
+
+
+def test_retune_estimates_count_what_the_guard_defers(db_url, toy_team):
+    """Items beyond the guard's limit (logged scores) stay deferred under both policies' estimates."""
+    probs, y, human = toy_team(20)
+    u = np.random.default_rng(0).gamma(2.0, 1.0, len(y))
+    guarded = ThresholdPolicy(candidates=[0.3, 0.65, 0.9]).fit(probs, y, (y + 2) % 10, unfamiliarity=u)
+    audited_log(db_url, probs, np.stack([human, y, y], 1), guarded, unfamiliarity=u)
+    r = retune(db_url)
+    beyond = u > guarded.unfamiliar_limit_
+    assert beyond.any() and r.policy.unfamiliar_limit_ == guarded.unfamiliar_limit_
+    assert r.active_deferral.value == pytest.approx(guarded.decide(probs, u).mean())
+    assert r.deferral.value == pytest.approx((r.policy.decide(probs) | beyond).mean())
+    assert r.deferral.value > r.policy.decide(probs).mean()
 
 
 def test_retune_refits_a_rejector_on_the_scores_it_logged(db_url, toy_team):
