@@ -17,7 +17,6 @@ from pydantic import BaseModel, Field
 from service import auth
 from service.schemas import (
     GUARDED,
-    JSON_TYPES,
     WITH_BODY,
     ClassifyIn,
     Decoded,
@@ -26,6 +25,7 @@ from service.schemas import (
     decode,
     errors,
     inline_schema,
+    is_json,
     parse,
 )
 from teaming.api import Decision, OutcomeOut, OutcomesPage, ReviewOut
@@ -52,7 +52,7 @@ def _service():
 @router.post(
     "/classify",
     dependencies=[Depends(auth.bearer)],
-    responses=errors(*GUARDED, *WITH_BODY, 415, 422),
+    responses=errors(*GUARDED, *WITH_BODY, 422),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": CLASSIFY_SCHEMA}}}},
 )
 async def classify(request: Request) -> list[Decision]:
@@ -60,7 +60,7 @@ async def classify(request: Request) -> list[Decision]:
 
     Requests are batched together; every decision in a batch is committed before any answer."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind not in JSON_TYPES:
+    if not is_json(kind):
         raise Refused(415, f"classify takes a JSON body (Content-Type: application/json), not {kind or 'none'}")
     svc = _service()
     raw = await request.body()

@@ -20,8 +20,6 @@ from teaming._validation import DataError
 from teaming.api import ErrorOut
 from teaming.data import decode_image, read_header
 
-JSON_TYPES = ("application/json",)  # the content types a JSON route takes (others get 415)
-
 REASONS = {
     400: "the body cannot be read, or its data cannot be used (the message says which item and why)",
     401: "no bearer token",
@@ -43,7 +41,14 @@ def errors(*codes: int) -> dict:
 
 
 GUARDED = (401, 403, 503)  # every protected route
-WITH_BODY = (400, 408, 413, 429)  # every route that reads a body (400: it is not JSON)
+WITH_BODY = (400, 408, 413, 415, 429)  # every route that reads a JSON body
+
+
+def is_json(content_type: str) -> bool:
+    """Whether a media type (parameters stripped, lower case) is JSON: application/json or application/*+json."""
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
 
 
 class Refused(Exception):

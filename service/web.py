@@ -17,7 +17,8 @@ from starlette.exceptions import HTTPException
 
 from service import admin, callers, reviewing
 from service.auth import Denied
-from service.schemas import JSON_TYPES, Refused
+from service.schemas import Refused, is_json
+from teaming.api import ANSWER_TAGS
 from teaming.ops.queue import Conflict, NotFound
 
 logger = logging.getLogger("bentoml.teaming")
@@ -72,9 +73,9 @@ async def _invalid(request: Request, err: RequestValidationError) -> JSONRespons
     not fit was sent as something other than JSON."""
     first = err.errors()[0]
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if first["loc"][:1] == ("body",) and kind and kind not in JSON_TYPES:
+    if first["loc"][:1] == ("body",) and kind and not is_json(kind):
         return _refuse(request, 415, f"this route takes a JSON body (Content-Type: application/json), not {kind}")
-    where = ".".join(str(p) for p in first["loc"] if not str(p)[:1].isupper())
+    where = ".".join(str(p) for p in first["loc"] if p not in ANSWER_TAGS)
     return _refuse(request, 422, f"{where}: {first['msg']}")
 
 

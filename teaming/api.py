@@ -99,14 +99,17 @@ class OtherAnswer(BaseModel):
     label: None = None
 
 
+ANSWER_TAGS = ("ClassAnswer", "OtherAnswer")  # LabelIn's union tags (error locations name them)
+
+
 def _answer_kind(value: object) -> str:
     """Which answer a body is, read off its verdict, so that a wrong verdict is named as the error."""
     verdict = value.get("verdict", "class") if isinstance(value, dict) else getattr(value, "verdict", "class")
-    return "ClassAnswer" if verdict == "class" else "OtherAnswer"
+    return ANSWER_TAGS[0] if verdict == "class" else ANSWER_TAGS[1]
 
 
 LabelIn = Annotated[
-    Annotated[ClassAnswer, Tag("ClassAnswer")] | Annotated[OtherAnswer, Tag("OtherAnswer")],
+    Annotated[ClassAnswer, Tag(ANSWER_TAGS[0])] | Annotated[OtherAnswer, Tag(ANSWER_TAGS[1])],
     Discriminator(_answer_kind),
 ]
 

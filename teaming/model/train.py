@@ -231,6 +231,8 @@ def train(
     alpha = 0.95**5 * (np.arange(total_steps + 1) / total_steps) ** 3
     ema = {k: v.detach().clone() for k, v in net.state_dict().items()} if config.lookahead else None
 
+    half = max(1, bs // 2)
+    uniform = torch.full((1, c), 1 / c, device=device)
     history: list[dict] = []
     start = time.perf_counter()
     step = 0
@@ -249,23 +251,22 @@ def train(
         loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
+        if config.outlier_exposure:  # this epoch's outliers, made on the CPU at once: half a batch per step
+            pool = synthetic_outliers(images, steps_per_epoch * half, seed=config.seed * 1_000_003 + epoch).to(device)
         for b in range(steps_per_epoch):
             if step >= total_steps:
                 break
             idx = order[b * bs : (b + 1) * bs]
-            raw = data[idx]
-            if config.outlier_exposure:
-                raw = torch.cat(
-                    [raw, synthetic_outliers(raw.cpu(), len(idx) // 2, seed=config.seed * 1_000_003 + step).to(device)]
-                )
+            raw = torch.cat([data[idx], pool[b * half : (b + 1) * half]]) if config.outlier_exposure else data[idx]
             x = augment(to_float(raw), config.flip, config.translate, gen, config.grayscale, config.soften)
             target = batch_targets(dist[idx], config.loss, config.label_smoothing, gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = net(x)
-            loss = soft_cross_entropy(logits[: len(idx)], target).sum()
-            if config.outlier_exposure:
-                away = soft_cross_entropy(logits[len(idx) :], torch.full_like(logits[:1], 1 / c))
-                loss = loss + config.outlier_exposure * len(idx) * away.mean()
+            fit = soft_cross_entropy(logits[: len(idx)], target).sum()
+            loss = fit
+            if config.outlier_exposure:  # the outliers' loss, weighted per item against the labelled items'
+                away = soft_cross_entropy(logits[len(idx) :], uniform)
+                loss = fit + config.outlier_exposure * len(idx) * away.mean()
                 logits = logits[: len(idx)]
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -276,7 +277,7 @@ def train(
             if ema is not None and (step % 5 == 0 or step == total_steps):
                 decay = 1.0 if step == total_steps else float(alpha[step])
                 _lookahead(net, ema, decay)
-            loss_sum += loss.detach()
+            loss_sum += fit.detach()
             correct += (logits.argmax(1) == dist[idx].argmax(1)).sum()
             seen += len(idx)
             bar.update(1)
@@ -292,6 +293,8 @@ def train(
             row["val_acc"] = float((logits.argmax(1).numpy() == np.asarray(val[1])).mean())
         history.append(row)
     bar.close()
+    if config.outlier_exposure:  # the running statistics saw outliers in every batch: measure them on the images
+        measure_batchnorm(net, data)
     if device.type == "cuda":
         torch.cuda.synchronize()
     net.eval()
@@ -322,6 +325,14 @@ def interpolate_weights(start: nn.Module, tuned: nn.Module, share: float, images
     device = next(tuned.parameters()).device
     a, b = start.state_dict(), tuned.state_dict()
     net.load_state_dict({k: a[k].to(device).lerp(b[k], share) if b[k].is_floating_point() else b[k] for k in b})
+    return measure_batchnorm(net, images)
+
+
+@torch.no_grad()
+def measure_batchnorm(net: nn.Module, images: torch.Tensor) -> nn.Module:
+    """`net` (changed in place, returned in eval mode) with its BatchNorm running statistics measured afresh on
+    uint8 `images` and their mirrors, a plain average over batches of 500."""
+    device = next(net.parameters()).device
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for m in norms:

@@ -70,7 +70,8 @@ def retune(
 
     `overrides` replace the active policy's settings (max_deferral, min_accuracy, ...) where not None. The new
     version is stored, and activated when `activate` and it differs significantly (McNemar at alpha) from the
-    active one in team accuracy or deferral on the audited items.
+    active one in team accuracy or deferral on the audited items. As in `fit`, the threshold is chosen on
+    confidence alone (the cap included); the estimates add what the guard defers.
     """
     store = Store(db_url)
     try:
@@ -120,12 +121,13 @@ def retune(
             "fitted_on": f"audit log {_where(db_url)}",
         }
 
-        logged = [audited[i][5] for i in kept]  # the guard's scores, where the model has a guard
-        unfamiliarity = None if None in logged else np.array(logged, dtype=np.float64)
+        # the guard's logged scores (NaN where an item has none); what lies beyond a policy's limit is deferred
+        unfamiliarity = np.array([np.nan if audited[i][5] is None else audited[i][5] for i in kept], dtype=np.float64)
 
         def decide(p) -> np.ndarray:  # a rejector's score needs features the log does not keep: use its scores
             unsure = p.decide(probs) if scores is None else scores < p.threshold_
-            return unsure | p.unfamiliar(unfamiliarity, len(probs))
+            limit = p.unfamiliar_limit_
+            return unsure | (np.zeros(len(probs), bool) if limit is None else unfamiliarity > limit)
 
         new_defer = decide(policy)
         new_ok = np.where(new_defer, human == ref, probs.argmax(1) == ref)
@@ -151,9 +153,7 @@ def retune(
                 result.live_deferral = Estimate.of(np.arange(total) < deferred)
             differs, result.why = significant_change(old_ok, new_ok, old_defer, new_defer, policy.alpha)
             if new_defer.mean() > old_defer.mean():
-                needed, reason = _rule_needs_more(policy, active)
-                differs &= needed
-                result.why += f"; {reason}"
+                result.why += f"; {_why_more(policy, active)}"
         else:
             differs, result.why = True, "no active policy for this model"
         result.activated = activate and differs
@@ -178,22 +178,23 @@ def significant_change(
     return differs, "; ".join(parts) + (" (significant)" if differs else f" (no change significant at {alpha})")
 
 
-def _rule_needs_more(policy: ThresholdPolicy, active: ThresholdPolicy) -> tuple[bool, str]:
-    """Whether more deferral is what the rule asks for: the active threshold fails it on the audited items (it is
-    significantly less accurate than the best, over capacity or under the accuracy floor). Otherwise more work for
-    the reviewers buys nothing the rule needs, and the active policy stays."""
+def _why_more(policy: ThresholdPolicy, active: ThresholdPolicy) -> str:
+    """Why the rule asks for more deferral: the active threshold, among the refit's candidates, fails it on the
+    audited items (significantly less accurate than the best, over capacity or under the accuracy floor)."""
     report = policy.report_
-    if report is None or not report.candidates or getattr(active, "threshold_", None) is None:
-        return True, "the active policy cannot be judged by the refit's candidates"
-    c = report.candidate(active.threshold_)
-    if c.eligible:
-        return (
-            False,
-            f"the active threshold {active.threshold_:.3g} still passes the rule here: more deferral not needed",
-        )
-    return True, (
-        f"the active threshold {active.threshold_:.3g} fails the rule on these items "
-        f"(p={c.p:.3g} against the best threshold {report.best_threshold:.3g})"
+    t = getattr(active, "threshold_", None)
+    same = [c for c in (report.candidates if report else []) if t is not None and abs(c.threshold - t) < 1e-9]
+    if (
+        not same
+        or getattr(active, "class_thresholds_", None) is not None
+        or getattr(active, "score", None) != policy.score
+    ):
+        return "the active threshold is not among the refit's candidates"
+    if same[0].eligible:
+        return f"the active threshold {t:.3g} also passes the rule here"
+    best = report.best_threshold
+    return (
+        f"the active threshold {t:.3g} fails the rule on these items (p={same[0].p:.3g} against the best, {best:.3g})"
     )
 
 

@@ -89,6 +89,8 @@ def test_outlier_exposure_makes_the_net_unsure_of_outliers_it_never_saw(small):
         acc[weight] = accuracy(softmax(predict_logits(net, held.images)), held.labels)
     assert confidence[1.0] < confidence[0.0] - 0.1, confidence
     assert acc[1.0] > 0.3, acc
+    tiny = TrainConfig(outlier_exposure=0.5, widths=(8, 16, 16), batch_size=1, epochs=1)
+    assert train(train_set.images[:3], human.subset(slice(0, 3)), tiny, progress=False).history  # a batch of one
     with pytest.raises(ValueError, match="outlier_exposure must be >= 0"):
         TrainConfig(outlier_exposure=-0.5)
 

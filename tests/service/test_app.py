@@ -170,6 +170,9 @@ def test_review_flow_and_refusals(server):
     assert r.status_code == 422 and r.json()["detail"] == "body.verdict: Input should be 'none' or 'unsure'"
     r = alice.http.post(f"/v1/queue/tasks/{tid}/label", data={"lease_id": lease, "label": "cat"})
     assert r.status_code == 415 and "takes a JSON body" in r.json()["detail"]
+    wrong = b'{"lease_id": "%s", "verdict": "maybe"}' % lease.encode()
+    r = alice.http.post(f"/v1/queue/tasks/{tid}/label", content=wrong, headers={"Content-Type": "application/x+json"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("body.verdict")  # a +json type is JSON
     assert "kind" not in Task.model_fields  # a claim does not say whether it is an audit: audits stay blind
     assert alice.label(tid, lease, "cat").label == "cat"
     with pytest.raises(ApiError, match="already resolved") as err:
