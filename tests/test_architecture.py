@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Bottom to top. A module may import from lower layers and from its own unit; units of one layer are independent.
 LAYERS = [
     ["teaming", "teaming._validation", "teaming._plotting", "teaming.api"],  # "teaming": the package face
-    ["teaming.data", "teaming.labels", "teaming.confidence", "teaming.client", "teaming.probes"],
-    ["teaming.datasets"],
+    ["teaming.data", "teaming.labels", "teaming.confidence", "teaming.client"],
+    ["teaming.datasets", "teaming.probes"],  # image sets: the shipped and shared ones, and the unfamiliar probes
     ["teaming.model"],
     ["teaming.analysis", "teaming.policy"],
     ["teaming.team"],
