@@ -26,6 +26,7 @@ from service.schemas import (
     errors,
     inline_schema,
     is_json,
+    media_type,
     parse,
 )
 from teaming.api import Decision, OutcomeOut, OutcomesPage, ReviewOut
@@ -59,7 +60,7 @@ async def classify(request: Request) -> list[Decision]:
     """Answer each image or defer it to people: a JSON body {"images": [{"id": ..., "data": <base64>}]}.
 
     Requests are batched together; every decision in a batch is committed before any answer."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = media_type(request)
     if not is_json(kind):
         raise Refused(415, f"classify takes a JSON body (Content-Type: application/json), not {kind or 'none'}")
     svc = _service()

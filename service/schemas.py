@@ -14,6 +14,7 @@ from typing import Annotated
 
 import torch
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
+from starlette.requests import Request
 
 from service.settings import Settings
 from teaming._validation import DataError
@@ -44,8 +45,13 @@ GUARDED = (401, 403, 503)  # every protected route
 WITH_BODY = (400, 408, 413, 415, 429)  # every route that reads a JSON body
 
 
+def media_type(request: Request) -> str:
+    """The request's Content-Type without its parameters, in lower case ("" when absent)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def is_json(content_type: str) -> bool:
-    """Whether a media type (parameters stripped, lower case) is JSON: application/json or application/*+json."""
+    """Whether a media type (`media_type`'s form) is JSON: application/json or application/*+json."""
     return content_type == "application/json" or (
         content_type.startswith("application/") and content_type.endswith("+json")
     )

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from service import admin, callers, reviewing
 from service.auth import Denied
-from service.schemas import Refused, is_json
+from service.schemas import Refused, is_json, media_type
 from teaming.api import ANSWER_TAGS
 from teaming.ops.queue import Conflict, NotFound
 
@@ -72,7 +72,7 @@ async def _invalid(request: Request, err: RequestValidationError) -> JSONRespons
     """422 naming the first field that does not fit (without the schema's union tags); 415 when the body that did
     not fit was sent as something other than JSON."""
     first = err.errors()[0]
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = media_type(request)
     if first["loc"][:1] == ("body",) and kind and not is_json(kind):
         return _refuse(request, 415, f"this route takes a JSON body (Content-Type: application/json), not {kind}")
     where = ".".join(str(p) for p in first["loc"] if p not in ANSWER_TAGS)

@@ -38,7 +38,7 @@ def train_cmd(
     soften: float = typer.Option(TrainConfig.soften, help="share of training images resampled down and up"),
     outlier_exposure: float = typer.Option(
         TrainConfig.outlier_exposure,
-        help="weight of a loss pushing synthetic outliers toward uniform probabilities (costs accuracy; BENCHMARKS.md)",
+        help="weight of a loss pushing synthetic outliers toward uniform probabilities (measured in BENCHMARKS.md)",
     ),
     pretrain: Optional[str] = typer.Option(
         None, help="JPEG pack with hard labels to pretrain on, or 'shared' for CIFAR-10 train"

@@ -129,9 +129,8 @@ class DecisionLog:
             .group_by(outcomes.c.decision_id)
             .subquery()
         )
-        cols = [decisions.c[k] for k in ("id", "item_id", "outcome", "defer_reason", "machine_label", "confidence")]
-        cols.append(decisions.c.audit)
-        cols += [decisions.c.model_version, decisions.c.policy_version, decisions.c.created_at]
+        names = ("id", "item_id", "outcome", "defer_reason", "machine_label", "confidence", "audit", "model_version")
+        cols = [decisions.c[k] for k in (*names, "policy_version", "created_at")]
         query = (
             select(*cols, *_FINAL, outcomes.c.created_at.label("answered_at"))
             .select_from(decisions)

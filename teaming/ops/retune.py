@@ -126,8 +126,7 @@ def retune(
 
         def decide(p) -> np.ndarray:  # a rejector's score needs features the log does not keep: use its scores
             unsure = p.decide(probs) if scores is None else scores < p.threshold_
-            limit = p.unfamiliar_limit_
-            return unsure | (np.zeros(len(probs), bool) if limit is None else unfamiliarity > limit)
+            return unsure | (unfamiliarity > (np.inf if p.unfamiliar_limit_ is None else p.unfamiliar_limit_))
 
         new_defer = decide(policy)
         new_ok = np.where(new_defer, human == ref, probs.argmax(1) == ref)
