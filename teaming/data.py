@@ -148,6 +148,12 @@ def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
     return to_uint8(out)
 
 
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """N x 1 x H x W ITU-R 601 luma of N x 3 x H x W float images, on their device: what grayscale keeps."""
+    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)
+    return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """Float pixel values (0..255 scale) rounded and clipped back to uint8."""
     return x.round().clamp(0, 255).to(torch.uint8)

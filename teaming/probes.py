@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from teaming.data import to_uint8
+from teaming.data import luma, to_uint8
 
 
 def jpeg(images: torch.Tensor, quality: int = 50) -> torch.Tensor:
@@ -27,8 +27,7 @@ def jpeg(images: torch.Tensor, quality: int = 50) -> torch.Tensor:
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
     """Colour dropped (ITU-R 601 luma in all three channels)."""
-    luma = (images.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    return to_uint8(luma).expand_as(images).contiguous()
+    return to_uint8(luma(images.float())).expand_as(images).contiguous()
 
 
 def resample(images: torch.Tensor, factor: int = 2) -> torch.Tensor:

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from teaming._validation import DataError
+from teaming.data import luma
 from teaming.labels import HumanLabels
 from teaming.model.nets import FastNet, build_net
 from teaming.model.outliers import synthetic_outliers
@@ -148,8 +149,7 @@ def augment(
     n, _, h, w = x.shape
     if grayscale:
         mask = torch.rand(n, device=x.device, generator=gen) < grayscale
-        gray = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        x = torch.where(mask.view(-1, 1, 1, 1), gray.expand_as(x), x)
+        x = torch.where(mask.view(-1, 1, 1, 1), luma(x).expand_as(x), x)
     if soften:
         mask = torch.rand(n, device=x.device, generator=gen) < soften
         small = F.interpolate(x, size=(3 * h // 4, 3 * w // 4), mode="bilinear", antialias=True, align_corners=False)
