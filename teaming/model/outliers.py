@@ -1,7 +1,8 @@
 """Synthetic outliers made from a model's own training images, for the familiarity guard to learn what
 "none of the classes" looks like (outlier exposure, Hendrycks et al., 2019) without any outside data:
 close-ups, patch-shuffled images, mosaics of four and heavily noised images keep CIFAR's colours and local
-statistics but show no whole object. A share is made grayscale, as training augments that share.
+statistics but show no whole object; phase-scrambled and tiled images keep only its textures. A share is made
+grayscale, as training augments that share.
 """
 
 from __future__ import annotations
@@ -56,13 +57,45 @@ def noised(images: torch.Tensor, rng: np.random.Generator, low: float = 30, high
     return to_uint8(images.float() + sigma * noise)
 
 
-def synthetic_outliers(images: torch.Tensor, n: int, seed: int = 0, grayscale: float = 0.15) -> torch.Tensor:
-    """n outliers (uint8, N x 3 x H x W): close-ups, patch-shuffled images and mosaics in equal parts and half
-    as many noised images, from random training images; a `grayscale` share loses its colour."""
+def phase_scrambled(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Each image's Fourier amplitudes under random phases (one per frequency, shared by the channels): its
+    colours and texture statistics, no shapes."""
+    x = images.float()
+    amplitude = torch.fft.fft2(x - x.mean((2, 3), keepdim=True)).abs()
+    noise = torch.from_numpy(rng.standard_normal((len(x), 1, *x.shape[2:])).astype(np.float32))
+    phase = torch.fft.fft2(noise).angle()
+    out = torch.fft.ifft2(amplitude * torch.exp(1j * phase)).real
+    return to_uint8(out + x.mean((2, 3), keepdim=True))
+
+
+def tiled(images: torch.Tensor, rng: np.random.Generator, smallest: int = 4, largest: int = 10) -> torch.Tensor:
+    """A small random patch of each image (side `smallest` to `largest` pixels) repeated over the whole image."""
+    n, _, h, w = images.shape
+    out = torch.empty_like(images)
+    for k, img in enumerate(images):
+        side = int(rng.integers(smallest, largest + 1))
+        y, x = (int(v) for v in rng.integers(0, h - side + 1, 2))
+        patch = img[:, y : y + side, x : x + side]
+        out[k] = patch.repeat(1, -(-h // side), -(-w // side))[:, :h, :w]
+    return out
+
+
+# Each kind's share of the outliers: whole-object-free views of the images, then texture-like ones.
+KINDS = {"close_ups": 2, "patch_shuffled": 2, "mosaics": 2, "noised": 1, "phase_scrambled": 1, "tiled": 1}
+MAKERS = {make.__name__: make for make in (close_ups, patch_shuffled, mosaics, noised, phase_scrambled, tiled)}
+
+
+def synthetic_outliers(
+    images: torch.Tensor, n: int, seed: int = 0, grayscale: float = 0.15, kinds: dict[str, int] | None = None
+) -> torch.Tensor:
+    """n outliers (uint8, N x 3 x H x W) from random training images, each kind's share as in `kinds`
+    (default `KINDS`); a `grayscale` share loses its colour."""
+    kinds = KINDS if kinds is None else kinds
     rng = np.random.default_rng(seed)
-    parts = np.array([2, 2, 2, 1]) * n // 7
+    weights = np.array(list(kinds.values()))
+    parts = weights * n // weights.sum()
     parts[0] += n - parts.sum()
-    makers = (close_ups, patch_shuffled, mosaics, noised)
+    makers = [MAKERS[name] for name in kinds]
     out = torch.cat(
         [make(images[torch.from_numpy(rng.integers(0, len(images), k))], rng) for make, k in zip(makers, parts) if k]
     )
