@@ -73,7 +73,7 @@ def test_train_then_evaluate(tiny_model, tmp_path):
 
 
 def test_the_shipped_models_recorded_commands_give_their_recorded_settings(tmp_path, monkeypatch):
-    """The commands model.json records (the starting model's, then its own), run again, train with the settings
+    """The commands model.json records (the starting models', then its own), run again, train with the settings
     it records (the pretraining pack swapped for a stand-in, since CI has no shared data); settings added since
     are at their defaults."""
     import shlex
@@ -110,11 +110,17 @@ def test_the_shipped_models_recorded_commands_give_their_recorded_settings(tmp_p
         return TrainConfig(**{**settings, "widths": tuple(settings["widths"])}).to_dict()
 
     shipped = json.loads((ROOT / "models" / "cifar10h-default" / "model.json").read_text())["training"]
-    first = rerun(shipped["init"]["command"]) if "init" in shipped else rerun(shipped["command"])
+    chain, start = [shipped["command"]], shipped.get("init")
+    while start:  # the starting models' commands, the first one first
+        chain.insert(0, start["command"])
+        start = start.get("init")
+    first = rerun(chain[0])
     assert first["pretrain"].to_dict() == recorded(shipped["pretrain_config"])
     assert first["joint"] == shipped.get("joint", False)
-    if "init" in shipped:
-        last = rerun(shipped["command"])
+    for command in chain[1:-1]:
+        assert rerun(command)["config"].epochs > 0
+    if len(chain) > 1:
+        last = rerun(chain[-1])
         assert last["config"].to_dict() == recorded(shipped["config"])
         share = last["interpolate"]
         assert (share is None) == (shipped["stages"][-1]["name"] != "interpolate")

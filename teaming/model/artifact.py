@@ -274,9 +274,11 @@ def model_card(meta: ModelMeta, figures: list[str] | None = None, guard: bool = 
     for stage in train.get("stages", []):
         parts.append(f"- **{stage['name']}**: {stage['description']}; {stage['seconds']:.0f} s on {stage['device']}.")
     if train.get("command"):
-        start = train.get("init") or {}
-        first = f"`{start['command']}` builds the starting model {start['name']}; then " if start.get("command") else ""
-        parts += ["", f"Reproduce: {first}`{train['command']}`"]
+        earlier, start = [], train.get("init") or {}
+        while start.get("command"):
+            earlier.insert(0, f"`{start['command']}` builds the starting model {start['name']}; then ")
+            start = start.get("init") or {}
+        parts += ["", f"Reproduce: {''.join(earlier)}`{train['command']}`"]
     if train.get("hardware_note"):
         parts += ["", train["hardware_note"]]
     parts += [

@@ -52,6 +52,12 @@ def split_calibration(n: int, fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
+def epochs_of(config: TrainConfig) -> str:
+    """A stage's length for the card, with the outlier-exposure weight where it trained with one."""
+    exposure = f", outlier exposure {config.outlier_exposure:g}" if config.outlier_exposure else ""
+    return f"{config.epochs:g} epochs{exposure}"
+
+
 def describe_items(idx: np.ndarray) -> str:
     """'0..6999' for a contiguous run, else a count with the range."""
     idx = np.sort(np.asarray(idx))
@@ -131,7 +137,7 @@ def build_model(
         stages.append(
             Stage(
                 "joint" if joint else "pretrain",
-                f"{what}, {pcfg.epochs:g} epochs",
+                f"{what}, {epochs_of(pcfg)}",
                 res.seconds,
                 str(device),
                 res.history,
@@ -149,7 +155,7 @@ def build_model(
         stages.append(
             Stage(
                 "fine-tune" if init is not None else "train",
-                f"{len(fit_idx)} images, {config.loss} targets, {config.epochs:g} epochs",
+                f"{len(fit_idx)} images, {config.loss} targets, {epochs_of(config)}",
                 res.seconds,
                 str(device),
                 res.history,
@@ -207,12 +213,21 @@ def build_model(
             "config": config.to_dict(),
             "pretrain_config": pretrain_config.to_dict() if pretrain_config else lineage.get("pretrain_config"),
             "stages": [s.__dict__ for s in stages],
-            **({"init": {"name": start.meta.name, "command": lineage.get("command")}} if start is not None else {}),
+            **({"init": starting_model(start.meta.name, lineage)} if start is not None else {}),
         },
         metrics=metrics,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     return Artifact(net.eval(), meta, figures, guard)
+
+
+def starting_model(name: str, training: dict) -> dict:
+    """What model.json records of the model a run started from: its name and command, and the same of the
+    model it started from in turn, so the card can give every command from the first."""
+    record = {"name": name, "command": training.get("command")}
+    if training.get("init"):
+        record["init"] = training["init"]
+    return record
 
 
 def fit_guard(

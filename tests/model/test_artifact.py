@@ -193,6 +193,18 @@ def test_fine_tuning_an_artifact_records_its_stages_command_and_items(tiny_artif
     mixed.meta.training["command"] = "teaming train --out runs/mixed --init runs/tiny --interpolate 0.5"
     card = model_card(mixed.meta)
     assert "Reproduce: `teaming train --out runs/tiny` builds the starting model tiny; then `teaming train" in card
+    again = build_model("again", cifar_test, cifar10h, np.arange(2000, 2500), None, cfg, progress=False, start=mixed)
+    assert again.meta.training["init"] == {
+        "name": "mixed",
+        "command": mixed.meta.training["command"],
+        "init": {"name": "tiny", "command": "teaming train --out runs/tiny"},
+    }
+    again.meta.training["command"] = "teaming train --out runs/again --init runs/mixed"
+    assert (
+        "Reproduce: `teaming train --out runs/tiny` builds the starting model tiny; then "
+        "`teaming train --out runs/mixed --init runs/tiny --interpolate 0.5` builds the starting model mixed; "
+        "then `teaming train --out runs/again"
+    ) in model_card(again.meta)
     with pytest.raises(ValueError, match="needs a starting model"):
         build_model("x", cifar_test, cifar10h, np.arange(100), None, cfg, progress=False, interpolate=0.5)
     with pytest.raises(ValueError, match="share must be in"):  # refused before any training
