@@ -262,12 +262,12 @@ def train(
             target = batch_targets(dist[idx], config.loss, config.label_smoothing, gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = net(x)
-            fit = soft_cross_entropy(logits[: len(idx)], target).sum()
+            own = logits[: len(idx)]  # the labelled items' logits; any after them are the outliers'
+            fit = soft_cross_entropy(own, target).sum()
             loss = fit
             if config.outlier_exposure:  # the outliers' loss, weighted per item against the labelled items'
                 away = soft_cross_entropy(logits[len(idx) :], uniform)
                 loss = fit + config.outlier_exposure * len(idx) * away.mean()
-                logits = logits[: len(idx)]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for g, base in zip(opt.param_groups, base_lrs):
@@ -278,7 +278,7 @@ def train(
                 decay = 1.0 if step == total_steps else float(alpha[step])
                 _lookahead(net, ema, decay)
             loss_sum += fit.detach()
-            correct += (logits.argmax(1) == dist[idx].argmax(1)).sum()
+            correct += (own.argmax(1) == dist[idx].argmax(1)).sum()
             seen += len(idx)
             bar.update(1)
         row = {
