@@ -84,6 +84,12 @@ def review_style() -> Response:
     return _page_file("review.css", "text/css")
 
 
+@router.get("/review.svg", include_in_schema=False)
+def review_icon() -> Response:
+    """The page's icon (without one, browsers ask for a /favicon.ico that is not there)."""
+    return _page_file("review.svg", "image/svg+xml")
+
+
 @router.post("/queue/claim", dependencies=[Depends(auth.bearer)], responses=errors(*GUARDED))
 def claim(reviewer: str = Depends(auth.reviewer)) -> Claimed:
     """Lease the next item this reviewer has not seen (ones they skipped last, deferred items first), or none."""

@@ -134,7 +134,7 @@ def test_reviewers_see_only_what_they_hold(server):
 
 
 def test_the_review_page_is_sent_with_a_content_security_policy(server):
-    for path in ("/v1/review", "/v1/review.js", "/v1/review.css"):
+    for path in ("/v1/review", "/v1/review.js", "/v1/review.css", "/v1/review.svg"):
         r = httpx.get(server.url + path)
         assert r.status_code == 200
         assert "script-src 'self'" in r.headers["content-security-policy"]

@@ -36,6 +36,10 @@ def test_reviewer_labels_by_click_and_keyboard(serve, reviewers, tmp_path):
         held = carol.claim().task  # her lease again: give the item back for the others
         carol.skip(held.task_id, held.lease_id)
         page = browser.new_page(bypass_csp=True)  # the rest steers the page with evaluated JS, which the CSP forbids
+        failed = []  # every request of the page that fails (a missing script, stylesheet or image)
+        page.on(
+            "response", lambda r: failed.append((r.status, r.url.removeprefix(server.url))) if r.status >= 400 else None
+        )
         page.goto(f"{server.url}/v1/review")
         page.fill("#token", "wrong-token")
         page.click("button[type=submit]")
@@ -48,6 +52,8 @@ def test_reviewer_labels_by_click_and_keyboard(serve, reviewers, tmp_path):
         page.wait_for_function("document.getElementById('image').naturalWidth > 0")  # the image really loaded
         assert page.evaluate("sessionStorage.getItem('teaming-token')") == reviewers["alice"]
         assert page.evaluate("localStorage.length") == 0  # the token goes with the tab
+        icon = "fetch(document.querySelector('link[rel=icon]').href).then(r => r.status)"
+        assert page.evaluate(icon) == 200  # headless Chromium asks for no icon itself; a tab would
         assert "waiting" in page.text_content("#progress")
         first = page.get_attribute("#image", "data-task-id")
         page.click("#classes button[data-label=cat]")  # label by click
@@ -77,6 +83,7 @@ def test_reviewer_labels_by_click_and_keyboard(serve, reviewers, tmp_path):
         page.wait_for_function("document.getElementById('status').textContent.includes('Nothing is waiting for you')")
         assert page.is_hidden("#item")  # no broken image beside an empty queue
         assert "0 waiting for you" in page.text_content("#progress")
+        assert [status for status, _ in failed] == [401], failed  # only the wrong token's, nothing else missing
         browser.close()
     by_task = {d.review_id: d.decision_id for d in deferred}
     out1 = server.admin().outcome(by_task[int(first)])
