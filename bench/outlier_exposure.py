@@ -1,14 +1,19 @@
 """Does outlier exposure in training help the familiarity guard? The shipped net fine-tuned further on its own
 training items, without and with a loss that pushes synthetic outliers (`teaming.model.outliers`) toward uniform
 probabilities, each kept `--share` of the way (WiSE-FT) and given a new guard fitted on outliers of the same mix.
-One line per variant (weight x outlier mix x seed): accuracy and CE to CIFAR-10H on the model's calibration items
-(temperature cross-fitted in two halves), then, with the guard limit set to add `--budget` deferral on
-7000..8499 under the shipped policy's threshold, the deferral it adds on 8500..9999 and the share of each probe
-set deferred. The probe sets fit nothing. Mixes: `default` (`outliers.KINDS`), `objects` (without the
-texture-like kinds).
+The items' targets are their human labels or, with `--targets init`, the shipped net's own probabilities
+(self-distillation: does keeping its answers keep its accuracy?); `--ensemble` adds each variant averaged with the
+shipped net (a two-net ensemble, mean logits, the guard on both nets' features).
+One line per variant (weight x outlier mix x seed x targets): accuracy and CE to CIFAR-10H on the model's
+calibration items (temperature cross-fitted in two halves); then, with the guard limit set to add `--budget`
+deferral on 7000..8499 under the shipped policy's threshold, on 8500..9999 the deferral it adds, the team's
+expected accuracy (one sampled annotator answers what is deferred) and its deferral, and the share of each probe
+set deferred. The probe sets fit nothing. Mixes: `default` (`outliers.KINDS`), `objects` (without the texture-like
+kinds).
 
     python -m bench.outlier_exposure --weights 0,0.25 --mixes objects,default --seeds 0,1,2 --bf16
-    # 1.5 min a variant on 2 AMX cores in bf16, about 4 in fp32 on AVX2
+    python -m bench.outlier_exposure --weights 0.25 --mixes default --targets human,init --ensemble
+    # 1.5 min a variant on 2 AMX cores in bf16, 3 to 6 in fp32 on AVX2
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from torch import nn
 
 from teaming.datasets import load_cifar10h, load_default_test
 from teaming.model import load_artifact, outliers
@@ -55,10 +61,44 @@ def crossfit_ce(logits: torch.Tensor, soft: np.ndarray) -> float:
     return total / len(soft)
 
 
-def judge(net, temperature: float, guard, policy, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(deferred as unsure by the policy, unfamiliarity) per image."""
+class Pair(nn.Module):
+    """Two nets as one: mean logits, both nets' features side by side (what `predict_outputs` needs)."""
+
+    def __init__(self, a: nn.Module, b: nn.Module) -> None:
+        super().__init__()
+        self.a, self.b, self.width = a, b, a.head.in_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.a.features(x), self.b.features(x)], 1)
+
+    def classify(self, f: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.a.classify(f[:, : self.width]) + self.b.classify(f[:, self.width :]))
+
+
+def judge(net, temperature: float, guard, policy, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(deferred as unsure by the policy, unfamiliarity, predicted class) per image."""
     logits, feats = predict_outputs(net, images, tta=True)
-    return policy.decide(softmax(logits, temperature)), guard.score(feats)
+    probs = softmax(logits, temperature)
+    return policy.decide(probs), guard.score(feats), probs.argmax(1)
+
+
+def score(net, images, targets, cal_images, cal_soft, probes, policy, test, human, budget: float) -> str:
+    """One table row's figures (after the variant's name) for a net: fit its guard and temperature, then judge."""
+    guard = fit_guard(net, images, targets, human.counts.shape[1], tta=True)
+    cal_logits, _ = predict_outputs(net, cal_images, tta=True)
+    t = fit_temperature(cal_logits, cal_soft)
+    unsure, unfamiliar, _ = judge(net, t, guard, policy, test.images[7000:8500])
+    limit = np.sort(unfamiliar[~unsure])[::-1][int(budget * (~unsure).sum())]
+    unsure_e, unfamiliar_e, pred = judge(net, t, guard, policy, test.images[8500:10000])
+    deferred = unsure_e | (unfamiliar_e > limit)
+    counts, y = human.counts[8500:10000].astype(np.float64), test.labels[8500:10000]
+    team = np.where(deferred, counts[np.arange(len(y)), y] / counts.sum(1), pred == y).mean()
+    shares = [np.mean(u | (f > limit)) for u, f, _ in (judge(net, t, guard, policy, x) for x in probes.values())]
+    acc = accuracy(softmax(cal_logits, t), cal_soft.argmax(1))
+    return (
+        f"{acc:.4f} | {crossfit_ce(cal_logits, cal_soft):.4f} | +{deferred.mean() - unsure_e.mean():.1%} | "
+        f"{team:.2%} at {deferred.mean():.1%} | " + " | ".join(f"{s:.1%}" for s in shares)
+    )
 
 
 def main() -> None:
@@ -71,6 +111,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--share", type=float, default=0.5, help="WiSE-FT share kept of each fine-tune")
     ap.add_argument("--budget", type=float, default=0.02, help="deferral the guard may add on 7000..8499")
+    ap.add_argument("--targets", default="human", help="human (CIFAR-10H) and/or init (the shipped net's own)")
+    ap.add_argument("--ensemble", action="store_true", help="also each variant averaged with the shipped net")
     args = ap.parse_args()
     art = load_artifact(args.model)
     policy = load_policy(f"{args.model}/policy.json")
@@ -84,31 +126,33 @@ def main() -> None:
         TrainConfig(**{**recorded, "widths": tuple(recorded["widths"])}), epochs=args.epochs, bf16=args.bf16
     )
     print(f"start: {art.meta.name}, fine-tune {args.epochs:g} epochs at lr {config.lr:g}, share {args.share:g}")
+    own = predict_outputs(art.net, images, tta=True)[0].double().softmax(1).numpy()  # the --targets init targets
+    fits = {"human": targets, "init": own / own.sum(1, keepdims=True)}
+    judged = (cal_images, cal_soft, probes, policy, test, human, args.budget)
     head = " | ".join(probes)
-    print(f"| outlier weight | mix | seed | cal accuracy | cal CE | added deferral, 8500..9999 | {head} | seconds |")
-    print("|---" * (len(probes) + 7) + "|")
+    print(
+        "| outlier weight | mix | seed | targets | cal accuracy | cal CE | added deferral | team, deferred | "
+        f"{head} | seconds |"
+    )
+    print("|---" * (len(probes) + 9) + "|")
+    print(f"| shipped net | | | | {score(art.net, images, targets, *judged)} | |", flush=True)
     variants = itertools.product(args.weights.split(","), args.mixes.split(","), args.seeds.split(","))
-    for weight, mix, seed in ((float(w), m, int(s)) for w, m, s in variants):
+    for (weight, mix, seed), aim in itertools.product(
+        ((float(w), m, int(s)) for w, m, s in variants), args.targets.split(",")
+    ):
         t0 = time.perf_counter()
         with outlier_mix(MIXES[mix]):
             cfg = replace(config, outlier_exposure=weight, seed=seed)
-            tuned = train(images, targets, cfg, init=copy.deepcopy(art.net)).net
+            tuned = train(images, fits[aim], cfg, init=copy.deepcopy(art.net), num_classes=len(art.classes)).net
             net = interpolate_weights(art.net, tuned, args.share, images)
-            guard = fit_guard(net, images, targets, len(art.classes), tta=True)
-        cal_logits, _ = predict_outputs(net, cal_images, tta=True)
-        t = fit_temperature(cal_logits, cal_soft)
-        unsure, unfamiliar = judge(net, t, guard, policy, test.images[7000:8500])
-        limit = np.sort(unfamiliar[~unsure])[::-1][int(args.budget * (~unsure).sum())]
-        unsure_e, unfamiliar_e = judge(net, t, guard, policy, test.images[8500:10000])
-        added = np.mean(unsure_e | (unfamiliar_e > limit)) - unsure_e.mean()
-        shares = [np.mean(u | (f > limit)) for u, f in (judge(net, t, guard, policy, x) for x in probes.values())]
-        acc = accuracy(softmax(cal_logits, t), cal_soft.argmax(1))
-        print(
-            f"| {weight:g} | {mix} | {seed} | {acc:.4f} | {crossfit_ce(cal_logits, cal_soft):.4f} | +{added:.1%} | "
-            + " | ".join(f"{s:.1%}" for s in shares)
-            + f" | {time.perf_counter() - t0:.0f} |",
-            flush=True,
-        )
+            seconds = time.perf_counter() - t0
+            name = f"{weight:g} | {mix} | {seed} | {aim}"
+            print(f"| {name} | {score(net, images, targets, *judged)} | {seconds:.0f} |", flush=True)
+            if args.ensemble:
+                pair = Pair(art.net, net).eval()
+                print(
+                    f"| {name}, averaged with the shipped net | {score(pair, images, targets, *judged)} | |", flush=True
+                )
 
 
 if __name__ == "__main__":
