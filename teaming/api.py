@@ -173,12 +173,12 @@ class ReviewerOut(BaseModel):
     estimate of accuracy."""
 
     reviewer: str
-    answers: int
-    compared: int
-    agreement: float | None
+    answers: int = Field(..., description="class answers given ('none of these' and 'can't tell' carry no skill)")
+    compared: int = Field(..., description="of those, answers on items where others gave a class answer too")
+    agreement: float | None = Field(..., description="share of the compared answers that match the others' consensus")
     ci_low: float | None
     ci_high: float | None
-    accuracy: float | None
+    accuracy: float | None = Field(..., description="Dawid-Skene's estimate (from 30 items with two or more answers)")
 
 
 class PolicyInfo(BaseModel):
