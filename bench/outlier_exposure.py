@@ -91,8 +91,9 @@ def score(net, images, targets, cal_images, cal_soft, probes, policy, test, huma
     limit = np.sort(unfamiliar[~unsure])[::-1][int(budget * (~unsure).sum())]
     unsure_e, unfamiliar_e, pred = judge(net, t, guard, policy, test.images[8500:10000])
     deferred = unsure_e | (unfamiliar_e > limit)
-    counts, y = human.counts[8500:10000].astype(np.float64), test.labels[8500:10000]
-    team = np.where(deferred, counts[np.arange(len(y)), y] / counts.sum(1), pred == y).mean()
+    y = test.labels[8500:10000]
+    person_right = human.soft()[8500:10000][np.arange(len(y)), y]  # the chance a sampled annotator is right
+    team = np.where(deferred, person_right, pred == y).mean()
     shares = [np.mean(u | (f > limit)) for u, f, _ in (judge(net, t, guard, policy, x) for x in probes.values())]
     acc = accuracy(softmax(cal_logits, t), cal_soft.argmax(1))
     return (
@@ -126,8 +127,10 @@ def main() -> None:
         TrainConfig(**{**recorded, "widths": tuple(recorded["widths"])}), epochs=args.epochs, bf16=args.bf16
     )
     print(f"start: {art.meta.name}, fine-tune {args.epochs:g} epochs at lr {config.lr:g}, share {args.share:g}")
-    own = predict_outputs(art.net, images, tta=True)[0].double().softmax(1).numpy()  # the --targets init targets
-    fits = {"human": targets, "init": own / own.sum(1, keepdims=True)}
+    aims = args.targets.split(",")
+    fits = {"human": targets}
+    if "init" in aims:  # the shipped net's own probabilities on its training items
+        fits["init"] = predict_outputs(art.net, images, tta=True)[0].double().softmax(1).numpy()
     judged = (cal_images, cal_soft, probes, policy, test, human, args.budget)
     head = " | ".join(probes)
     print(
@@ -137,9 +140,7 @@ def main() -> None:
     print("|---" * (len(probes) + 9) + "|")
     print(f"| shipped net | | | | {score(art.net, images, targets, *judged)} | |", flush=True)
     variants = itertools.product(args.weights.split(","), args.mixes.split(","), args.seeds.split(","))
-    for (weight, mix, seed), aim in itertools.product(
-        ((float(w), m, int(s)) for w, m, s in variants), args.targets.split(",")
-    ):
+    for (weight, mix, seed), aim in itertools.product(((float(w), m, int(s)) for w, m, s in variants), aims):
         t0 = time.perf_counter()
         with outlier_mix(MIXES[mix]):
             cfg = replace(config, outlier_exposure=weight, seed=seed)
