@@ -31,9 +31,8 @@ def cifar10h_inputs(model: str, items: str) -> tuple[np.ndarray, ...]:
     art, test = load_artifact(model), load_default_test()
     idx = parse_items(items, len(test))
     logits, feats = predict_outputs(art.net, test.images[torch.from_numpy(idx)], tta=art.meta.tta)
-    counts = load_cifar10h().subset(idx).counts
     y = test.labels[idx]
-    return softmax(logits, art.meta.temperature), feats.numpy(), y, counts[np.arange(len(y)), y] / counts.sum(1)
+    return softmax(logits, art.meta.temperature), feats.numpy(), y, load_cifar10h().subset(idx).chance_right(y)
 
 
 def cifar10n_inputs(run: str) -> tuple[np.ndarray, ...]:
@@ -44,8 +43,8 @@ def cifar10n_inputs(run: str) -> tuple[np.ndarray, ...]:
         probs, feats, items = z["probs"].astype(np.float64), z["features"], z["items"]
     with np.load(shared / "cifar10_train_jpeg.npz") as z:
         y = z["labels"][items]
-    votes = load_cifar10n(shared / "cifar10n_labels.npz").subset(items).counts
-    return probs / probs.sum(1, keepdims=True), feats, y, votes[np.arange(len(y)), y] / votes.sum(1)
+    people = load_cifar10n(shared / "cifar10n_labels.npz").subset(items)
+    return probs / probs.sum(1, keepdims=True), feats, y, people.chance_right(y)
 
 
 def main() -> None:

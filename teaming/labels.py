@@ -152,6 +152,17 @@ class HumanLabels:
         """Share of votes that went to the majority class."""
         return self.counts.max(1) / self.votes
 
+    def chance_right(self, y: np.ndarray) -> np.ndarray:
+        """Each item's chance that one sampled annotator names its true class `y`: the share of votes for it."""
+        return chance_right(self.counts, y)
+
+
+def chance_right(counts: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per item, the share of its N x C vote counts that went to its true class `y` (what one sampled person
+    gets right on average)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return counts[np.arange(len(y)), y] / counts.sum(1)
+
 
 def _check_label_ids(col: np.ndarray, num_classes: int) -> np.ndarray:
     if col.dtype.kind not in "iu":

@@ -13,7 +13,7 @@ from teaming._validation import DataError, InputError, check_labels, check_probs
 from teaming.analysis import Interval, mean_interval
 from teaming.data import parse_items
 from teaming.datasets import load_images, resolve_labels
-from teaming.labels import HumanLabels, vote
+from teaming.labels import HumanLabels, chance_right, vote
 from teaming.model.artifact import Artifact, load_artifact
 from teaming.model.train import resolve_device
 
@@ -73,8 +73,7 @@ class TeamData:
         votes are known), else whether its one answer is."""
         if self.human_counts is None:
             return (self.human == self.y).astype(np.float64)
-        counts = np.asarray(self.human_counts, dtype=np.float64)
-        return counts[np.arange(len(self.y)), self.y] / counts.sum(1)
+        return chance_right(self.human_counts, self.y)
 
     def human_accuracy(self, defer: np.ndarray | None = None) -> Interval:
         """Accuracy of the human alone (defer=None) or of the team deferring `defer`, as the mean over the human
