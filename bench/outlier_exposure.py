@@ -127,7 +127,9 @@ def main() -> None:
     ap.add_argument("--share", type=float, default=0.5, help="WiSE-FT share kept of each fine-tune")
     ap.add_argument("--budget", type=float, default=0.02, help="deferral the guard may add on 7000..8499")
     ap.add_argument("--targets", default="human", help="human (CIFAR-10H) and/or init (the shipped net's own)")
-    ap.add_argument("--ensemble", action="store_true", help="also each variant averaged with the shipped net")
+    ap.add_argument(
+        "--ensemble", action="store_true", help="also each variant averaged with the shipped net, and guarding it"
+    )
     args = ap.parse_args()
     art = load_artifact(args.model)
     policy = load_policy(f"{args.model}/policy.json")
