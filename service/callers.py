@@ -76,7 +76,7 @@ def _read(raw: bytes, svc) -> list[Decoded]:
         raise Refused(400, "the body is not valid JSON") from None
     req = parse(body, svc.settings)
     size = svc.artifact.meta.input_size
-    return [decode(item, svc.settings, size, svc.pixel_budget) for item in req.images]
+    return [decode(item, i, svc.settings, size, svc.pixel_budget) for i, item in enumerate(req.images)]
 
 
 def _outcome(row, admin: bool) -> OutcomeOut:

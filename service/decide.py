@@ -57,7 +57,7 @@ def decision_rows(
 def answers(
     rows: list[NewDecision], ids: list[tuple[int | None, list[int | None]]], probs: np.ndarray, classes: list[str]
 ) -> list[Decision]:
-    """What the caller gets for each logged row: the label when auto, the review id when deferred, the top 3."""
+    """What the caller gets for each logged row: the label when auto, the review task id when deferred, the top 3."""
     out = []
     for row, (decision_id, task_ids), p in zip(rows, ids, probs):
         top = np.argsort(-p)[:3]
@@ -72,7 +72,7 @@ def answers(
                 model_version=row.model_version,
                 policy_version=row.policy_version,
                 decision_id=decision_id,
-                review_id=task_ids[row.tasks.index(DEFER)] if DEFER in row.tasks else None,
+                task_id=task_ids[row.tasks.index(DEFER)] if DEFER in row.tasks else None,
             )
         )
     return out

@@ -134,7 +134,7 @@ def label(task_id: RowId, body: LabelIn, reviewer: str = Depends(auth.reviewer))
     metrics.review_latency.observe(done.latency_s)
     fresh_stats()
     name = None if label is None else svc.classes[label]
-    return Labelled(review_id=done.review_id, task_id=task_id, verdict=body.verdict, label=name)
+    return Labelled(answer_id=done.answer_id, task_id=task_id, verdict=body.verdict, label=name)
 
 
 @router.post(

@@ -128,10 +128,10 @@ def parse(body: object, s: Settings) -> ClassifyIn:
         raise Refused(422, f"{where}: {first['msg']}") from None
 
 
-def decode(item: ImageIn, s: Settings, size: int, budget: PixelBudget) -> Decoded:
+def decode(item: ImageIn, position: int, s: Settings, size: int, budget: PixelBudget) -> Decoded:
     """One image within the byte, pixel and format limits, decoded (a JPEG at reduced scale) and resized to the
-    model's `size`; 400 (415 for a format browsers do not show) naming the image."""
-    name = item.id or "image"
+    model's `size`; 400 (415 for a format browsers do not show) naming the image by its id, or its position."""
+    name = item.id or f"images.{position}"
     limit = s.max_image_bytes
     if len(item.data) > 4 * (limit + 2) // 3 + 4:
         raise Refused(400, f"{name}: over the size limit of {limit} bytes")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Discriminator, Field, StringConstraints, Tag
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, StringConstraints, Tag, field_validator
+from pydantic_core import PydanticCustomError
 
 
 class TopK(BaseModel):
@@ -17,7 +18,7 @@ class TopK(BaseModel):
 
 
 class Decision(BaseModel):
-    """The answer to one classified image: the model's label, or deferred to a person with a review id."""
+    """The answer to one classified image: the model's label, or deferred to a person with its review task id."""
 
     item_id: str
     decision: Literal["auto", "deferred"]
@@ -30,7 +31,9 @@ class Decision(BaseModel):
     model_version: str
     policy_version: str
     decision_id: int | None = Field(None, description="id in the decision log (absent only with logging off)")
-    review_id: int | None = Field(None, description="review task id when deferred")
+    task_id: int | None = Field(
+        None, description="when deferred, the review task a person answers (/v1/queue/tasks/ID)"
+    )
 
 
 class QueueStats(BaseModel):
@@ -98,6 +101,20 @@ class OtherAnswer(BaseModel):
     verdict: Literal["none", "unsure"]
     label: None = None
 
+    @field_validator("verdict", mode="before")
+    @classmethod
+    def _known_verdict(cls, value: object) -> object:
+        if value not in ("none", "unsure"):  # "class" answers are ClassAnswer: name all three
+            raise PydanticCustomError("verdict", "should be 'class' (with a label), 'none' or 'unsure'")
+        return value
+
+    @field_validator("label", mode="before")
+    @classmethod
+    def _names_no_class(cls, value: object) -> object:
+        if value is not None:
+            raise PydanticCustomError("label_with_verdict", "a 'none' or 'unsure' answer names no class: leave it out")
+        return value
+
 
 ANSWER_TAGS = ("ClassAnswer", "OtherAnswer")  # LabelIn's union tags (error locations name them)
 
@@ -119,7 +136,7 @@ class SkipIn(BaseModel):
 
 
 class Labelled(BaseModel):
-    review_id: int
+    answer_id: int
     task_id: int
     verdict: str
     label: str | None

@@ -254,6 +254,18 @@ def test_migrate_brings_a_log_to_the_latest_schema(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error:")
 
 
+def test_log_commands_refuse_a_file_path_or_a_log_that_is_not_there(tmp_path):
+    for command in ("retune", "reviewers", "migrate"):
+        r = cli(command, "--db", str(tmp_path / "log.db"))
+        assert r.returncode == 2 and r.stderr.startswith("error:") and "is not a database URL" in r.stderr
+        assert len(r.stderr.splitlines()) == 1
+    typo = tmp_path / "typo" / "log.db"
+    for command in ("retune", "reviewers"):
+        r = cli(command, "--db", f"sqlite:///{typo}")
+        assert r.returncode == 2 and f"no database at {typo}" in r.stderr
+    assert not typo.parent.exists()  # a typo makes no empty database
+
+
 def test_fit_policy_refuses_the_items_a_model_was_trained_on(tiny_model, tmp_path):
     out = tmp_path / "p.json"
     r = cli("fit-policy", str(tiny_model), "--out", str(out), "--items", "500:1500")

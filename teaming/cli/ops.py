@@ -53,7 +53,7 @@ def reviewers_cmd(
     from teaming.ops.store import Store
 
     try:
-        store = Store(db)
+        store = Store(db, must_exist=True)
         answers = store.queue.class_answers()
         store.dispose()
         labels = [a[2] for a in answers]
@@ -79,7 +79,10 @@ def migrate_cmd(
     from teaming.ops.schema import upgrade
     from teaming.ops.store import connect
 
-    engine = connect(db)
+    try:
+        engine = connect(db)
+    except ValueError as err:
+        fail(err)
     try:
         before, after = upgrade(engine)
     except Exception as err:  # an unreachable or foreign database: say so in one line

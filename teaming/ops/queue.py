@@ -46,7 +46,7 @@ class Claim:
 
 @dataclass
 class Answered:
-    review_id: int
+    answer_id: int
     decision_id: int
     latency_s: float  # decision logged -> answer submitted
 
@@ -156,7 +156,7 @@ class ReviewQueue:
         if t.status == CANCELLED:
             return Conflict(f"review task {task_id} was closed: its item needs no more answers")
         if t.status == OPEN:
-            return Conflict(f"review task {task_id} is no longer claimed (it was given back); claim again")
+            return Conflict(f"review task {task_id} is not claimed (never, or given back): claim an item first")
         if t.lease_id != lease_id or t.claimed_by != reviewer:
             return Conflict(f"lease on task {task_id} is not yours (expired and claimed again?)")
         return Conflict(f"lease on task {task_id} expired; claim the next item")
@@ -186,7 +186,7 @@ class ReviewQueue:
             .join(tasks, tasks.c.decision_id == decisions.c.id)
             .where(tasks.c.id == task_id)
         ).one()
-        review_id = conn.execute(
+        answer_id = conn.execute(
             reviews.insert().values(
                 task_id=task_id,
                 decision_id=did,
@@ -197,7 +197,7 @@ class ReviewQueue:
                 latency_s=now - created,
             )
         ).inserted_primary_key[0]
-        return Answered(review_id, did, now - created)
+        return Answered(answer_id, did, now - created)
 
     def submit(self, task_id: int, lease_id: str, reviewer: str, label: int, verdict: str = "class") -> Answered:
         """answer() in a transaction of its own, with no rule applied after it (benches and tests)."""

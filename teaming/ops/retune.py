@@ -73,7 +73,7 @@ def retune(
     active one in team accuracy or deferral on the audited items. As in `fit`, the threshold is chosen on
     confidence alone (the cap included); the estimates add what the guard defers.
     """
-    store = Store(db_url)
+    store = Store(db_url, must_exist=True)
     try:
         model_version = model_version or store.log.latest_model()
         if model_version is None:

@@ -65,7 +65,7 @@ def simulate(
     classify_token: str | None = None,
 ) -> SimulationResult:
     """Replay CIFAR-10 test images `items` through the service at `url` in two halves; see the module doc."""
-    store = Store(db_url)
+    store = Store(db_url, must_exist=True)  # the service made it; another file is a typo
     foreign = store.log.count_items(exclude_prefix=PREFIX)
     store.dispose()
     if foreign:

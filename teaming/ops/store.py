@@ -10,19 +10,33 @@ import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, false, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 
+from teaming._validation import InputError
 from teaming.ops.log import DecisionLog
 from teaming.ops.queue import ReviewQueue
 from teaming.ops.schema import policies, upgrade
 from teaming.ops.webhooks import Outbox
 
 
-def connect(url: str) -> Engine:
-    """An engine for `url`; SQLite files run in WAL mode with a busy timeout so readers never block writers."""
-    if url.startswith("sqlite"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != url and not path.startswith((":memory:", "file:")):
+def connect(url: str, must_exist: bool = False) -> Engine:
+    """An engine for `url`; SQLite files run in WAL mode with a busy timeout so readers never block writers.
+
+    InputError for a string that is no database URL (a bare file path), and with `must_exist` for a SQLite file
+    that is not there: commands that read a log refuse a typo instead of making an empty database of it.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InputError(f"{url!r} is not a database URL; a SQLite file is sqlite:///runs/teaming.db") from None
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ""
+        if path and path != ":memory:" and not path.startswith("file:"):
+            if must_exist and not Path(path).is_file():
+                raise InputError(
+                    f"no database at {path} (from {url}): give the URL the service logs to (TEAMING_DB_URL)"
+                )
             Path(path).parent.mkdir(parents=True, exist_ok=True)  # a new log folder, e.g. runs/
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -41,9 +55,9 @@ def connect(url: str) -> Engine:
 class Store:
     """The log, the queue, the outbox and the policy versions behind one SQLAlchemy engine."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, must_exist: bool = False) -> None:
         self.url = url
-        self.engine = connect(url)
+        self.engine = connect(url, must_exist)
         upgrade(self.engine)  # alembic: a new database gets the schema, an older one its missing migrations
         self.log = DecisionLog(self.engine)
         self.queue = ReviewQueue(self.engine)

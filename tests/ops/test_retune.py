@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from teaming._validation import PolicyError
+from teaming._validation import InputError, PolicyError
 from teaming.ops.log import NewDecision
 from teaming.ops.loop import ReviewLoop
 from teaming.ops.retune import MIN_AUDITED, Estimate, retune, significant_change
@@ -145,9 +145,12 @@ def test_retune_refits_a_rejector_on_the_scores_it_logged(db_url, toy_team):
 
 def test_retune_needs_enough_fully_audited_items(tmp_path):
     url = f"sqlite:///{tmp_path / 'log.db'}"
+    with pytest.raises(InputError, match="no database at"):  # a typo makes no empty log
+        retune(url)
+    assert not (tmp_path / "log.db").exists()
+    store = Store(url)
     with pytest.raises(PolicyError, match="holds no decisions yet"):
         retune(url)
-    store = Store(url)
     store.log.record([NewDecision("x", "auto", 0, 0.9, [0.9, 0.1], MODEL, "p", True, None, None, ("audit",) * 3)])
     store.dispose()
     with pytest.raises(

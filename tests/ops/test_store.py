@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import select
 
+from teaming._validation import InputError
 from teaming.ops.log import NewDecision
 from teaming.ops.queue import Conflict, NotFound
 from teaming.ops.review import keeps_image, review_tasks
@@ -40,7 +41,7 @@ def test_record_claim_submit(store):
     assert (again.task_id, again.lease_id) == (c.task_id, c.lease_id)
     done = store.queue.submit(c.task_id, c.lease_id, "alice", 7)
     assert store.queue.claim("alice", 60) is None  # nothing else to do
-    assert done.review_id > 0 and done.latency_s >= 0 and done.decision_id == d0
+    assert done.answer_id > 0 and done.latency_s >= 0 and done.decision_id == d0
     assert [(r.kind, r.verdict, r.label, r.reviewer) for r in store.log.reviews_of(d0)] == [
         ("defer", "class", 7, "alice")
     ]
@@ -94,7 +95,7 @@ def test_a_task_given_back_says_so_when_answered_or_skipped_again(store):
         lambda: store.queue.skip(c.task_id, c.lease_id, "alice"),
         lambda: store.queue.submit(c.task_id, c.lease_id, "alice", 1),
     ):
-        with pytest.raises(Conflict, match=f"review task {c.task_id} is no longer claimed .it was given back"):
+        with pytest.raises(Conflict, match=f"review task {c.task_id} is not claimed .never, or given back"):
             again()
     assert store.queue.claim("bob", 60).task_id == c.task_id  # still open, for someone else first
 
@@ -179,6 +180,14 @@ def test_a_new_sqlite_log_gets_its_folder(tmp_path):
     with store.engine.connect() as conn:
         assert conn.execute(select(decisions.c.id)).all() == []
     store.dispose()
+
+
+def test_a_file_path_or_a_missing_log_is_refused_before_anything_is_made(tmp_path):
+    with pytest.raises(InputError, match="'runs/teaming.db' is not a database URL; a SQLite file is sqlite:///"):
+        Store("runs/teaming.db")
+    with pytest.raises(InputError, match="no database at"):
+        Store(f"sqlite:///{tmp_path / 'typo' / 'teaming.db'}", must_exist=True)
+    assert not (tmp_path / "typo").exists()
 
 
 def test_one_reviewer_bursting_claims_gets_distinct_items_and_a_capped_number_of_leases(store):

@@ -42,7 +42,7 @@ def test_the_caller_gets_the_human_answer_by_item_id_and_by_page(server):
     [before] = caller.outcomes(item_id=d.item_id).items
     assert (before.status, before.final_label, before.closed, before.reviews) == ("pending", None, False, None)
     alice = server.reviewer("alice")
-    while (t := alice.claim().task) is not None and t.task_id != d.review_id:
+    while (t := alice.claim().task) is not None and t.task_id != d.task_id:
         alice.skip(t.task_id, t.lease_id)
     alice.label(t.task_id, t.lease_id, "frog")
     after = caller.outcome(d.decision_id)

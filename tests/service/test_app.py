@@ -67,9 +67,9 @@ def test_classify_answers_or_defers_and_logs_first(server):
         if d.reason != "unfamiliar":  # the familiarity guard defers unfamiliar images however confident
             assert (d.confidence < policy.threshold) == (d.decision == "deferred")
         if d.decision == "auto":
-            assert d.label == d.top_k[0].label and d.review_id is None
+            assert d.label == d.top_k[0].label and d.task_id is None
         else:
-            assert d.label is None and d.review_id is not None
+            assert d.label is None and d.task_id is not None
         out = admin.outcome(d.decision_id)  # committed before the answer: the outcome is readable right away
         assert out.item_id == d.item_id and out.outcome == d.decision and out.defer_reason == d.reason
     assert any(d.decision == "deferred" for d in decisions) and any(d.decision == "auto" for d in decisions)
@@ -125,6 +125,7 @@ def _png(width: int, height: int) -> bytes:
     [
         ([{"id": "x", "data": base64.b64encode(b"this is not an image").decode()}], 400, "cannot decode"),
         ([{"id": "x", "data": base64.b64encode(default_test_jpegs([1])[0][:200]).decode()}], 400, "cannot decode"),
+        ([{"data": base64.b64encode(b"no image, no id").decode()}], 400, "images.1: cannot decode"),  # by position
         ([{"id": "x", "data": ""}], 422, "data: String should have at least 1 character"),  # the schema says so
         ([{"id": "x", "data": "!!not base64!!"}], 400, "base64"),
         ([{"id": "x", "data": base64.b64encode(b"\xff" * 300000).decode()}], 400, "size limit"),
@@ -167,9 +168,14 @@ def test_review_flow_and_refusals(server):
         assert err.value.status == 422 and (bad == 10 or "not one of the classes" in err.value.message)
         assert err.value.message.endswith("(or ids 0..9)")
     r = alice.http.post(f"/v1/queue/tasks/{tid}/label", json={"lease_id": lease, "verdict": "maybe"})
-    assert r.status_code == 422 and r.json()["detail"] == "body.verdict: Input should be 'none' or 'unsure'"
+    assert (
+        r.status_code == 422
+        and r.json()["detail"] == "body.verdict: should be 'class' (with a label), 'none' or 'unsure'"
+    )
     r = alice.http.post(f"/v1/queue/tasks/{tid}/label", data={"lease_id": lease, "label": "cat"})
     assert r.status_code == 415 and "takes a JSON body" in r.json()["detail"]
+    r = alice.http.post(f"/v1/queue/tasks/{tid}/label", json={"lease_id": lease, "verdict": "none", "label": "cat"})
+    assert r.status_code == 422 and r.json()["detail"].endswith("answer names no class: leave it out")
     wrong = b'{"lease_id": "%s", "verdict": "maybe"}' % lease.encode()
     r = alice.http.post(f"/v1/queue/tasks/{tid}/label", content=wrong, headers={"Content-Type": "application/x+json"})
     assert r.status_code == 422 and r.json()["detail"].startswith("body.verdict")  # a +json type is JSON

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import httpx
@@ -111,7 +114,7 @@ def test_odd_ids_labels_and_formats_are_refused_in_one_line(server):
     r = alice.http.get("/v1/queue/tasks/2147483648/image")
     assert r.status_code == 404  # beyond a 32-bit id: no such row, not a server error
     alice.skip(t.task_id, t.lease_id)
-    assert d.review_id
+    assert d.task_id
 
 
 def test_reviewers_see_only_what_they_hold(server):
@@ -173,6 +176,16 @@ def test_an_unreachable_database_at_start_exits_with_one_line(tmp_path):
     assert proc.proc.returncode != 0 and time.perf_counter() - start < 30
     assert "teaming: cannot serve: (psycopg.OperationalError)" in log
     assert log.count("Traceback") == 0
+
+
+def test_a_database_path_that_is_no_url_stops_the_start_at_once():
+    env = {**os.environ, "TEAMING_DB_URL": "runs/teaming.db"}
+    code = "from service.preflight import preflight; preflight()"  # what `bentoml serve` runs before any worker
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "teaming: cannot serve: 'runs/teaming.db' is not a database URL; a SQLite file is sqlite:///runs/teaming.db"
+    )
 
 
 def test_the_pixel_budget_turns_away_what_it_cannot_hold():

@@ -85,7 +85,7 @@ def test_reviewer_labels_by_click_and_keyboard(serve, reviewers, tmp_path):
         assert "0 waiting for you" in page.text_content("#progress")
         assert [status for status, _ in failed] == [401], failed  # only the wrong token's, nothing else missing
         browser.close()
-    by_task = {d.review_id: d.decision_id for d in deferred}
+    by_task = {d.task_id: d.decision_id for d in deferred}
     out1 = server.admin().outcome(by_task[int(first)])
     out2 = server.admin().outcome(by_task[int(second)])
     assert out1.final_label == "cat" and out2.final_label == "dog"
