@@ -6,7 +6,7 @@ other's code; the library never imports the service.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, Discriminator, Field, StringConstraints, Tag, field_validator
 from pydantic_core import PydanticCustomError
@@ -94,17 +94,20 @@ class ClassAnswer(BaseModel):
     verdict: Literal["class"] = "class"
 
 
+OtherVerdict = Literal["none", "unsure"]
+
+
 class OtherAnswer(BaseModel):
     """A reviewer's answer that names no class: none of these, or can't tell."""
 
     lease_id: LeaseId
-    verdict: Literal["none", "unsure"]
+    verdict: OtherVerdict
     label: None = None
 
     @field_validator("verdict", mode="before")
     @classmethod
     def _known_verdict(cls, value: object) -> object:
-        if value not in ("none", "unsure"):  # "class" answers are ClassAnswer: name all three
+        if value not in get_args(OtherVerdict):  # "class" answers are ClassAnswer: name all three
             raise PydanticCustomError("verdict", "should be 'class' (with a label), 'none' or 'unsure'")
         return value
 
