@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from teaming._validation import DataError
-from teaming.data import decode_image
+from teaming.decode import decode_image
 from teaming.model import load_artifact
 from teaming.model.runtime import choose
 from teaming.policy import load_policy

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import jpeg_payloads
-from teaming.data import decode_image
 from teaming.datasets import load_default_test
+from teaming.decode import decode_image
 from teaming.model import Artifact, load_artifact
 from teaming.model.predict import to_float
 from teaming.model.runtime import ONNX_FILES, Served, device_name, fold

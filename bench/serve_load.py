@@ -34,7 +34,7 @@ import torch
 
 from bench.common import jpeg_payloads, metric_total
 from bench.process import KEEP_ALIVE_SECONDS, ServiceProcess, free_port
-from teaming.data import decode_image
+from teaming.decode import decode_image
 from teaming.model import Artifact, load_artifact
 from teaming.model.runtime import choose
 

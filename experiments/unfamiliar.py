@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from teaming.data import parse_items, resize
+from teaming.data import parse_items
 from teaming.datasets import load_default_test
 from teaming.model import load_artifact
 from teaming.model.calibration import softmax
 from teaming.model.predict import predict_outputs
 from teaming.policy import load_policy
+from teaming.preprocess import resize
 from teaming.probes import shifted, unfamiliar_sets
 
 

@@ -27,8 +27,7 @@ from service.schemas import Decoded, PixelBudget, Refused
 from service.settings import access_log, get_settings
 from service.web import web
 from teaming.api import Decision
-from teaming.model import Artifact, load_artifact
-from teaming.model.artifact import Outputs
+from teaming.model import Model, Outputs, load_model
 from teaming.ops.log import NewDecision
 from teaming.ops.loop import ReviewLoop
 from teaming.ops.review import LoopRules
@@ -53,9 +52,9 @@ class Teaming:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         # every model call from one thread: a second thread in PyTorch's OpenMP made each forward 1.5 ms slower
         self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
-        self.artifact, backend_name, why = self.model_thread.submit(self._load).result()
-        self.model_version = self.artifact.meta.version
-        self.classes = self.artifact.classes
+        self.model, backend_name, why = self.model_thread.submit(self._load).result()
+        self.model_version = self.model.version
+        self.classes = self.model.classes
         self.store = open_store(s.db_url, s.db_wait_seconds)
         self.rng = random.Random(s.seed)
         self.policy = ServedPolicy(
@@ -80,21 +79,21 @@ class Teaming:
             why,
             torch.get_num_threads(),
             self.policy.active[1],
-            "on" if self.artifact.guard is not None and self.policy.active[0].unfamiliar_limit_ is not None else "off",
+            "on" if self.model.guard is not None and self.policy.active[0].unfamiliar_limit_ is not None else "off",
             s.db_url.split("@")[-1],
         )
 
-    def _load(self) -> tuple[Artifact, str, str]:
+    def _load(self) -> tuple[Model, str, str]:
         """The model with the backend chosen for this machine, warmed up (set-up cost is not a caller's)."""
         s = self.settings
-        artifact = load_artifact(s.model_dir, self.device)
-        name, why = backend(s, artifact.meta)
-        artifact.use(name)
-        artifact.runtime.warm_up(artifact.meta.input_size)
-        return artifact, name, why
+        model = load_model(s.model_dir, self.device)
+        name, why = backend(s, model.meta)
+        model.use(name)
+        model.warm_up()
+        return model, name, why
 
     def _infer(self, images: list[Decoded]) -> Outputs:
-        return self.artifact.outputs(torch.stack([item.pixels for item in images]))  # the backend moves it
+        return self.model.outputs(torch.stack([item.pixels for item in images]))  # the backend moves it
 
     def __is_ready__(self) -> bool:
         """Ready while the log takes writes and images are not piling up faster than the model takes them."""

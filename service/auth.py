@@ -20,13 +20,15 @@ from service.settings import get_settings
 ADMIN, REVIEWER, CALLER, ANYONE = "admin", "reviewer", "caller", "anyone"
 bearer = HTTPBearer(auto_error=False, description="a reviewer, admin or classify token")  # for the OpenAPI page
 
-# (method or None for any, path pattern, roles allowed); the first match decides, unmatched paths are open.
+# (method or None for any, path pattern, roles allowed, open while classify is); the first match decides,
+# unmatched paths are open.
 ACCESS = [
-    ("POST", re.compile(r"/classify/?"), {CALLER}),
-    (None, re.compile(r"/v1/outcomes(/.*)?"), {CALLER, ADMIN}),
-    (None, re.compile(r"/v1/(admin/.*|reviewers/?)"), {ADMIN}),
-    (None, re.compile(r"/v1/queue/(stats/?|tasks/[^/]+/image/?)"), {REVIEWER, ADMIN}),
-    (None, re.compile(r"/v1/queue(/.*)?"), {REVIEWER}),
+    ("POST", re.compile(r"/classify/?"), {CALLER}, True),
+    ("GET", re.compile(r"/v1/model/?"), {CALLER, REVIEWER, ADMIN}, True),
+    (None, re.compile(r"/v1/outcomes(/.*)?"), {CALLER, ADMIN}, False),
+    (None, re.compile(r"/v1/(admin/.*|reviewers/?)"), {ADMIN}, False),
+    (None, re.compile(r"/v1/queue/(stats/?|tasks/[^/]+/image/?)"), {REVIEWER, ADMIN}, False),
+    (None, re.compile(r"/v1/queue(/.*)?"), {REVIEWER}, False),
 ]
 WHO = {CALLER: "the classify token", ADMIN: "the admin token", REVIEWER: "a reviewer token"}
 
@@ -70,10 +72,10 @@ def identify(authorization: str | None) -> Principal | None:
 def authorize(method: str, path: str, authorization: str | None) -> Principal:
     """The caller of `method path`, or Denied (401 without a token, 403 with one that may not)."""
     who = identify(authorization)
-    for rule_method, pattern, roles in ACCESS:
+    for rule_method, pattern, roles, open_with_classify in ACCESS:
         if (rule_method is None or rule_method == method) and pattern.fullmatch(path):
-            if roles == {CALLER} and get_settings().classify_token is None:
-                return who or Principal(ANYONE)  # classify without a classify token: open
+            if open_with_classify and get_settings().classify_token is None:
+                return who or Principal(ANYONE)  # without a classify token, classify (and what it serves) is open
             if who is None or who.role == ANYONE:  # no token, or one nobody holds
                 need = " or ".join(WHO[r] for r in sorted(roles))
                 raise Denied(

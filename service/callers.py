@@ -29,7 +29,7 @@ from service.schemas import (
     media_type,
     parse,
 )
-from teaming.api import Decision, OutcomeOut, OutcomesPage, ReviewOut
+from teaming.api import Decision, ModelInfo, OutcomeOut, OutcomesPage, ReviewOut
 from teaming.ops.queue import NotFound
 
 router = APIRouter(tags=["callers"])
@@ -69,14 +69,34 @@ async def classify(request: Request) -> list[Decision]:
     return await svc.classify(images)
 
 
+@router.get("/v1/model", dependencies=[Depends(auth.bearer)], responses=errors(*GUARDED))
+def model() -> ModelInfo:
+    """What is served: the model, its classes, how it takes photos (its input contract), the policy and the guard."""
+    svc = _service()
+    policy, version = svc.policy.active
+    m = svc.model
+    return ModelInfo(
+        model_version=m.version,
+        kind=m.meta.kind,
+        classes=m.classes,
+        input=m.contract,
+        input_description=m.contract.describe(),
+        backend=m.backend,
+        policy_version=version,
+        threshold=policy.threshold_,
+        guard=None if m.guard is None else m.guard.kind,
+        guard_active=m.guard is not None and policy.unfamiliar_limit_ is not None,
+    )
+
+
 def _read(raw: bytes, svc) -> list[Decoded]:
     try:
         body = json.loads(raw)
     except ValueError:
         raise Refused(400, "the body is not valid JSON") from None
     req = parse(body, svc.settings)
-    size = svc.artifact.meta.input_size
-    return [decode(item, i, svc.settings, size, svc.pixel_budget) for i, item in enumerate(req.images)]
+    contract = svc.model.contract
+    return [decode(item, i, svc.settings, contract, svc.pixel_budget) for i, item in enumerate(req.images)]
 
 
 def _outcome(row, admin: bool) -> OutcomeOut:

@@ -43,7 +43,7 @@ def decision_rows(
                 model_version=model_version,
                 policy_version=policy_version,
                 audit=audited,
-                image=item.raw if keeps_image(deferred, audited) else None,
+                image=item.shown if keeps_image(deferred, audited) else None,
                 content_type=item.content_type,
                 tasks=review_tasks(deferred, audited, audit_reviewers),
                 defer_reason=str(reasons[i]) if deferred else None,

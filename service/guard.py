@@ -2,7 +2,7 @@
 
 - who is calling (auth.py): 401/403 before a body is read, so strangers cannot make the service wait on them;
 - how large the body says it is: 413 over the route's limit (classify: TEAMING_MAX_IMAGES images of
-  TEAMING_MAX_IMAGE_BYTES each, in base64);
+  TEAMING_MAX_IMAGE_BYTES each, in base64, and at most TEAMING_MAX_REQUEST_BYTES in all);
 - how many bodies one client has not finished sending: 429 past TEAMING_MAX_UNREAD_BODIES, for that client only;
 - how long a body may stall: 408 once TEAMING_BODY_IDLE_SECONDS pass without a byte.
 
@@ -28,7 +28,7 @@ SMALL_BODY = 64 * 1024  # any route but classify
 def body_limit(path: str) -> int:
     s = get_settings()
     if path.rstrip("/") == "/classify":
-        return s.max_images * (4 * s.max_image_bytes // 3 + 512) + 4096
+        return min(s.max_images * (4 * s.max_image_bytes // 3 + 512) + 4096, s.max_request_bytes)
     return SMALL_BODY
 
 
@@ -59,6 +59,7 @@ class Guard:
         self.unread[client] += 1
         done = False
         replied = False
+        received, limit = 0, body_limit(path)
 
         def finish() -> None:
             nonlocal done
@@ -69,7 +70,7 @@ class Guard:
                     del self.unread[client]
 
         async def timed_receive():
-            nonlocal replied
+            nonlocal replied, received
             if done:
                 return await receive()
             try:
@@ -78,6 +79,12 @@ class Guard:
                 finish()
                 replied = True
                 await self._refuse(scope, receive, send, 408, f"no body byte for {s.body_idle_seconds:g} s")
+                return {"type": "http.disconnect"}
+            received += len(message.get("body", b""))
+            if received > limit:  # a chunked body announces no length: count it as it comes
+                finish()
+                replied = True
+                await self._refuse(scope, receive, send, 413, f"a body of more than {limit} bytes is over the limit")
                 return {"type": "http.disconnect"}
             if message["type"] != "http.request" or not message.get("more_body", False):
                 finish()

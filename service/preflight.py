@@ -13,8 +13,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.policy import ServedPolicy
 from service.settings import Settings, get_settings
-from teaming.model.artifact import ModelMeta, load_meta
-from teaming.model.runtime import ONNX_FILES, REDUCED, choose, failed_check, passed
+from teaming.model.imported import INT8_FILE
+from teaming.model.loader import serving_backend
+from teaming.model.meta import ModelMeta, load_meta
+from teaming.model.runtime import ONNX_FILES
 from teaming.ops.store import Store
 
 logger = logging.getLogger("bentoml.teaming")
@@ -42,14 +44,12 @@ def backend(s: Settings, meta: ModelMeta) -> tuple[str, str]:
     of device, an ONNX one needs its graph, a compiled one a C++ compiler (raises ValueError / FileNotFoundError
     with the fix)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name, why = choose(s.backend, device, meta.backends)
-    if name in REDUCED and not passed(meta.backends.get(name), device):
-        problem = failed_check(meta.backends.get(name), device)
-        raise ValueError(f"TEAMING_BACKEND={name} {problem} ({s.model_dir}/model.json)")
+    name, why = serving_backend(s.backend, meta, device)
     if name.startswith("compiled") and device.type == "cpu" and not (shutil.which("c++") or shutil.which("g++")):
         raise ValueError(f"TEAMING_BACKEND={name} needs a C++ compiler on this machine (torch.compile on CPUs)")
-    if name in ONNX_FILES and not (s.model_dir / ONNX_FILES[name]).exists():
-        raise FileNotFoundError(f"TEAMING_BACKEND={name} needs {s.model_dir / ONNX_FILES[name]}: run `teaming export`")
+    needs = ONNX_FILES.get(name) if meta.kind == "teaming" else INT8_FILE if name == "onnx-int8" else meta.graph.file
+    if needs and not (s.model_dir / needs).exists():
+        raise FileNotFoundError(f"TEAMING_BACKEND={name} needs {s.model_dir / needs}: run `teaming export`")
     return name, why
 
 

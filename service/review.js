@@ -1,7 +1,20 @@
 "use strict";
-const state = { token: sessionStorage.getItem("teaming-token") || "", task: null, classes: [], done: 0 };
+const state = { token: sessionStorage.getItem("teaming-token") || "", task: null, classes: [], keys: [], done: 0 };
 const $ = (id) => document.getElementById(id);
-const keys = "1234567890qwertyio";  // n, u and s answer "none of these", "can't tell" and skip
+const RESERVED = "nus";  // n, u and s answer "none of these", "can't tell" and skip
+
+// The key that answers each class. A key's label must never read as another class's name: when every class is
+// named by one character (digits 0-9, letters), that character is its key; otherwise keys come from a list that
+// leaves out every one-character class name, so a reviewer who presses 7 never records a class other than "7".
+function keysFor(classes) {
+  const single = classes.map((c) => c.trim().toLowerCase());
+  if (single.every((c) => c.length === 1 && !RESERVED.includes(c)) && new Set(single).size === classes.length) {
+    return single;
+  }
+  const taken = new Set(single.filter((c) => c.length === 1));
+  const pool = [..."1234567890qwertyiopadfghjklzxcvbm"].filter((k) => !taken.has(k) && !RESERVED.includes(k));
+  return classes.map((_, i) => pool[i] || "");
+}
 
 async function api(path, body) {
   const res = await fetch("/v1" + path, {
@@ -32,14 +45,24 @@ function showProgress(stats) {
 function drawClasses() {
   const box = $("classes");
   box.innerHTML = "";
+  state.keys = keysFor(state.classes);
   state.classes.forEach((name, i) => {
     const b = document.createElement("button");
     b.type = "button";
     b.dataset.label = name;
-    b.innerHTML = `<kbd>${keys[i] || ""}</kbd>${name}`;
+    b.dataset.key = state.keys[i];
+    if (state.keys[i] && state.keys[i] !== name.trim().toLowerCase()) {  // a key of its own: shown beside the name
+      const kbd = document.createElement("kbd");
+      kbd.textContent = state.keys[i];
+      b.appendChild(kbd);
+    }
+    b.appendChild(document.createTextNode(name));  // text, never markup: class names come from a model file
     b.addEventListener("click", () => submit(name));
     box.appendChild(b);
   });
+  $("keyhelp").textContent = state.keys.every((k, i) => k === state.classes[i].trim().toLowerCase())
+    ? "or press its name's key"
+    : "or press the key shown on it";
 }
 
 async function next() {
@@ -58,6 +81,7 @@ async function next() {
     if (state.classes.length === 0) { state.classes = data.classes; drawClasses(); }
     state.task = data.task;
     const blob = await (await api(`/queue/tasks/${data.task.task_id}/image`)).blob();
+    $("image").onload = () => $("image").classList.toggle("small", $("image").naturalWidth < 128);
     $("image").src = URL.createObjectURL(blob);
     $("image").dataset.taskId = data.task.task_id;
     say(`Task ${data.task.task_id}`);  // not the caller's item id, which may give the answer away
@@ -97,8 +121,8 @@ document.addEventListener("keydown", (e) => {
   if (e.key === "s") { skip(); return; }
   if (e.key === "n") { submit(null, "none"); return; }
   if (e.key === "u") { submit(null, "unsure"); return; }
-  const i = keys.indexOf(e.key);
-  if (i >= 0 && i < state.classes.length) submit(state.classes[i]);
+  const i = state.keys.indexOf(e.key.toLowerCase());
+  if (e.key.length === 1 && i >= 0) submit(state.classes[i]);
 });
 $("skip").addEventListener("click", skip);
 $("none").addEventListener("click", () => submit(null, "none"));

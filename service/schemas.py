@@ -19,7 +19,8 @@ from starlette.requests import Request
 from service.settings import Settings
 from teaming._validation import DataError
 from teaming.api import ErrorOut
-from teaming.data import decode_image, read_header
+from teaming.decode import decode_photo, decoded_pixels, photo_least, read_header
+from teaming.preprocess import InputContract
 
 REASONS = {
     400: "the body cannot be read, or its data cannot be used (the message says which item and why)",
@@ -74,7 +75,11 @@ class ImageIn(BaseModel):
     """One image to classify: base64 bytes (JPEG, PNG, GIF, WebP or BMP) and an optional caller id."""
 
     id: ItemId | None = Field(None, description="caller's item id (no control characters); generated when absent")
-    data: str = Field(..., min_length=1, description="base64-encoded image file")
+    data: str = Field(
+        ...,
+        min_length=1,
+        description="the image file in base64, bare or as a data URL (data:image/jpeg;base64,...)",
+    )
 
 
 class ClassifyIn(BaseModel):
@@ -86,12 +91,13 @@ SHOWN = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "
 
 @dataclass
 class Decoded:
-    """An image ready for the model: its id, pixels at the model's input size, and the original bytes (what a
-    reviewer's browser is shown, so only formats browsers show are taken)."""
+    """An image ready for the model and for people: its id, pixels at the model's input size, and what a
+    reviewer is shown: the original bytes (so only formats browsers show are taken), or an upright JPEG copy of a
+    photo turned by its EXIF orientation or too large to show."""
 
     item_id: str | None
     pixels: torch.Tensor
-    raw: bytes
+    shown: bytes
     content_type: str
 
 
@@ -128,28 +134,42 @@ def parse(body: object, s: Settings) -> ClassifyIn:
         raise Refused(422, f"{where}: {first['msg']}") from None
 
 
-def decode(item: ImageIn, position: int, s: Settings, size: int, budget: PixelBudget) -> Decoded:
-    """One image within the byte, pixel and format limits, decoded (a JPEG at reduced scale) and resized to the
-    model's `size`; 400 (415 for a format browsers do not show) naming the image by its id, or its position."""
-    name = item.id or f"images.{position}"
-    limit = s.max_image_bytes
-    if len(item.data) > 4 * (limit + 2) // 3 + 4:
+def image_bytes(item: ImageIn, name: str, limit: int) -> bytes:
+    """The image's bytes from its base64 `data` (a data URL's `data:image/...;base64,` prefix is dropped); 400
+    past `limit` bytes or for data that is not base64."""
+    data = item.data
+    if data.startswith("data:"):
+        head, sep, data = data.partition(",")
+        if not sep or not head.endswith(";base64"):
+            raise Refused(400, f"{name}: a data URL must be base64 ('data:image/jpeg;base64,...')")
+    if len(data) > 4 * (limit + 2) // 3 + 4:
         raise Refused(400, f"{name}: over the size limit of {limit} bytes")
     try:
-        raw = base64.b64decode(item.data, validate=True)
+        raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise Refused(400, f"{name}: data is not valid base64") from None
     if len(raw) > limit:
         raise Refused(400, f"{name}: {len(raw)} bytes is over the size limit of {limit}")
+    return raw
+
+
+def decode(item: ImageIn, position: int, s: Settings, contract: InputContract, budget: PixelBudget) -> Decoded:
+    """One image within the byte, pixel and format limits, turned upright by its EXIF orientation and shaped by
+    the model's input contract (a JPEG decoded at reduced scale), with the copy people are shown; 400 (415 for a
+    format browsers do not show) naming the image by its id, or its position."""
+    name = item.id or f"images.{position}"
+    raw = image_bytes(item, name, s.max_image_bytes)
     try:
         header = read_header(raw, name, s.max_pixels)
         if header.format not in SHOWN:
             raise Refused(415, f"{name}: {header.format} images are not taken; send JPEG, PNG, GIF, WebP or BMP")
-        scale = 64 if header.format == "JPEG" else 1  # a JPEG is decoded at 1/8 scale when it is large
-        with budget.hold(max(header.width * header.height // scale, size * size), name):
-            pixels = decode_image(raw, size, name, s.max_pixels)
+        held = decoded_pixels(header, photo_least(header, contract.size))
+        with budget.hold(max(held, contract.size**2), name):
+            pixels, copy = decode_photo(raw, contract, name, s.max_pixels)
     except DataError as err:
         raise Refused(400, str(err)) from None
+    if copy is not None:
+        return Decoded(item.id, pixels, copy, "image/jpeg")
     return Decoded(item.id, pixels, raw, SHOWN[header.format])
 
 

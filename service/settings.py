@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from teaming.model.imported import BACKENDS_OF
 from teaming.model.runtime import BACKENDS
 from teaming.ops.review import AUDIT_REVIEWERS, UNRESOLVED_AFTER
 
@@ -27,7 +28,7 @@ class Settings(BaseSettings):
 
     model_dir: Path = ROOT / "models" / "cifar10h-default"
     policy: Path | None = Field(None, description="policy JSON to serve (default: the model folder's policy.json)")
-    backend: Literal["auto", *BACKENDS] = Field(
+    backend: Literal["auto", *BACKENDS, *BACKENDS_OF["onnx"][1:], *BACKENDS_OF["torchscript"]] = Field(
         "auto", description="how the model runs: auto = bf16 where native and checked, else fp32 (runtime.py)"
     )
     db_url: str = f"sqlite:///{ROOT / 'runs' / 'teaming.db'}"
@@ -53,8 +54,13 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(20, ge=1)
     policy_poll_seconds: float = Field(5.0, gt=0, description="how soon a policy activated elsewhere is taken up")
     max_images: int = Field(64, ge=1, description="images per classify request")
-    max_image_bytes: int = Field(1_000_000, ge=1)
-    max_pixels: int = Field(4096 * 4096, ge=1)
+    max_image_bytes: int = Field(16_000_000, ge=1, description="bytes per image: a phone photo is 3-6 MB")
+    max_pixels: int = Field(
+        50_000_000, ge=1, description="width x height per image, from its header (a 50-megapixel phone photo)"
+    )
+    max_request_bytes: int = Field(
+        100_000_000, ge=1, description="bytes of one classify body (base64 adds a third to the images' bytes)"
+    )
     max_batch_size: int = Field(256, ge=1, description="images per model call; requests are merged, never split")
     batch_concurrency: int = Field(2, ge=1, description="model calls in flight: logging overlaps the next forward")
     seed: int | None = None

@@ -21,6 +21,10 @@ class DataError(TeamingError):
     """Data that cannot be used (a file, an image, a label); the message names the item and the problem."""
 
 
+class ModelError(TeamingError):
+    """A model file or graph that cannot be read or run as its contract says."""
+
+
 class PolicyError(TeamingError):
     """A deferral policy that cannot be fitted, applied or loaded as asked."""
 

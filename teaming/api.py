@@ -11,6 +11,8 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, BeforeValidator, Discriminator, Field, StringConstraints, Tag, field_validator
 from pydantic_core import PydanticCustomError
 
+from teaming.preprocess import InputContract
+
 
 class TopK(BaseModel):
     label: str
@@ -161,7 +163,8 @@ class OutcomeOut(BaseModel):
     """A logged decision and its final answer: the model's when auto, people's consensus once they answer.
 
     `status` is "pending" while a deferred item waits for its first answer, "answered", or "unresolved" when
-    reviewers found it none of the classes or could not tell. `reviews` are shown to the admin only.
+    reviewers found it none of the classes or could not tell (`method` and `reason` say which). `reviews` are
+    shown to the admin only.
     """
 
     decision_id: int
@@ -176,7 +179,11 @@ class OutcomeOut(BaseModel):
     status: Literal["pending", "answered", "unresolved"]
     final_label: str | None
     source: Literal["model", "reviewer", "consensus"] | None
-    method: str | None
+    method: str | None = Field(
+        None,
+        description="how the answer was reached: dawid-skene or majority for several answers; when unresolved, "
+        "none (every reviewer said none of these), unsure (none could tell) or mixed",
+    )
     n_labels: int
     closed: bool
     reason: str | None = Field(None, description="why it closed unresolved or short of answers; None otherwise")
@@ -199,6 +206,25 @@ class ReviewerOut(BaseModel):
     ci_low: float | None
     ci_high: float | None
     accuracy: float | None = Field(..., description="Dawid-Skene's estimate (from 30 items with two or more answers)")
+
+
+class ModelInfo(BaseModel):
+    """What the service serves: the model, the images it takes and how, its classes, the policy and the guard."""
+
+    model_version: str = Field(..., description="name@created of the served model")
+    kind: Literal["teaming", "onnx", "torchscript"] = Field(
+        ..., description="a net teaming trained, or an imported graph"
+    )
+    classes: list[str] = Field(..., description="in the order of the model's outputs; reviewers answer one of these")
+    input: InputContract = Field(..., description="how every photo becomes the model's input")
+    input_description: str
+    backend: str = Field(..., description="how the model runs here")
+    policy_version: str
+    threshold: float = Field(..., description="the served policy's confidence threshold")
+    guard: str | None = Field(
+        ..., description="what the familiarity guard reads (features, energy or max-logit); None without a guard"
+    )
+    guard_active: bool = Field(..., description="the served policy defers images past the guard's limit as unfamiliar")
 
 
 class PolicyInfo(BaseModel):

@@ -13,6 +13,7 @@ from teaming.api import (
     Claimed,
     Decision,
     Labelled,
+    ModelInfo,
     OutcomeOut,
     OutcomesPage,
     PolicyInfo,
@@ -64,6 +65,10 @@ class TeamingClient:
         """Classify encoded images given as (item id or None, file bytes): one decision each, in order."""
         body = {"images": [{"id": i, "data": base64.b64encode(b).decode()} for i, b in images]}
         return [Decision.model_validate(d) for d in self._call("POST", "/classify", json=body).json()]
+
+    def model(self) -> ModelInfo:
+        """What the service serves: the model, its classes and input contract, the policy and the guard."""
+        return self._call("GET", "/v1/model", ModelInfo)
 
     def claim(self) -> Claimed:
         return self._call("POST", "/v1/queue/claim", Claimed)

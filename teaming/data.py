@@ -3,20 +3,18 @@ uint8 tensors; item selections ('7000:10000'). Named data sets (CIFAR-10, CIFAR-
 
 from __future__ import annotations
 
-import io
 import pickle
 import threading
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
 from teaming._validation import DataError
+from teaming.decode import decode_image, decode_jpegs
+from teaming.preprocess import InputContract
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -86,100 +84,9 @@ class ImageSet:
         return np.array([pos[i] for i in ids], dtype=np.int64)
 
 
-@dataclass(frozen=True)
-class Header:
-    """What an encoded image's header says, read before any pixel is decoded."""
-
-    format: str  # PIL's name: JPEG, PNG, GIF, WEBP, BMP, TIFF, ...
-    width: int
-    height: int
-
-
-def read_header(data: bytes, item: str = "image", max_pixels: int | None = None) -> Header:
-    """Format and size from the header; DataError for bytes that are no image, or over `max_pixels` (a
-    decompression bomb is refused here, before it is decoded)."""
-    if not data:
-        raise DataError(f"{item}: zero bytes, not an image")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            header = Header(im.format or "unknown", im.width, im.height)
-    except Image.DecompressionBombError:
-        raise DataError(f"{item}: too many pixels to decode safely") from None
-    except UnidentifiedImageError:
-        raise DataError(f"{item}: cannot decode image (not a format PIL reads)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{item}: cannot decode image ({err})") from None
-    if max_pixels is not None and header.width * header.height > max_pixels:
-        raise DataError(f"{item}: {header.width} x {header.height} pixels is over the limit of {max_pixels}")
-    return header
-
-
-def decode_image(
-    data: bytes | np.ndarray, size: int | None = None, item: str = "image", max_pixels: int | None = None
-) -> torch.Tensor:
-    """Decode one encoded image (JPEG, PNG, ...) to uint8 3 x H x W, resized to size x size if given.
-
-    `max_pixels` refuses larger images from their header, before any pixel is decoded. With a `size`, a JPEG
-    is decoded at the smallest of 1/2, 1/4 or 1/8 scale that still has four times the pixels per side needed.
-    """
-    raw = bytes(data)
-    read_header(raw, item, max_pixels)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(raw)) as im:
-                if size is not None and im.format == "JPEG":
-                    im.draft("RGB", (4 * size, 4 * size))
-                im.load()
-                rgb = im.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(f"{item}: too many pixels to decode safely") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{item}: cannot decode image ({err})") from None
-    t = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
-    return resize(t[None], size)[0] if size else t
-
-
-def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
-    """Resize a uint8 N x 3 x H x W batch to size x size (antialiased bilinear); no-op when already that size."""
-    if size is None or images.shape[-2:] == (size, size):
-        return images
-    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return to_uint8(out)
-
-
-def luma(x: torch.Tensor) -> torch.Tensor:
-    """N x 1 x H x W ITU-R 601 luma of N x 3 x H x W float images, on their device: what grayscale keeps."""
-    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)
-    return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Float pixel values (0..255 scale) rounded and clipped back to uint8."""
-    return x.round().clamp(0, 255).to(torch.uint8)
-
-
-def decode_jpegs(blobs: Sequence[np.ndarray], ids: Sequence[str], size: int | None = None) -> torch.Tensor:
-    """Decode many JPEGs at once with torchvision (batched), falling back to PIL to name a bad item."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    tensors = [torch.from_numpy(np.ascontiguousarray(b)) for b in blobs]
-    for t, item in zip(tensors, ids):
-        if t.numel() == 0:
-            raise DataError(f"{item}: zero bytes, not an image")
-    try:
-        decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB)
-    except RuntimeError:
-        decoded = [decode_image(t.numpy(), None, item) for t, item in zip(tensors, ids)]
-    shapes = {tuple(d.shape) for d in decoded}
-    if len(shapes) == 1:
-        return resize(torch.stack(decoded), size)
-    if size is None:
-        raise DataError(f"images differ in size ({len(shapes)} shapes); give a size to resize them to")
-    return torch.cat([resize(d[None], size) for d in decoded])
-
-
-def load_jpeg_pack(path: str | Path, size: int | None = None, prefix: str | None = None) -> ImageSet:
+def load_jpeg_pack(
+    path: str | Path, contract: InputContract | int | None = None, prefix: str | None = None
+) -> ImageSet:
     """Load the shared JPEG pack format (npz with jpeg, offsets, labels, classes); ids are '<prefix>/<index>'."""
     path = Path(path)
     if not path.exists():
@@ -198,7 +105,7 @@ def load_jpeg_pack(path: str | Path, size: int | None = None, prefix: str | None
     prefix = prefix if prefix is not None else path.stem.removesuffix("_jpeg")
     ids = [f"{prefix}/{i}" for i in range(n)]
     blobs = [jpeg[offsets[i] : offsets[i + 1]] for i in range(n)]
-    images = decode_jpegs(blobs, ids, size)
+    images = decode_jpegs(blobs, ids, contract)
     return ImageSet(images, ids, classes, labels, source=str(path))
 
 
@@ -220,40 +127,65 @@ def pack_jpegs(indices: Sequence[int], path: str | Path) -> list[bytes]:
     return [jpeg[offsets[i] : offsets[i + 1]].tobytes() for i in indices]
 
 
-def load_image_folder(root: str | Path, size: int = 32, classes: Sequence[str] | None = None) -> ImageSet:
-    """Load an ImageFolder tree (root/<class>/<image>), resized to size x size; ids are '<class>/<file>', in a
-    stratified shuffled order (see `stratified_order`)."""
+def load_image_folder(
+    root: str | Path, contract: InputContract | int = 32, classes: Sequence[str] | None = None
+) -> ImageSet:
+    """Load an ImageFolder tree (root/<class>/<image>) shaped by `contract` (an int: stretched to that size); ids
+    are '<class>/<file>', in a stratified shuffled order (see `stratified_order`).
+
+    A flat folder (root/<image>, no class folders) holds photos known only by their votes: ids are the file
+    names without suffix (the votes CSV's item ids), in sorted order, with no labels; it needs `classes`."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"no directory at {root}")
-    found = sorted(p.name for p in root.iterdir() if p.is_dir())
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = [p for p in sorted(root.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if loose and found:
+        raise DataError(f"{root} holds both class folders and loose images ({loose[0].name}): use one layout")
+    if loose:
+        return _flat_folder(root, loose, contract, classes)
     if classes is None:
         classes = found
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise DataError(f"{root}: unknown class names {unknown}; expected {list(classes)}")
-    ids, tensors, labels = [], [], []
-    for label, name in enumerate(classes):
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        for file in sorted(folder.iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            item = f"{name}/{file.name}"
-            tensors.append(decode_image(file.read_bytes(), size, item))
-            ids.append(item)
-            labels.append(label)
-    if not ids:
-        raise DataError(f"{root}: no images found")
-    order = stratified_order(np.array(labels))
+    files = [
+        (label, file)
+        for label, name in enumerate(classes)
+        if (root / name).is_dir()
+        for file in sorted((root / name).iterdir())
+        if file.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not files:
+        raise DataError(f"{root}: no images found (class folders of .jpg, .png, ... files, or the files alone)")
+    ids = [f"{classes[label]}/{file.name}" for label, file in files]
+    tensors = [decode_image(file.read_bytes(), contract, item) for (_, file), item in _progress(files, ids)]
+    order = stratified_order(np.array([label for label, _ in files]))
     return ImageSet(
         torch.stack([tensors[i] for i in order]),
         [ids[i] for i in order],
         list(classes),
-        np.array(labels)[order],
+        np.array([files[i][0] for i in order]),
         source=str(root),
     )
+
+
+def _flat_folder(root: Path, files: list[Path], contract: InputContract | int, classes) -> ImageSet:
+    if classes is None:
+        raise DataError(f"{root} holds loose images, not class folders: name the classes (--classes classes.txt)")
+    ids = [f.stem for f in files]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise DataError(f"{root}: {len(twice)} file names differ only by suffix, e.g. {twice[0]!r}: ids must be unique")
+    tensors = [decode_image(file.read_bytes(), contract, item) for file, item in _progress(files, ids)]
+    return ImageSet(torch.stack(tensors), ids, list(classes), None, source=str(root))
+
+
+def _progress(files: list, ids: list[str]):
+    """(file, id) pairs, with a progress bar on a terminal when there are many."""
+    from tqdm.auto import tqdm
+
+    return tqdm(list(zip(files, ids)), desc="decode", unit="img", disable=None if len(ids) > 500 else True, leave=False)
 
 
 def stratified_order(labels: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 from teaming._validation import DataError
 from teaming.data import ImageSet, load_image_folder, load_jpeg_pack, load_torchvision_cifar10, pack_jpegs
 from teaming.labels import HumanLabels
+from teaming.preprocess import InputContract
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
@@ -61,8 +62,12 @@ def shared_data_dir() -> Path | None:
     return None
 
 
-def load_images(spec: str | Path, size: int | None = None, classes: Sequence[str] | None = None) -> ImageSet:
-    """Load by path or name: 'default' (embedded test set), a .npz pack, an ImageFolder or a CIFAR-10 folder.
+def load_images(
+    spec: str | Path, contract: InputContract | int | None = None, classes: Sequence[str] | None = None
+) -> ImageSet:
+    """Load by path or name: 'default' (embedded test set), a .npz pack, an ImageFolder (or a flat folder of
+    photos named by item id, with `classes`) or a CIFAR-10 folder, shaped by a model's input contract (an int:
+    stretched to that size; folders default to 32).
 
     `classes` fixes an ImageFolder's class order (a model's classes), so missing folders don't shift label ids.
     """
@@ -70,10 +75,10 @@ def load_images(spec: str | Path, size: int | None = None, classes: Sequence[str
         return load_default_test()
     path = Path(spec)
     if path.suffix == ".npz":
-        return load_jpeg_pack(path, size)
+        return load_jpeg_pack(path, contract)
     if path.is_dir() and ((path / "cifar-10-batches-py").is_dir() or (path / "batches.meta").exists()):
         return load_torchvision_cifar10(path, train=False)
-    return load_image_folder(path, size or 32, classes)
+    return load_image_folder(path, contract or 32, classes)
 
 
 def resolve_labels(spec: str, images: ImageSet) -> HumanLabels | np.ndarray:

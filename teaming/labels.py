@@ -97,11 +97,13 @@ class HumanLabels:
             raise DataError(f"{path}: no label rows")
         order = list(ids) if ids is not None else list(votes)
         unknown = sorted(set(votes) - set(order))
+        like = f" (the photos' ids look like {order[0]!r})" if ids is not None else ""
         if unknown:
-            raise DataError(f"{path}: {len(unknown)} labelled items are not in the image set, e.g. {unknown[0]!r}")
+            raise DataError(f"{path}: {_items(len(unknown))} not among the photos, e.g. {unknown[0]!r}{like}")
         missing = [i for i in order if i not in votes]
         if missing:
-            raise DataError(f"{path}: {len(missing)} items have no label, e.g. {missing[0]!r}")
+            some = "1 photo has" if len(missing) == 1 else f"{len(missing)} photos have"
+            raise DataError(f"{path}: {some} no vote, e.g. {missing[0]!r}")
         seconds = np.array([secs.get(i, np.nan) for i in order]) if secs else None
         return cls(np.stack([votes[i] for i in order]), order, list(classes), seconds)
 
@@ -164,6 +166,10 @@ def chance_right(counts: np.ndarray, y: np.ndarray) -> np.ndarray:
     return counts[np.arange(len(y)), y] / counts.sum(1)
 
 
+def _items(n: int) -> str:
+    return "1 voted item is" if n == 1 else f"{n} voted items are"
+
+
 def _check_label_ids(col: np.ndarray, num_classes: int) -> np.ndarray:
     if col.dtype.kind not in "iu":
         raise DataError(f"label ids must be integers, got {col.dtype}")
@@ -206,3 +212,18 @@ def vote(answers: np.ndarray, num_classes: int) -> np.ndarray:
     counts = np.zeros((len(a), num_classes), dtype=np.int64)
     np.add.at(counts, (np.repeat(np.arange(len(a)), a.shape[1]), a.ravel()), 1)
     return majority(counts, a)
+
+
+def read_classes(path: str | Path) -> list[str]:
+    """Class names from a text file, one per line in the order of a model's outputs (blank lines skipped);
+    DataError for a missing file, no names or a name given twice."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no classes file at {path}")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"{path}: no class names (one per line)")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"{path}: class names must be unique, {twice[0]!r} is given {names.count(twice[0])} times")
+    return names

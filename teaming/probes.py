@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from teaming.data import luma, to_uint8
+from teaming.preprocess import luma, to_uint8
 
 
 def jpeg(images: torch.Tensor, quality: int = 50) -> torch.Tensor:

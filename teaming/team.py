@@ -14,8 +14,9 @@ from teaming.analysis import Interval, mean_interval
 from teaming.data import parse_items
 from teaming.datasets import load_images, resolve_labels
 from teaming.labels import HumanLabels, chance_right, vote
-from teaming.model.artifact import Artifact, load_artifact
+from teaming.model import Model, load_model
 from teaming.model.train import resolve_device
+from teaming.policy import fitted_positions
 
 
 @dataclass
@@ -31,6 +32,7 @@ class TeamData:
     unfamiliarity: np.ndarray | None = None  # the model's familiarity-guard score per item, when it has a guard
     positions: np.ndarray | None = None  # where the items lie in their image set
     features: np.ndarray | None = None  # the model's penultimate features (what a learned rejector reads)
+    ids: list[str] | None = None  # the items' ids in their image set
 
     def __post_init__(self) -> None:
         self.probs = check_probs(self.probs)
@@ -65,8 +67,18 @@ class TeamData:
             k(self.unfamiliarity),
             self.positions[keep],
             None if self.features is None else self.features[keep],
+            None if self.ids is None else [i for i, k in zip(self.ids, keep) if k],
         )
         return kept, int((~keep).sum())
+
+    def without_fitted(self, policy, images: str) -> tuple["TeamData", int]:
+        """These items less those `policy` was fitted on (by position in `images`, or by id where it records
+        ids), and how many were left out."""
+        positions = fitted_positions(policy, images)
+        ids = set((policy.model_ or {}).get("fitted_ids") or [])
+        if ids and self.ids is not None and self.positions is not None:
+            positions = np.union1d(positions, self.positions[[i in ids for i in self.ids]])
+        return self.without(positions)
 
     def human_accuracy_per_item(self) -> np.ndarray:
         """Each item's chance that its sampled person is right: the share of its annotators who were (when the
@@ -84,6 +96,69 @@ class TeamData:
         return mean_interval(ok.mean(1))
 
 
+def team_warnings(data: TeamData, policy) -> list[str]:
+    """A policy that does not pay, in plain words with the way out: a team less accurate than the model alone,
+    a familiarity guard that sends ordinary items to people who then do worse, everything sent to people."""
+    reasons = policy.reasons(data.probs, data.unfamiliarity, data.features)
+    defer, machine = reasons != "", float((data.probs.argmax(1) == data.y).mean())
+    out = []
+    if defer.all():
+        out.append("every item goes to people: the model is never confident enough here")
+    if data.human_counts is None and np.array_equal(data.human_draws[0], data.y):
+        return out  # no person apart from the reference: nothing to compare the team with
+    team, unsure_only = data.human_accuracy(defer).mean, data.human_accuracy(reasons == "unsure").mean
+    if team < machine:
+        out.append(
+            f"the team ({team:.2%}) is less accurate than the model alone ({machine:.2%}): on the items it sends "
+            "to people, they are right less often than the model would be"
+            + (
+                "; the model beats them at every confidence, so only the guard's items go to people"
+                if not (reasons == "unsure").any()
+                else ""
+            )
+        )
+    guarded = reasons == "unfamiliar"
+    if guarded.any() and unsure_only > team:
+        out.append(
+            f"the familiarity guard sends {guarded.mean():.1%} of these ordinary items to people and costs "
+            f"{100 * (unsure_only - team):.2f} points of team accuracy here: refit with a higher "
+            "--unfamiliar-quantile (0.99 sends about 1%, 1 only what is stranger than every fitting item)"
+        )
+    return out
+
+
+def unused_positions(meta, data) -> np.ndarray:
+    """Positions of every item in `data` the model was not trained, calibrated or guarded on: what fit-policy,
+    report, evaluate and export score by default (for the shipped model on its own images, 7000..9999)."""
+    keep = np.ones(len(data), dtype=bool)
+    if data.source == meta.data.get("images"):
+        keep[meta.used_positions()] = False
+    used = meta.used_ids()
+    if used:
+        keep &= np.array([i not in used for i in data.ids])
+    if not keep.any():
+        raise DataError("every item trained or calibrated the model: score it on other items (--items)")
+    return np.flatnonzero(keep)
+
+
+def refuse_used_items(meta, source: str, ids: list[str], positions: np.ndarray) -> None:
+    """DataError when items trained, calibrated or guarded the model: by position in the image set it was trained
+    on, or by item id for an imported model (which records its splits by id)."""
+    seen = np.intersect1d(positions, meta.used_positions()) if source == meta.data.get("images") else []
+    if len(seen):
+        raise DataError(
+            f"{len(seen)} of these items ({seen[0]}..{seen[-1]}) trained or calibrated the model; "
+            f"fit and score on items it has not seen ({meta.data.get('held_out_items') or 'held-out items'})"
+        )
+    used = meta.used_ids()
+    taken = [i for i in ids if i in used]
+    if taken:
+        raise DataError(
+            f"{len(taken)} of these items (e.g. {taken[0]!r}) calibrated or guarded the model; fit and score on "
+            "the items its import kept for the policy and the report (their ids are in model.json's data.splits)"
+        )
+
+
 def load_team(
     model: str | Path,
     images: str = "default",
@@ -95,8 +170,8 @@ def load_team(
     device: str = "auto",
     draws: int = 20,
     allow_trained: bool = False,
-) -> tuple[Artifact, TeamData]:
-    """The artifact and its TeamData on labelled items, from the specs the command line takes.
+) -> tuple[Model, TeamData]:
+    """The model and its TeamData on labelled items, from the specs the command line takes.
 
     The human answer is the item's single label when it has one (a CIFAR-10N column), else the majority of
     `reviewers` annotators sampled (seeded) in proportion to the votes, as if that many people had reviewed it.
@@ -110,19 +185,15 @@ def load_team(
         raise DataError(f"--reference must be 'hard' or 'majority', got {reference!r}")
     if labels == "hard":
         raise DataError("--labels must name human labels (cifar10h, cifar10n:COL or a CSV), not 'hard'")
-    art = load_artifact(model, resolve_device(device))
-    data = load_images(images, art.meta.input_size, art.classes)
+    art = load_model(model, resolve_device(device))
+    data = load_images(images, art.contract, art.classes)
     if data.classes != art.classes:
         raise DataError(f"image classes {data.classes} differ from the model's {art.classes}")
     human = resolve_labels(labels, data)
     assert isinstance(human, HumanLabels)
-    idx = parse_items(items, len(data))
-    seen = np.intersect1d(idx, art.meta.used_positions()) if data.source == art.meta.data.get("images") else []
-    if len(seen) and not allow_trained:
-        raise DataError(
-            f"{len(seen)} of these items ({seen[0]}..{seen[-1]}) trained or calibrated the model; "
-            f"fit and score on items it has not seen ({art.meta.data.get('held_out_items') or 'held-out items'})"
-        )
+    idx = parse_items(items, len(data)) if items else unused_positions(art.meta, data)
+    if not allow_trained:
+        refuse_used_items(art.meta, data.source, [data.ids[i] for i in idx], idx)
     human = human.subset(idx)
     single = bool(np.all(human.votes == 1))
 
@@ -140,6 +211,15 @@ def load_team(
     out = art.outputs(data.images[torch.from_numpy(idx)])
     counts = None if single else human.counts
     team = TeamData(
-        out.probs, answer_draws[0], y, art.classes, counts, answer_draws, out.unfamiliarity, idx, out.features
+        out.probs,
+        answer_draws[0],
+        y,
+        art.classes,
+        counts,
+        answer_draws,
+        out.unfamiliarity,
+        idx,
+        out.features,
+        [data.ids[i] for i in idx],
     )
     return art, team

@@ -133,7 +133,7 @@ def test_the_shipped_models_recorded_commands_give_their_recorded_settings(tmp_p
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["evaluate", "models/no-such-model"], "model.safetensors is missing"),
+        (["evaluate", "models/no-such-model"], "is not a model folder: model.json is missing"),
         (["evaluate", "{model}", "--items", "20000:30000"], "select nothing valid"),
         (["evaluate", "{model}", "--items", "a:b"], "must look like"),
         (["evaluate", "{model}", "--labels", "missing.csv"], "no label file at missing.csv"),
@@ -141,7 +141,7 @@ def test_the_shipped_models_recorded_commands_give_their_recorded_settings(tmp_p
         (["train", "--out", "{tmp}/x", "--labels", "nolabels.csv"], "no label file"),
         (["train", "--out", "{tmp}/x", "--joint"], "--joint needs --pretrain"),
         (["train", "--out", "{tmp}/x", "--init", "{model}", "--pretrain", "shared"], "exclude each other"),
-        (["train", "--out", "{tmp}/x", "--init", "models/no-such-model"], "model.safetensors is missing"),
+        (["train", "--out", "{tmp}/x", "--init", "models/no-such-model"], "model.json is missing"),
         (["train", "--out", "{tmp}/x", "--interpolate", "0.5"], "--interpolate needs --init"),
         (["train", "--out", "{tmp}/x", "--init", "{model}", "--interpolate", "0"], "must be in (0, 1]"),
         (["train", "--out", "{tmp}/x", "--outlier-exposure", "-1"], "outlier_exposure must be >= 0"),

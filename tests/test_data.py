@@ -12,7 +12,6 @@ from PIL import Image
 from teaming._validation import DataError
 from teaming.data import (
     ImageSet,
-    decode_image,
     load_image_folder,
     load_jpeg_pack,
     load_torchvision_cifar10,
@@ -20,6 +19,7 @@ from teaming.data import (
     parse_items,
 )
 from teaming.datasets import DEFAULT_PACK, load_images
+from teaming.decode import decode_image
 
 
 def test_default_pack_decodes_all_items_with_stable_ids(cifar_test):
@@ -53,12 +53,12 @@ def test_image_folder_resizes_any_size_and_labels_by_folder(tmp_path, cifar_test
             img = np.random.default_rng(i).integers(0, 255, (size, size + 5, 3), dtype=np.uint8)
             (tmp_path / name / f"{i}.png").write_bytes(_png(img))
     (tmp_path / "cat" / "notes.txt").write_text("ignored")
-    ds = load_image_folder(tmp_path, size=32)
+    ds = load_image_folder(tmp_path, 32)
     assert ds.images.shape == (6, 3, 32, 32)
     assert ds.classes == ["cat", "dog"]
     assert sorted(ds.labels.tolist()) == [0, 0, 0, 1, 1, 1]  # in stratified shuffled order
     assert all(i.split("/")[0] == ds.classes[label] for i, label in zip(ds.ids, ds.labels))
-    fixed = load_images(tmp_path, size=32, classes=["ant", "cat", "dog"])  # a model's class order; 'ant' has no folder
+    fixed = load_images(tmp_path, 32, classes=["ant", "cat", "dog"])  # a model's class order; 'ant' has no folder
     assert fixed.classes == ["ant", "cat", "dog"] and sorted(fixed.labels.tolist()) == [1, 1, 1, 2, 2, 2]
 
 

@@ -69,8 +69,8 @@ def test_long_csv_with_names_ids_and_seconds(tmp_path):
     [
         ("x,ann1,zebra\n", None, "unknown class name 'zebra'"),
         ("x,ann1,7\n", None, "label id 7 is out of range 0..2"),
-        ("x,ann1,a\nghost,ann1,b\n", ["x"], "not in the image set, e.g. 'ghost'"),
-        ("x,ann1,a\n", ["x", "lonely"], "1 items have no label, e.g. 'lonely'"),
+        ("x,ann1,a\nghost,ann1,b\n", ["x"], "1 voted item is not among the photos, e.g. 'ghost'"),
+        ("x,ann1,a\n", ["x", "lonely"], "1 photo has no vote, e.g. 'lonely'"),
         ("", None, "no label rows"),
     ],
 )

@@ -12,13 +12,15 @@ import torch
 import typer
 from rich.table import Table
 
-from teaming.cli._common import HELD_OUT, console, fail
+from teaming.cli._common import console, fail
 
 
 def export_cmd(
     model: Path = typer.Argument(Path("models/cifar10h-default"), help="artifact folder"),
     images: str = typer.Option("default", help="the model's images: 'default', a JPEG pack .npz, or an ImageFolder"),
-    items: str = typer.Option(HELD_OUT, help="held-out positions with labels to check the backends on"),
+    items: Optional[str] = typer.Option(
+        None, help="positions with labels to check the backends on (default: every item the model did not train on)"
+    ),
     calibration: int = typer.Option(1024, help="training items that calibrate the int8 graph"),
     onnx: bool = typer.Option(True, help="write model.onnx and model.int8.onnx (needs the onnx extra)"),
     backends: str = typer.Option(
@@ -35,13 +37,23 @@ def export_cmd(
     from teaming.datasets import load_images
     from teaming.model import load_artifact
     from teaming.model.artifact import save_meta
-    from teaming.model.runtime import ONNX_FILES, check, device_name, export_onnx, quantize_onnx, verify_policy
+    from teaming.model.recipe import describe_items
+    from teaming.model.runtime import (
+        ONNX_FILES,
+        check,
+        device_name,
+        export_onnx,
+        float_batches,
+        quantize_onnx,
+        verify_policy,
+    )
     from teaming.model.train import resolve_device
+    from teaming.team import unused_positions
 
     try:
         art = load_artifact(model, resolve_device(device))
         data = load_images(images, art.meta.input_size, art.classes)
-        idx = parse_items(items, len(data))
+        idx = parse_items(items, len(data)) if items else unused_positions(art.meta, data)
         names = [b.strip() for b in backends.split(",") if b.strip()]
         if data.labels is None:
             raise ValueError(f"{images} has no labels to check the backends against")
@@ -63,7 +75,11 @@ def export_cmd(
             fail(ValueError(f"{err}; install the onnx extra: pip install -e '.[onnx]' in this checkout"))
         used = art.meta.used_positions()  # training items; without a record, any item but the checked ones
         cal = used[:calibration] if len(used) else np.setdiff1d(np.arange(len(data)), idx)[:calibration]
-        quantize_onnx(model / ONNX_FILES["onnx"], model / ONNX_FILES["onnx-int8"], data.images[torch.from_numpy(cal)])
+        quantize_onnx(
+            model / ONNX_FILES["onnx"],
+            model / ONNX_FILES["onnx-int8"],
+            float_batches(data.images[torch.from_numpy(cal)]),
+        )
         console.print(
             f"wrote {model / ONNX_FILES['onnx']} and {model / ONNX_FILES['onnx-int8']} ({len(cal)} calibration images)"
         )
@@ -72,7 +88,8 @@ def export_cmd(
 
     policy = _policy(policy_path or model / "policy.json")
     ref = art.use("eager").outputs(held_out)
-    table = Table(title=f"backends of {art.meta.name} against fp32 on {len(idx)} items ({items})")
+    where = items or describe_items(idx)
+    table = Table(title=f"backends of {art.meta.name} against fp32 on {len(idx)} items ({where})")
     table.add_column("backend", no_wrap=True)
     for col in ("top-1 same", "max |dp|", "accuracy", "ECE", "policy same", "img/s", "ok"):
         table.add_column(col, justify="right")
@@ -92,7 +109,7 @@ def export_cmd(
             result |= verify_policy(policy, ref, out)
             result["failed"] += result.pop("policy_failed")
             result["passed"] = not result["failed"]
-        result["checked_on"] = f"{data.source} items {items}"
+        result["checked_on"] = f"{data.source} items {where}"
         art.meta.backends[name] = result
         table.add_row(
             name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +12,14 @@ import torch
 import typer
 from rich.table import Table
 
-from teaming.cli._common import HELD_OUT, command_line, console, default, fail, fmt
-from teaming.model.train import TrainConfig, check_interpolation_share, finetune_config, pretrain_config
+from teaming.cli._common import HELD_OUT_HELP, command_line, console, default, fail, fmt
+from teaming.model.train import (
+    TrainConfig,
+    auto_batch_size,
+    check_interpolation_share,
+    finetune_config,
+    pretrain_config,
+)
 
 
 def train_cmd(
@@ -22,10 +29,16 @@ def train_cmd(
         "default", help="'default' (embedded CIFAR-10 test), a JPEG pack .npz, or an ImageFolder"
     ),
     labels: str = typer.Option(
-        "cifar10h", help="'cifar10h', 'cifar10n[:cols]', 'hard', or a CSV item_id,annotator_id,label"
+        "cifar10h",
+        help="'cifar10h', 'cifar10n[:cols]', 'hard', or a votes CSV, one row per vote, columns item_id, annotator_id, "
+        "label (a class name or id), seconds (optional); an ImageFolder item's id is '<class folder>/<file name>'",
     ),
-    train_items: str = typer.Option("0:7000", help="positions to train and calibrate on"),
-    eval_items: Optional[str] = typer.Option(HELD_OUT, help="held-out positions to score ('none' to skip)"),
+    train_items: Optional[str] = typer.Option(
+        None, help="positions to train and calibrate on (default: 0:7000 of 'default', else the first 80%)"
+    ),
+    eval_items: Optional[str] = typer.Option(
+        None, help="held-out positions to score (default: every other position; 'none' to skip)"
+    ),
     loss: str = typer.Option(TrainConfig.loss, help="soft | hard | sampled"),
     epochs: float = typer.Option(default(finetune_config, "epochs"), help="epochs on the human labels"),
     lr: float = typer.Option(TrainConfig.lr, help="learning rate per 1024 examples"),
@@ -33,7 +46,9 @@ def train_cmd(
     arch: str = typer.Option(TrainConfig.arch, help="fastnet | resnet18"),
     widths: str = typer.Option(",".join(map(str, TrainConfig.widths)), help="fastnet widths"),
     size: int = typer.Option(TrainConfig.input_size, help="input size (images are resized to it)"),
-    batch_size: int = typer.Option(TrainConfig.batch_size),
+    batch_size: Optional[int] = typer.Option(
+        None, help="images per step (default: 1024 from 4,096 training items up, else 16 steps an epoch)"
+    ),
     grayscale: float = typer.Option(TrainConfig.grayscale, help="share of training images made colourless"),
     soften: float = typer.Option(TrainConfig.soften, help="share of training images resampled down and up"),
     outlier_exposure: float = typer.Option(
@@ -72,7 +87,7 @@ def train_cmd(
     from teaming.data import load_jpeg_pack, parse_items
     from teaming.datasets import cifar10_train_pack, load_images, resolve_labels
     from teaming.model import build_model, save_artifact
-    from teaming.model.artifact import metrics_table
+    from teaming.model.card import metrics_table
     from teaming.model.recipe import fit_problems
 
     try:
@@ -88,11 +103,14 @@ def train_cmd(
             check_interpolation_share(interpolate)
         data = load_images(images, size)
         targets = resolve_labels(labels, data)
-        tr = parse_items(train_items, len(data))
-        ev = None if eval_items in (None, "none") else parse_items(eval_items, len(data))
+        tr = parse_items(train_items or ("0:7000" if images == "default" else f"0:{int(0.8 * len(data))}"), len(data))
+        rest = np.setdiff1d(np.arange(len(data)), tr)
+        ev = None if eval_items == "none" else parse_items(eval_items, len(data)) if eval_items else rest
+        ev = None if ev is not None and not len(ev) else ev
         if ev is not None and np.intersect1d(tr, ev).size:
             raise ValueError("train and eval items overlap")
         w = tuple(int(x) for x in widths.split(","))
+        n_fit = len(tr) - max(1, int(round(len(tr) * calibration_fraction)))
         base = TrainConfig(
             arch=arch,
             widths=w,
@@ -100,7 +118,7 @@ def train_cmd(
             loss=loss,
             label_smoothing=label_smoothing,
             epochs=epochs,
-            batch_size=batch_size,
+            batch_size=batch_size or auto_batch_size(n_fit),
             grayscale=grayscale,
             soften=soften,
             outlier_exposure=outlier_exposure,
@@ -114,7 +132,9 @@ def train_cmd(
             pre = load_jpeg_pack(cifar10_train_pack() if pretrain == "shared" else Path(pretrain), size)
             if pretrain == "shared":
                 pre.source = "CIFAR-10 train, shared/data/cifar10_train_jpeg.npz"
-            pcfg = pretrain_config(base, epochs=pretrain_epochs)
+            pcfg = pretrain_config(
+                replace(base, batch_size=batch_size or TrainConfig.batch_size), epochs=pretrain_epochs
+            )
         if init is not None:
             from teaming.model import load_artifact
 
@@ -144,7 +164,14 @@ def train_cmd(
         artifact.meta.training["hardware_note"] = hardware_note
     problems = fit_problems(artifact.meta, None if ev is None else len(ev))
     if problems and not force:
-        fail(f"not saved: {'; '.join(problems)}. Check the labels and splits, or pass --force")
+        per_epoch = n_fit // min(base.batch_size, n_fit)
+        cause = (
+            f"It trained {per_epoch} optimizer step(s) an epoch (batch {base.batch_size} on {n_fit} items): "
+            "lower --batch-size"
+            if per_epoch < 8
+            else "Check the labels and splits"
+        )
+        fail(f"not saved: {'; '.join(problems)}. {cause}, or pass --force")
     save_artifact(artifact, out)
     console.print(f"saved [bold]{out}[/bold] (T = {artifact.meta.temperature:.3f})")
     if artifact.meta.metrics:
@@ -157,7 +184,7 @@ def evaluate_cmd(
     labels: Optional[str] = typer.Option(
         "cifar10h", help="human labels to score against ('none' for hard labels only)"
     ),
-    items: Optional[str] = typer.Option(HELD_OUT, help="positions to score"),
+    items: Optional[str] = typer.Option(None, help=HELD_OUT_HELP),
     fgsm: bool = typer.Option(False, help="also score FGSM robustness at l_inf 4/255"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the metrics as JSON here"),
     plot: Optional[Path] = typer.Option(None, help="write a reliability diagram (PNG) here"),
@@ -168,22 +195,31 @@ def evaluate_cmd(
     from teaming.data import parse_items
     from teaming.datasets import load_images, resolve_labels
     from teaming.labels import HumanLabels
-    from teaming.model import load_artifact
-    from teaming.model.recipe import evaluate_items
+    from teaming.model import Artifact, load_model
+    from teaming.model.recipe import evaluate_items, evaluate_logits
     from teaming.model.train import resolve_device
+    from teaming.team import unused_positions
 
     try:
-        art = load_artifact(model, resolve_device(device))
-        data = load_images(images, art.meta.input_size, art.classes)
+        art = load_model(model, resolve_device(device))
+        if fgsm and not isinstance(art, Artifact):
+            raise ValueError(
+                f"--fgsm attacks a net teaming trained through its gradients; {model} is an imported graph"
+            )
+        data = load_images(images, art.contract, art.classes)
         if data.classes != art.classes:
             raise DataError(f"image classes {data.classes} differ from the model's {art.classes}")
         human = resolve_labels(labels, data) if labels not in (None, "none") else None
-        idx = parse_items(items, len(data))
+        idx = parse_items(items, len(data)) if items else unused_positions(art.meta, data)
     except (ValueError, FileNotFoundError) as err:
         fail(err)
-    evaluation = evaluate_items(
-        art.net, data, human if isinstance(human, HumanLabels) else None, idx, art.meta.temperature, art.meta.tta, fgsm
-    )
+    human = human if isinstance(human, HumanLabels) else None
+    with console.status(f"scoring {len(idx)} items"):
+        if isinstance(art, Artifact):
+            evaluation = evaluate_items(art.net, data, human, idx, art.meta.temperature, art.meta.tta, fgsm)
+        else:
+            logits = art.logits(data.images[torch.from_numpy(idx)])
+            evaluation = evaluate_logits(logits, data, human, idx, art.meta.temperature)
     result = evaluation.metrics
     table = Table(title=f"{art.meta.name} on {len(idx)} items of {data.source}")
     table.add_column("metric")

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from teaming.cli._common import HELD_OUT, console, fail
+from teaming.cli._common import console, fail
 
 
 def retune_cmd(
@@ -98,7 +98,7 @@ def simulate_cmd(
     reviewer_tokens: str = typer.Option(..., help="comma-separated reviewer tokens, one simulated reviewer each"),
     admin_token: str = typer.Option(..., help="admin token (policy reload, outcomes)"),
     classify_token: Optional[str] = typer.Option(None, help="the service's TEAMING_CLASSIFY_TOKEN, if set"),
-    items: str = typer.Option(HELD_OUT, help="CIFAR-10 test positions to replay"),
+    items: str = typer.Option("7000:10000", help="CIFAR-10 test positions to replay"),
     seed: int = typer.Option(0),
 ) -> None:
     """Replay held-out CIFAR-10H images through the service with simulated reviewers: retune on the first half,

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from teaming.cli._common import HELD_OUT, command_line, console, default, fail, fmt
+from teaming.cli._common import HELD_OUT_HELP, command_line, console, default, fail, fmt
 from teaming.model.train import TrainConfig
 from teaming.policy import CertifiedPolicy, RejectorPolicy, ThresholdPolicy
 
@@ -19,7 +19,9 @@ def fit_policy_cmd(
     out: Path = typer.Option(..., help="policy JSON to write"),
     images: str = typer.Option("default", help="'default', a JPEG pack .npz, or an ImageFolder"),
     labels: str = typer.Option("cifar10h", help="human labels: 'cifar10h', 'cifar10n:COL', or a long CSV"),
-    items: Optional[str] = typer.Option(HELD_OUT, help="held-out positions to fit on (never the training items)"),
+    items: Optional[str] = typer.Option(
+        None, help="positions to fit on (default: every item the model was not trained, calibrated or guarded on)"
+    ),
     reviewers: int = typer.Option(1, help="human answer = majority of this many sampled annotators"),
     reference: str = typer.Option("hard", help="'hard' (image labels) or 'majority' (of the human labels)"),
     score: str = typer.Option(default(ThresholdPolicy, "score"), help="max_prob | margin | entropy"),
@@ -121,7 +123,7 @@ def report_cmd(
     out: Path = typer.Option(Path("reports/teaming.html"), help="report path, .html (self-contained) or .md"),
     images: str = typer.Option("default"),
     labels: str = typer.Option("cifar10h"),
-    items: Optional[str] = typer.Option(HELD_OUT),
+    items: Optional[str] = typer.Option(None, help=HELD_OUT_HELP),
     reviewers: int = typer.Option(1),
     reference: str = typer.Option("hard"),
     seed: int = typer.Option(default(ThresholdPolicy, "random_state"), help="first seed of the sampled human answers"),
@@ -129,7 +131,7 @@ def report_cmd(
 ) -> None:
     """Write a teaming report: gain table, threshold curve, reliability, accuracy by bins, error confusions."""
     from teaming._validation import PolicyError
-    from teaming.policy import fitted_positions, load_policy
+    from teaming.policy import load_policy
     from teaming.report import build_report, check_report_path, summarize, write_report
     from teaming.team import load_team
 
@@ -137,7 +139,7 @@ def report_cmd(
         check_report_path(out)
         pol = load_policy(policy)
         art, data = load_team(model, images, labels, items, reviewers, reference, seed, device)
-        data, left_out = data.without(fitted_positions(pol, images))
+        data, left_out = data.without_fitted(pol, images)
         if pol.classes_ is not None and pol.classes_ != art.classes:
             raise PolicyError(f"the policy was fitted for classes {pol.classes_}, the model has {art.classes}")
         summary = summarize(data, pol, f"Teaming report: {art.meta.name} with policy {pol.version}", left_out)

@@ -1,15 +1,12 @@
-"""Model artifacts: a folder with safetensors weights, model.json, figures and MODEL_CARD.md, written atomically.
-
-The model card is rendered here from the same metadata that model.json stores, so the two never disagree.
-"""
+"""Our nets as model artifacts: a folder with safetensors weights, model.json, figures, the familiarity guard and
+MODEL_CARD.md, written atomically; one implementation of the model seam (`teaming.model.base.Model`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,55 +15,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from teaming import __version__
-from teaming.data import resize, run_positions
+from teaming.model.base import Outputs
 from teaming.model.calibration import softmax
-from teaming.model.familiarity import FamiliarityGuard
+from teaming.model.card import model_card
+from teaming.model.familiarity import GUARD_FILE, FamiliarityGuard, load_guard, save_guard
+from teaming.model.meta import CARD, META, ModelMeta, load_meta
 from teaming.model.nets import build_net
 from teaming.model.runtime import REDUCED, Runtime, failed_check, passed
+from teaming.preprocess import InputContract, conform
 
 WEIGHTS = "model.safetensors"
-GUARD = "familiarity.safetensors"
-RENAMED_METRICS = {"human_majority_accuracy": "accuracy_vs_majority"}  # model.json files before 0.2
-META = "model.json"
-CARD = "MODEL_CARD.md"
-
-
-@dataclass
-class ModelMeta:
-    """Everything needed to rebuild, run and judge a model; stored as model.json."""
-
-    name: str
-    classes: list[str]
-    arch: str
-    input_size: int
-    widths: list[int] | None = None
-    normalization: dict = field(default_factory=dict)
-    temperature: float = 1.0
-    tta: bool = False
-    data: dict = field(default_factory=dict)
-    training: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-    backends: dict = field(default_factory=dict)  # backend -> its check against fp32 (`teaming export`)
-    library_version: str = ""
-    created: str = ""
-
-    @property
-    def version(self) -> str:
-        """'name@created': what decisions, policies and the service call this model."""
-        return f"{self.name}@{self.created}"
-
-    def used_positions(self) -> np.ndarray:
-        """Positions in its own image set the model was trained or calibrated on (empty when not recorded)."""
-        return run_positions(self.data.get("used_positions"))
-
-
-@dataclass
-class Outputs:
-    """What the model says of a batch of images: what policies decide on."""
-
-    probs: np.ndarray
-    features: np.ndarray
-    unfamiliarity: np.ndarray | None
 
 
 @dataclass
@@ -98,10 +56,23 @@ class Artifact:
     def classes(self) -> list[str]:
         return self.meta.classes
 
+    @property
+    def contract(self) -> InputContract:
+        return self.meta.contract
+
+    @property
+    def version(self) -> str:
+        return self.meta.version
+
+    def warm_up(self) -> None:
+        if self.runtime is None:
+            self.use("eager")
+        self.runtime.warm_up(self.meta.input_size)
+
     def _outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.runtime is None:  # fp32 on any device (training's predict_outputs autocasts on GPUs)
             self.use("eager")
-        return self.runtime(resize(images, self.meta.input_size))
+        return self.runtime(conform(images, self.contract))
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Uncalibrated logits for uint8 images of any size (resized to the model's input)."""
@@ -125,8 +96,11 @@ class Artifact:
         return self
 
 
-def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = None) -> Path:
-    """Write weights, model.json, the card and the figures to a temporary folder, then move it into place.
+def save_artifact(
+    artifact: Artifact, directory: str | Path, card: str | None = None, files: dict[str, bytes | Path] | None = None
+) -> Path:
+    """Write weights (a net's) or the graph and any other `files` (an imported model's, by name: bytes, or a file
+    to copy), the guard, model.json, the card and the figures to a temporary folder, then move it into place.
 
     An interrupted save leaves the previous artifact (or nothing) behind, never a half-written one. Other files in
     the folder (a policy.json) are kept.
@@ -137,10 +111,16 @@ def save_artifact(artifact: Artifact, directory: str | Path, card: str | None = 
     meta.library_version = __version__
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        state = {k: v.detach().cpu().contiguous() for k, v in artifact.net.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"name": meta.name, "arch": meta.arch})
+        if getattr(artifact, "net", None) is not None:
+            state = {k: v.detach().cpu().contiguous() for k, v in artifact.net.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS), metadata={"name": meta.name, "arch": meta.arch or meta.kind})
+        for name, content in (files or {}).items():
+            if isinstance(content, bytes):
+                (tmp / name).write_bytes(content)
+            else:
+                shutil.copyfile(content, tmp / name)
         if artifact.guard is not None:
-            save_file(artifact.guard.tensors(), str(tmp / GUARD))
+            save_guard(artifact.guard, tmp / GUARD_FILE)
         for name, content in artifact.figures.items():
             (tmp / name).write_bytes(content)
         for name, text in _meta_texts(artifact, card).items():
@@ -171,7 +151,7 @@ def _meta_texts(artifact: Artifact, card: str | None = None) -> dict[str, str]:
     meta = artifact.meta
     if card is None:
         card = model_card(meta, figures=sorted(artifact.figures), guard=artifact.guard is not None)
-    return {META: json.dumps(asdict(meta), indent=2, sort_keys=False) + "\n", CARD: card}
+    return {META: meta.to_json(), CARD: card}
 
 
 def save_meta(artifact: Artifact, directory: str | Path) -> None:
@@ -183,142 +163,19 @@ def save_meta(artifact: Artifact, directory: str | Path) -> None:
         os.replace(tmp, directory / name)
 
 
-def load_meta(directory: str | Path) -> ModelMeta:
-    """An artifact's model.json alone (no weights): what it is, its classes, its version."""
-    path = Path(directory) / META
-    if not path.exists():
-        raise FileNotFoundError(f"{directory} is not a model artifact: {META} is missing")
-    raw = json.loads(path.read_text())
-    known = set(ModelMeta.__dataclass_fields__)
-    for evaluation in raw.get("metrics", {}).values():
-        for old, new in RENAMED_METRICS.items():
-            if old in evaluation:
-                evaluation[new] = evaluation.pop(old)
-    return ModelMeta(**{k: v for k, v in raw.items() if k in known})
-
-
 def load_artifact(directory: str | Path, device: str | torch.device = "cpu", backend: str | None = None) -> Artifact:
     """Rebuild the net from model.json and load its weights (raises FileNotFoundError with the missing file);
     `backend` (see `Artifact.use`) sets how it predicts, eager fp32 by default."""
     directory = Path(directory)
-    for f in (WEIGHTS, META):
-        if not (directory / f).exists():
-            raise FileNotFoundError(f"{directory} is not a model artifact: {f} is missing")
     meta = load_meta(directory)
+    if meta.kind != "teaming":
+        raise ValueError(f"{directory} holds an imported {meta.kind} graph, not a net teaming trained (load_model)")
+    if not (directory / WEIGHTS).exists():
+        raise FileNotFoundError(f"{directory} is not a model artifact: {WEIGHTS} is missing")
     net = build_net(meta.arch, len(meta.classes), meta.input_size, meta.widths)
     net.load_state_dict(load_file(str(directory / WEIGHTS)))
     net.eval().to(device)
     figures = {p.name: p.read_bytes() for p in sorted(directory.glob("*.png"))}
-    guard = FamiliarityGuard.from_tensors(load_file(str(directory / GUARD))) if (directory / GUARD).exists() else None
+    guard = load_guard(directory / GUARD_FILE) if (directory / GUARD_FILE).exists() else None
     art = Artifact(net, meta, figures, guard, directory=directory)
     return art.use(backend) if backend else art
-
-
-METRIC_NAMES = {
-    "accuracy": "Accuracy (CIFAR-10 labels)",
-    "accuracy_vs_majority": "Accuracy against the human majority label",
-    "human_ce": "Cross-entropy to human labels (nats)",
-    "nll": "NLL of the hard label (nats)",
-    "ece": "ECE (15 bins)",
-    "second_best_accuracy": "Second-best accuracy",
-    "multilabel_accuracy": "Multi-label accuracy",
-    "fgsm_accuracy": "FGSM accuracy (l_inf 4/255)",
-    "fgsm_loss": "FGSM loss (l_inf 4/255)",
-}
-
-
-def metrics_table(metrics: dict[str, dict]) -> str:
-    """A Markdown table, one column per evaluation (e.g. before/after temperature)."""
-    cols = list(metrics)
-    keys = [k for k in METRIC_NAMES if any(k in metrics[c] for c in cols)]
-    lines = ["| metric | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for k in keys:
-        vals = [f"{metrics[c][k]:.4f}" if k in metrics[c] else "" for c in cols]
-        lines.append(f"| {METRIC_NAMES[k]} | " + " | ".join(vals) + " |")
-    return "\n".join(lines)
-
-
-def backends_table(backends: dict[str, dict]) -> str:
-    """How each inference backend compares with eager fp32 (`teaming export`): the service serves only those
-    that passed."""
-    lines = [
-        "| backend | top-1 same as fp32 | accuracy (change) | ECE (change) "
-        "| policy decisions same | images/s | on | passed |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in backends.items():
-        same = f"{r['policy_decision_agreement']:.2%}" if "policy_decision_agreement" in r else "-"
-        lines.append(
-            f"| {name} | {r['top1_agreement']:.2%} | {r['accuracy']:.2%} ({100 * r['accuracy_change']:+.2f}) "
-            f"| {r['ece']:.2%} ({100 * r['ece_change']:+.2f}) | {same} | {r['images_per_second']:.0f} "
-            f"| {r.get('machine', '?')} | {'yes' if r['passed'] else 'no: ' + '; '.join(r.get('failed', []))} |"
-        )
-    first = next(iter(backends.values()))
-    lines += ["", f"Checked on {first.get('checked_on', 'held-out items')}."]
-    return "\n".join(lines)
-
-
-def model_card(meta: ModelMeta, figures: list[str] | None = None, guard: bool = False) -> str:
-    data, train = meta.data, meta.training
-    held = data.get("held_out_items")
-    parts = [
-        f"# Model card: {meta.name}",
-        "",
-        f"{meta.arch} image classifier over {len(meta.classes)} classes ({', '.join(meta.classes)}), "
-        f"input {meta.input_size}x{meta.input_size} RGB, calibrated by temperature scaling "
-        f"(T = {meta.temperature:.4f}){', mirror test-time augmentation' if meta.tta else ''}.",
-        "",
-        "## Training",
-        "",
-    ]
-    for stage in train.get("stages", []):
-        parts.append(f"- **{stage['name']}**: {stage['description']}; {stage['seconds']:.0f} s on {stage['device']}.")
-    if train.get("command"):
-        earlier, start = [], train.get("init") or {}
-        while start.get("command"):
-            earlier.insert(0, f"`{start['command']}` builds the starting model {start['name']}; then ")
-            start = start.get("init") or {}
-        parts += ["", f"Reproduce: {''.join(earlier)}`{train['command']}`"]
-    if train.get("hardware_note"):
-        parts += ["", train["hardware_note"]]
-    parts += [
-        "",
-        "## Data and splits",
-        "",
-        f"- Images: {data.get('images', 'unknown')}",
-        f"- Human labels: {data.get('labels', 'unknown')}",
-        f"- Training items: {data.get('train_items', 'unknown')}",
-        f"- Temperature fitted on: {data.get('calibration_items', 'unknown')}",
-    ]
-    if held:
-        parts.append(
-            f"- **Held out**: {held}. Never seen in training or calibration; "
-            "keep them for policy fitting and evaluation."
-        )
-    if meta.metrics:
-        parts += ["", f"## Metrics on {data.get('eval_items', 'the held-out items')}", "", metrics_table(meta.metrics)]
-    if meta.backends:
-        parts += ["", "## Backends", "", backends_table(meta.backends)]
-    for fig in figures or []:
-        parts += ["", f"![{fig}]({fig})"]
-    parts += [
-        "",
-        "## Intended use and limits",
-        "",
-        "Answers automatically only where its calibrated confidence clears a fitted deferral policy; the rest goes",
-        "to people. It was trained on small natural images; confidences on other kinds of images are not calibrated.",
-        *(
-            [
-                "",
-                "A familiarity guard (`familiarity.safetensors`, fitted on the training features) scores how",
-                "unlike its training images an image is; policies defer images past their limit as `unfamiliar`.",
-                "EXPERIMENTS.md reports how many unfamiliar and shifted images it catches.",
-            ]
-            if guard
-            else []
-        ),
-        "",
-        f"teaming {meta.library_version}, created {meta.created}.",
-        "",
-    ]
-    return "\n".join(parts)

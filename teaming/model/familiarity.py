@@ -10,19 +10,28 @@ exposure); guards fitted without outliers take the rarer of the two distance ran
 A score is its rank among the training items (a share in [0, 1], growing on past the largest). Fitted with the
 model on its training items and stored in the artifact; a policy turns the score into a limit on its own
 held-out items and defers what lies beyond it with the reason "unfamiliar".
+
+An imported graph that exposes no features gets a `LogitGuard` instead: the energy of its logits (Liu et al.,
+2020) or its largest logit (Hendrycks et al., 2022), whichever tells its own images from synthetic outliers
+better, ranked the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 LEVELS = np.linspace(0, 1, 1001)
+GUARD_FILE = "familiarity.safetensors"
 
 
 def _rank(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
@@ -37,6 +46,9 @@ class FamiliarityGuard:
     """Class means (C x D), the shared precision matrix (D x D), the training quantiles of each score (rows:
     Mahalanobis distance, negative feature norm, and the outlier logit where fitted), and the outlier logistic
     regression: its inputs' mean and scale (D + 2) and weights (D + 2, then the intercept)."""
+
+    reads: ClassVar[str] = "features"
+    kind: ClassVar[str] = "features"
 
     means: np.ndarray
     precision: np.ndarray
@@ -120,3 +132,71 @@ class FamiliarityGuard:
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor]) -> "FamiliarityGuard":
         return cls(**{k: v.numpy() for k, v in t.items()})
+
+
+LOGIT_SCORES = ("energy", "max-logit")
+
+
+def logit_score(logits: np.ndarray | torch.Tensor, kind: str) -> np.ndarray:
+    """Higher = less familiar: the energy -logsumexp(logits), or the negative largest logit."""
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    out = -torch.logsumexp(z, 1) if kind == "energy" else -z.max(1).values
+    return out.numpy()
+
+
+@dataclass
+class LogitGuard:
+    """Unfamiliarity from the logits alone (for graphs without a feature output): `kind`'s score as a rank
+    among the fitting items, from their quantiles (`scales`, one row)."""
+
+    reads: ClassVar[str] = "logits"
+
+    kind: str
+    scales: np.ndarray
+
+    @classmethod
+    def fit(cls, logits: np.ndarray | torch.Tensor, kind: str) -> "LogitGuard":
+        if kind not in LOGIT_SCORES:
+            raise ValueError(f"unknown logit score {kind!r}; choose from {LOGIT_SCORES}")
+        return cls(kind, np.quantile(logit_score(logits, kind), LEVELS)[None])
+
+    def score(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Unfamiliarity per item, a rank among the fitting items as `FamiliarityGuard.score` gives it."""
+        return _rank(logit_score(logits, self.kind), self.scales[0])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"scales": torch.from_numpy(np.ascontiguousarray(self.scales))}
+
+
+Guard = FamiliarityGuard | LogitGuard
+
+
+def auroc(familiar: np.ndarray, unfamiliar: np.ndarray) -> float:
+    """How well a score (higher = less familiar) tells unfamiliar items from familiar ones: the chance a random
+    unfamiliar item scores above a random familiar one (ties count half)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.zeros(len(familiar)), np.ones(len(unfamiliar))]
+    return float(roc_auc_score(y, np.r_[familiar, unfamiliar]))
+
+
+def choose_logit_guard(familiar: np.ndarray, outliers: np.ndarray) -> tuple[LogitGuard, dict[str, float]]:
+    """The logit score that tells familiar logits from outliers' best (AUROC), fitted on the familiar ones;
+    with every score's AUROC, for the card."""
+    aucs = {kind: auroc(logit_score(familiar, kind), logit_score(outliers, kind)) for kind in LOGIT_SCORES}
+    return LogitGuard.fit(familiar, max(aucs, key=aucs.get)), aucs
+
+
+def save_guard(guard: Guard, path: Path) -> None:
+    """The guard's arrays as safetensors, its kind in the metadata."""
+    save_file(guard.tensors(), str(path), metadata={"kind": guard.kind})
+
+
+def load_guard(path: Path) -> Guard:
+    """A guard written by `save_guard` (files without a kind hold a FamiliarityGuard)."""
+    with safe_open(str(path), "pt") as f:
+        kind = (f.metadata() or {}).get("kind", "features")
+        arrays = {k: f.get_tensor(k).numpy() for k in f.keys()}
+    if kind == "features":
+        return FamiliarityGuard(**arrays)
+    return LogitGuard(kind, arrays["scales"])

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from teaming import probes
-from teaming.data import to_uint8
+from teaming.preprocess import to_uint8
 
 
 def close_ups(

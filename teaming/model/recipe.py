@@ -13,10 +13,11 @@ from scipy.stats import binomtest
 
 from teaming.data import ImageSet, item_runs, run_positions
 from teaming.labels import HumanLabels
-from teaming.model.artifact import Artifact, ModelMeta
+from teaming.model.artifact import Artifact
 from teaming.model.calibration import fit_temperature, softmax
 from teaming.model.familiarity import FamiliarityGuard
 from teaming.model.figures import reliability_png
+from teaming.model.meta import ModelMeta
 from teaming.model.metrics import evaluate_probs, fgsm
 from teaming.model.outliers import synthetic_outliers
 from teaming.model.predict import predict_logits, predict_outputs
@@ -261,12 +262,20 @@ def evaluate_items(
     """Score images[idx] before and after temperature scaling, FGSM included when asked."""
     t = torch.from_numpy(idx)
     logits = predict_logits(net, images.images[t], tta=tta)
+    evaluation = evaluate_logits(logits, images, human, idx, temperature)
+    if with_fgsm and evaluation.labels is not None:
+        evaluation.metrics["calibrated"].update(fgsm(net, images.images[t], evaluation.labels))
+    return evaluation
+
+
+def evaluate_logits(
+    logits: torch.Tensor | np.ndarray, images: ImageSet, human: HumanLabels | None, idx: np.ndarray, temperature: float
+) -> Evaluation:
+    """Score any model's logits on images[idx] before and after temperature scaling."""
     labels = images.labels[idx] if images.labels is not None else None
     counts = human.subset(idx).counts if human is not None else None
     probs = {"uncalibrated": softmax(logits, 1.0), "calibrated": softmax(logits, temperature)}
     metrics = {k: evaluate_probs(p, labels, counts) for k, p in probs.items()}
-    if with_fgsm and labels is not None:
-        metrics["calibrated"].update(fgsm(net, images.images[t], labels))
     return Evaluation(metrics, probs, labels)
 
 

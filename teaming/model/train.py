@@ -20,12 +20,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from teaming._validation import DataError
-from teaming.data import luma
 from teaming.labels import HumanLabels
 from teaming.model.nets import FastNet, build_net
 from teaming.model.outliers import synthetic_outliers
 from teaming.model.predict import predict_logits, to_float
 from teaming.model.runtime import cpu_has_bf16
+from teaming.preprocess import luma
 
 LossKind = Literal["soft", "hard", "sampled"]
 
@@ -70,6 +70,15 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """JSON-ready: the same dict after a round trip through model.json."""
         return {**asdict(self), "widths": list(self.widths)}
+
+
+def auto_batch_size(n: int, large: int = 4096, steps: int = 16) -> int:
+    """The batch for training on n items when none is given: airbench's 1,024 from `large` items up; below, the
+    largest power of two that still makes `steps` steps an epoch (at least 16 images), so a small set trains
+    for more than a handful of steps (1,024 on 864 items would be one step an epoch)."""
+    if n >= large:
+        return TrainConfig.batch_size
+    return max(16, 2 ** int(np.floor(np.log2(max(n / steps, 1)))))
 
 
 def pretrain_config(base: TrainConfig | None = None, epochs: float = 10.0, label_smoothing: float = 0.2) -> TrainConfig:

@@ -117,6 +117,15 @@ def consensus(answers: Sequence[Answer], vote=None) -> tuple[int, str | None]:
     return next(c for c in labels if counts[c] == top), "majority"
 
 
+def unresolved_reason(verdicts: Sequence[str]) -> tuple[str, str]:
+    """(method, reason) of an item people could not answer: "none" when every one said none of these (send it
+    elsewhere), "unsure" when every one could not tell (a better photo may do), "mixed" otherwise."""
+    none, unsure = verdicts.count(NONE), verdicts.count(UNSURE)
+    said = [f"{n} answered {what}" for n, what in ((none, "none of these"), (unsure, "can't tell")) if n]
+    method = "mixed" if none and unsure else NONE if none else UNSURE
+    return method, f"{' and '.join(said)} ({len(verdicts)} reviewers)"
+
+
 def after_answer(state: ItemState, rules: LoopRules, vote=None) -> Actions:
     """The item's next tasks and final answer once its answers are `state.answers`."""
     actions = Actions()
@@ -125,8 +134,8 @@ def after_answer(state: ItemState, rules: LoopRules, vote=None) -> Actions:
     every_task = [t for t, _ in state.open_tasks]
     if others >= rules.unresolved_after:
         actions.cancel = every_task
-        reason = f"{others} reviewers answered none of these or can't tell"
-        return _changed(actions, state, Final(UNRESOLVED, None, "consensus", None, len(classes), True, reason))
+        method, reason = unresolved_reason([a.verdict for a in state.answers if a.verdict != CLASS])
+        return _changed(actions, state, Final(UNRESOLVED, None, "consensus", method, len(classes), True, reason))
     needed = rules.audit_reviewers if state.audited else 1
     complete = bool(classes) and len(state.answers) >= needed
     if complete:

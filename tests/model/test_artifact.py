@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import teaming.model.artifact as artifact_mod
-from teaming.model.artifact import METRIC_NAMES, load_artifact, model_card, save_artifact
+from teaming.model.artifact import load_artifact, save_artifact
+from teaming.model.card import METRIC_NAMES, model_card
 from teaming.model.recipe import build_model
 from teaming.model.train import TrainConfig
 
@@ -65,9 +66,13 @@ def test_interrupted_save_leaves_the_old_artifact_untouched(tmp_path, tiny_artif
     assert (path / "model.safetensors").read_bytes() == before
 
 
-def test_loading_a_folder_that_is_not_an_artifact(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
+def test_loading_a_folder_that_is_not_an_artifact(tmp_path, tiny_artifact):
+    with pytest.raises(FileNotFoundError, match="model.json is missing"):
         load_artifact(tmp_path)
+    path = save_artifact(tiny_artifact, tmp_path / "tiny")
+    (path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
+        load_artifact(path)
 
 
 def test_artifact_resizes_larger_images(tiny_artifact, cifar_test):
@@ -101,7 +106,7 @@ def test_resnet_on_a_larger_image_folder_round_trips(tmp_path, cifar_test):
         folder.mkdir(parents=True, exist_ok=True)
         big = Image.fromarray(img.permute(1, 2, 0).numpy()).resize((48, 48))
         big.save(folder / f"{item.split('/')[1]}.png")
-    photos = load_image_folder(tmp_path / "photos", size=40)
+    photos = load_image_folder(tmp_path / "photos", 40)
     cfg = TrainConfig(arch="resnet18", input_size=40, loss="hard", epochs=1, batch_size=60)
     art = build_model(
         "photos",

@@ -72,6 +72,13 @@ def test_non_class_answers_reopen_or_close_an_item():
     actions = after_answer(state, RULES)
     assert actions.final.status == "unresolved" and actions.cancel == [9] and actions.final.closed
     assert event_kind(state, actions.final) == "outcome.unresolved"
+    assert (actions.final.method, actions.final.reason) == (
+        "mixed",
+        "1 answered none of these and 1 answered can't tell (2 reviewers)",
+    )
+    nothing = ItemState(True, False, 1, [said("a", None, DEFER, NONE), said("b", None, DEFER, NONE)], [], None)
+    final = after_answer(nothing, RULES).final  # none of the classes: the caller sends it elsewhere
+    assert (final.method, final.reason) == ("none", "2 answered none of these (2 reviewers)")
 
 
 def test_close_overdue_answers_with_what_the_item_has():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 from teaming.datasets import default_test_jpegs  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "cifar10h-default"
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
@@ -94,3 +96,52 @@ def test_reviewer_labels_by_click_and_keyboard(serve, reviewers, tmp_path):
     said = [(r.reviewer, r.verdict, r.label) for r in out3.reviews]
     assert said == [("alice", "none", None), ("bob", "class", "cat")]  # after a "none", someone else looked
     assert out3.final_label == "cat"
+
+
+def _digit_named_model(tmp_path):
+    """The default model under the class names 0..9, with its policy bound to it: a model whose class names are
+    keys a reviewer presses."""
+    from teaming.model.meta import load_meta
+    from teaming.policy import load_policy, save_policy
+
+    model = tmp_path / "digit-named"
+    shutil.copytree(DEFAULT_MODEL, model)
+    meta = load_meta(model)
+    meta.name, meta.classes = "digit-named", [str(d) for d in range(10)]
+    (model / "model.json").write_text(meta.to_json())
+    policy = load_policy(model / "policy.json")
+    policy.classes_ = meta.classes
+    policy.model_ = {**policy.model_, "name": meta.name, "created": meta.created}
+    save_policy(policy, model / "policy.json")
+    return model
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_a_key_records_the_class_it_reads_as(serve, reviewers, tmp_path):
+    """With classes named 0..9, pressing 7 records class "7" (it once recorded the seventh class, "6")."""
+    server = serve(audit_rate=0.0, TEAMING_MODEL_DIR=str(_digit_named_model(tmp_path)))
+    decisions = []
+    for start in range(7000, 7192, 16):
+        idx = list(range(start, start + 16))
+        decisions += server.client().classify([(f"item-{i}", b) for i, b in zip(idx, default_test_jpegs(idx))])
+    deferred = {d.task_id: d.decision_id for d in decisions if d.decision == "deferred"}
+    assert len(deferred) >= 10
+    pressed = {}
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(f"{server.url}/v1/review")
+        page.fill("#token", reviewers["alice"])
+        page.click("button[type=submit]")
+        page.wait_for_selector("#image[data-task-id]")
+        labels = page.eval_on_selector_all("#classes button", "bs => bs.map(b => b.textContent)")
+        assert labels == [str(d) for d in range(10)]  # no second digit beside a class's name
+        for key in "7031592846":
+            task = page.get_attribute("#image", "data-task-id")
+            page.keyboard.press(key)
+            page.wait_for_function(f"document.getElementById('last').textContent.includes('task {task}')")
+            assert page.text_content("#last") == f"Saved {key} for task {task}"
+            pressed[int(task)] = key
+        browser.close()
+    for task, key in pressed.items():
+        assert server.admin().outcome(deferred[task]).final_label == key
