@@ -32,13 +32,17 @@ class Interval:
 
 
 def mean_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> Interval:
-    """The mean of `values` and its t-interval (the interval is the mean itself for one value)."""
+    """The mean of `values` and its t-interval (the interval is the mean itself for one value); for shares (all
+    values in [0, 1]) the interval is kept within [0, 1], where a symmetric t-interval near 100% would spill."""
     v = np.asarray(values, dtype=np.float64).ravel()
     m = float(v.mean())
     if len(v) < 2 or np.all(v == v[0]):
         return Interval(m, m, m, len(v))
     half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return Interval(m, m - half, m + half, len(v))
+    low, high = m - half, m + half
+    if v.min() >= 0 and v.max() <= 1:
+        low, high = max(low, 0.0), min(high, 1.0)
+    return Interval(m, low, high, len(v))
 
 
 def oracle_accuracy(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray) -> float:

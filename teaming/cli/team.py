@@ -45,7 +45,7 @@ def fit_policy_cmd(
 ) -> None:
     """Fit a deferral policy on held-out labelled items and save it as JSON with its report."""
     from teaming.policy import save_policy
-    from teaming.team import load_team
+    from teaming.team import load_team, team_warnings
 
     try:
         if certify is not None:
@@ -111,6 +111,8 @@ def fit_policy_cmd(
     if r.unfamiliar_limit is not None:
         table.add_row("deferred as unfamiliar only", fmt(r.unfamiliar_rate))
     console.print(table)
+    for warning in team_warnings(data, policy):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(
         "fitted on these items: score it on others (teaming report leaves them out) or cross-fit (EXPERIMENTS.md)"
     )

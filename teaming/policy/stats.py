@@ -73,7 +73,7 @@ def select_threshold(
         lo, hi = np.percentile(acc, [2.5, 97.5], axis=0)
     else:
         half = stats.t.ppf(0.975, k - 1) * acc.std(0, ddof=1) / np.sqrt(k)
-        lo, hi = mean - half, mean + half
+        lo, hi = np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1)  # an accuracy's interval stays in 0..100%
     not_worse = (p >= alpha) | (mean >= mean[best])
     eligible = feasible & not_worse
     if min_accuracy is not None:

@@ -61,18 +61,15 @@ def _interval(i: Interval) -> str:
 
 def build_report(s: TeamSummary) -> Report:
     """The report's sections, in the order people read them: the gain first, then why, then where each errs."""
-    verdict = "beats" if s.team_interval.low > max(s.machine_accuracy, s.human_interval.high) else "does not beat"
     fitted = f" ({s.left_out} items the policy was fitted on are left out)" if s.left_out else ""
     draws = (
         f"mean over {s.human_interval.n} draws of the sampled people, 95% interval" if s.human_interval.n > 1 else ""
     )
     gain = Section(
         "Teaming gain",
-        f"{s.data.y.size} items{fitted}. The team {verdict} both the machine alone and the person alone: "
-        f"{100 * (s.team_accuracy - s.machine_accuracy):+.2f} points over the machine, "
-        f"{100 * (s.team_accuracy - s.human_accuracy):+.2f} over the person"
-        f"{', at the cost of a review of every deferred item' if s.deferral_rate else ''}. "
-        f"{'Human and team: ' + draws + '.' if draws else ''}",
+        f"{s.data.y.size} items{fitted}. {headline(s)}"
+        f"{' Every deferred item costs a review.' if s.deferral_rate else ''}"
+        f"{' Human and team: ' + draws + '.' if draws else ''}",
         ["who answers", "accuracy", "deferred"],
         [
             ["machine alone", _pct(s.machine_accuracy), "0.00%"],
@@ -93,7 +90,13 @@ def build_report(s: TeamSummary) -> Report:
     curve = Section(
         "Accuracy against threshold",
         "Team accuracy over 10 folds of these items (band: 95% interval) and the share deferred; the black line "
-        "is the policy's threshold, the dashed one the best by mean on these items.",
+        "is the policy's threshold, the dashed one the best by mean on these items. The curve defers by "
+        "confidence alone and takes the first draw of the sampled people"
+        + (
+            "; the table's team row also applies the familiarity guard and averages every draw."
+            if s.unfamiliar_rate or s.human_interval.n > 1
+            else "."
+        ),
         figure=("threshold_curve.png", threshold_curve_png(s.curve, s.threshold)),
     )
     reliability = Section(
@@ -135,6 +138,29 @@ def build_report(s: TeamSummary) -> Report:
         )
     )
     return Report(s.title, sections)
+
+
+def headline(s: TeamSummary) -> str:
+    """The report's first sentence, each comparison with its own verdict: the team against the machine alone and
+    against the person alone, and whether the difference clears the team's 95% interval."""
+    one = s.team_interval.n < 2
+
+    def versus(who: str, accuracy: float, their_high: float) -> str:
+        diff = 100 * (s.team_accuracy - accuracy)
+        if one:
+            return f"{diff:+.2f} points over {who}"
+        clear = s.team_interval.low > their_high if diff > 0 else s.team_interval.high < accuracy
+        said = "significant" if clear else "within the interval: no clear difference"
+        return f"{diff:+.2f} points over {who} ({said})"
+
+    machine = versus("the machine alone", s.machine_accuracy, s.machine_accuracy)
+    person = versus("the person alone", s.human_accuracy, s.human_interval.high)
+    beats = s.team_interval.low > max(s.machine_accuracy, s.human_interval.high)
+    if one:
+        verdict = "beats both" if s.team_accuracy > max(s.machine_accuracy, s.human_accuracy) else "does not beat both"
+    else:
+        verdict = "clearly beats both" if beats else "does not clearly beat both"
+    return f"The team {verdict} the machine alone and the person alone: {machine}, {person}."
 
 
 def _fit_section(r: PolicyReport) -> Section:

@@ -129,7 +129,7 @@ def test_a_key_records_the_class_it_reads_as(serve, reviewers, tmp_path):
     pressed = {}
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        page = browser.new_page()
+        page = browser.new_page(bypass_csp=True)  # waits evaluate JS, which the page's CSP forbids
         page.goto(f"{server.url}/v1/review")
         page.fill("#token", reviewers["alice"])
         page.click("button[type=submit]")
@@ -139,8 +139,10 @@ def test_a_key_records_the_class_it_reads_as(serve, reviewers, tmp_path):
         for key in "7031592846":
             task = page.get_attribute("#image", "data-task-id")
             page.keyboard.press(key)
-            page.wait_for_function(f"document.getElementById('last').textContent.includes('task {task}')")
+            page.wait_for_function(f"document.getElementById('last').textContent.endsWith('task {task}')")
             assert page.text_content("#last") == f"Saved {key} for task {task}"
+            moved = f"document.getElementById('image').dataset.taskId !== '{task}'"
+            page.wait_for_function(f"{moved} || document.getElementById('item').hidden")  # the next task, or none
             pressed[int(task)] = key
         browser.close()
     for task, key in pressed.items():
