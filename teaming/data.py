@@ -127,14 +127,21 @@ def pack_jpegs(indices: Sequence[int], path: str | Path) -> list[bytes]:
     return [jpeg[offsets[i] : offsets[i + 1]].tobytes() for i in indices]
 
 
-def load_image_folder(
-    root: str | Path, contract: InputContract | int = 32, classes: Sequence[str] | None = None
-) -> ImageSet:
-    """Load an ImageFolder tree (root/<class>/<image>) shaped by `contract` (an int: stretched to that size); ids
-    are '<class>/<file>', in a stratified shuffled order (see `stratified_order`).
+@dataclass
+class FolderListing:
+    """The photos of a folder, undecoded: their files and ids in the order an ImageSet of it holds them, the class
+    names, and each photo's class id (None for a flat folder)."""
 
-    A flat folder (root/<image>, no class folders) holds photos known only by their votes: ids are the file
-    names without suffix (the votes CSV's item ids), in sorted order, with no labels; it needs `classes`."""
+    files: list[Path]
+    ids: list[str]
+    classes: list[str]
+    labels: np.ndarray | None
+
+
+def list_image_folder(root: str | Path, classes: Sequence[str] | None = None) -> FolderListing:
+    """An ImageFolder tree (root/<class>/<image>; ids '<class>/<file>', in a stratified shuffled order, see
+    `stratified_order`) or a flat folder of photos known only by their votes (root/<image>; ids the file names
+    without suffix, sorted; it needs `classes`)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"no directory at {root}")
@@ -143,42 +150,40 @@ def load_image_folder(
     if loose and found:
         raise DataError(f"{root} holds both class folders and loose images ({loose[0].name}): use one layout")
     if loose:
-        return _flat_folder(root, loose, contract, classes)
-    if classes is None:
-        classes = found
+        if classes is None:
+            raise DataError(f"{root} holds loose images, not class folders: name the classes (--classes classes.txt)")
+        ids = [f.stem for f in loose]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise DataError(f"{root}: {len(twice)} file names differ only by suffix, e.g. {twice[0]!r}")
+        return FolderListing(loose, ids, list(classes), None)
+    classes = list(found if classes is None else classes)
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise DataError(f"{root}: unknown class names {unknown}; expected {list(classes)}")
-    files = [
+        raise DataError(f"{root}: unknown class names {unknown}; expected {classes}")
+    pairs = [
         (label, file)
         for label, name in enumerate(classes)
         if (root / name).is_dir()
         for file in sorted((root / name).iterdir())
         if file.suffix.lower() in IMAGE_SUFFIXES
     ]
-    if not files:
+    if not pairs:
         raise DataError(f"{root}: no images found (class folders of .jpg, .png, ... files, or the files alone)")
-    ids = [f"{classes[label]}/{file.name}" for label, file in files]
-    tensors = [decode_image(file.read_bytes(), contract, item) for (_, file), item in _progress(files, ids)]
-    order = stratified_order(np.array([label for label, _ in files]))
-    return ImageSet(
-        torch.stack([tensors[i] for i in order]),
-        [ids[i] for i in order],
-        list(classes),
-        np.array([files[i][0] for i in order]),
-        source=str(root),
-    )
+    order = stratified_order(np.array([label for label, _ in pairs]))
+    pairs = [pairs[i] for i in order]
+    ids = [f"{classes[label]}/{file.name}" for label, file in pairs]
+    return FolderListing([f for _, f in pairs], ids, classes, np.array([label for label, _ in pairs]))
 
 
-def _flat_folder(root: Path, files: list[Path], contract: InputContract | int, classes) -> ImageSet:
-    if classes is None:
-        raise DataError(f"{root} holds loose images, not class folders: name the classes (--classes classes.txt)")
-    ids = [f.stem for f in files]
-    twice = sorted({i for i in ids if ids.count(i) > 1})
-    if twice:
-        raise DataError(f"{root}: {len(twice)} file names differ only by suffix, e.g. {twice[0]!r}: ids must be unique")
-    tensors = [decode_image(file.read_bytes(), contract, item) for file, item in _progress(files, ids)]
-    return ImageSet(torch.stack(tensors), ids, list(classes), None, source=str(root))
+def load_image_folder(
+    root: str | Path, contract: InputContract | int = 32, classes: Sequence[str] | None = None
+) -> ImageSet:
+    """A folder's photos (`list_image_folder`) decoded upright and shaped by `contract` (an int: stretched to that
+    size)."""
+    listing = list_image_folder(root, classes)
+    tensors = [decode_image(f.read_bytes(), contract, item) for f, item in _progress(listing.files, listing.ids)]
+    return ImageSet(torch.stack(tensors), listing.ids, listing.classes, listing.labels, source=str(root))
 
 
 def _progress(files: list, ids: list[str]):

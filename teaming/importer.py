@@ -261,7 +261,29 @@ def fit_guard(model: GraphModel, logits, feats, data: Labelled, splits: dict, se
         )
         held = auroc(guard.score(logits[rep]), guard.score(out_r[0]))
     model.guard = guard
-    return f"fitted {how} on {len(g)} items; tells synthetic outliers from the report items with AUROC {held:.3f}"
+    return (
+        f"fitted {how} on {len(g)} items; tells synthetic outliers from the report items with AUROC {held:.3f}"
+        f"; {probes_deferred(model, logits, feats, splits['policy'], data.images.images[g])}"
+    )
+
+
+def probes_deferred(model: GraphModel, logits, feats, policy_items: np.ndarray, familiar: torch.Tensor) -> str:
+    """How many photos of none of the classes (scikit-learn's and scikit-image's photos, textures and faces, and
+    noise) lie past the limit a policy would set at its default quantile of the policy items: what the card tells
+    a user to expect of the guard, on images it was not fitted against."""
+    from teaming.policy.base import UNFAMILIAR_QUANTILE
+    from teaming.probes import unfamiliar_sets
+
+    src = feats if model.guard.reads == "features" else logits
+    limit = np.quantile(model.guard.score(src[policy_items]), UNFAMILIAR_QUANTILE)
+    sets = unfamiliar_sets(familiar, n=100, size=model.contract.size)
+    shares = {}
+    for name in ("photos", "textures", "faces", "noise"):
+        if name in sets:
+            out = model.outputs(sets[name])
+            shares[name] = float((out.unfamiliarity > limit).mean())
+    said = ", ".join(f"{k} {v:.0%}" for k, v in shares.items())
+    return f"at the policy's {UNFAMILIAR_QUANTILE:g} quantile it defers these probes of none of the classes: {said}"
 
 
 def _team(model: GraphModel, logits, feats, data: Labelled, idx: np.ndarray) -> TeamData:

@@ -47,10 +47,11 @@ class InputContract(BaseModel):
 
     def describe(self) -> str:
         """One line for a card, a log or /v1/model."""
+        s, short = self.size, round(self.size / self.crop_pct)
         how = {
-            "stretch": f"stretched to {self.size}x{self.size} (aspect not kept)",
-            "crop": f"shorter side to {round(self.size / self.crop_pct)}, centre {self.size}x{self.size} kept",
-            "letterbox": f"longer side to {self.size}, padded to {self.size}x{self.size}",
+            "stretch": f"stretched to {s}x{s}, its aspect not kept",
+            "crop": f"its shorter side resized to {short}, the centre {s}x{s} kept",
+            "letterbox": f"its longer side resized to {s}, padded to {s}x{s}",
         }[self.resize]
         norm = f", normalised by mean {list(self.mean)} and std {list(self.std)}" if self.mean else ""
         return f"RGB {how} ({self.interp}), floats in [0, 1]{norm}"

@@ -15,6 +15,7 @@ from teaming.data import parse_items
 from teaming.datasets import load_images, resolve_labels
 from teaming.labels import HumanLabels, chance_right, vote
 from teaming.model import Model, load_model
+from teaming.model.base import outputs_in_chunks
 from teaming.model.train import resolve_device
 from teaming.policy import fitted_positions
 
@@ -170,6 +171,7 @@ def load_team(
     device: str = "auto",
     draws: int = 20,
     allow_trained: bool = False,
+    progress: bool = False,
 ) -> tuple[Model, TeamData]:
     """The model and its TeamData on labelled items, from the specs the command line takes.
 
@@ -208,7 +210,7 @@ def load_team(
         y = data.labels[idx]
     else:
         y = human.majority()
-    out = art.outputs(data.images[torch.from_numpy(idx)])
+    out = outputs_in_chunks(art, data.images[torch.from_numpy(idx)], "model" if progress else None)
     counts = None if single else human.counts
     team = TeamData(
         out.probs,

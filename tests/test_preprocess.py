@@ -16,7 +16,7 @@ def test_presets_and_keys_parse_into_a_contract():
     assert (c.size, c.resize, c.interp, c.mean, c.std) == (64, "letterbox", "bicubic", (0.5,) * 3, (0.25,) * 3)
     assert parse_preprocess(None, size=48) == InputContract(size=48)  # the graph's declared size, stretched
     assert parse_preprocess("resize=crop", size=48).size == 48
-    assert "shorter side to 256, centre 224x224" in tv.describe()
+    assert "shorter side resized to 256, the centre 224x224 kept" in tv.describe()
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,7 @@ def export_cmd(
     for col in ("top-1 same", "max |dp|", "accuracy", "ECE", "policy same", "img/s", "ok"):
         table.add_column(col, justify="right")
     for name in names:
+        console.print(f"checking {name} on {len(idx)} items", highlight=False)
         art.use(name, checked=False)
         art.runtime.warm_up(art.meta.input_size)
         start = time.perf_counter()

@@ -258,7 +258,8 @@ def fit_guard_cmd(
     except (ValueError, FileNotFoundError) as err:
         fail(err)
     pick = targets.subset(idx) if hasattr(targets, "subset") else np.asarray(targets)[idx]
-    art.guard = fit_guard(art.net, data.images[torch.from_numpy(idx)], pick, len(art.classes), art.meta.tta)
+    with console.status(f"fitting the guard on {len(idx)} items and as many synthetic outliers"):
+        art.guard = fit_guard(art.net, data.images[torch.from_numpy(idx)], pick, len(art.classes), art.meta.tta)
     art.meta.data.setdefault("used_positions", item_runs(idx))
     save_artifact(art, model)
     console.print(f"fitted the familiarity guard of [bold]{model}[/bold] on {len(idx)} items")

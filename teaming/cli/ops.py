@@ -98,18 +98,33 @@ def simulate_cmd(
     reviewer_tokens: str = typer.Option(..., help="comma-separated reviewer tokens, one simulated reviewer each"),
     admin_token: str = typer.Option(..., help="admin token (policy reload, outcomes)"),
     classify_token: Optional[str] = typer.Option(None, help="the service's TEAMING_CLASSIFY_TOKEN, if set"),
-    items: str = typer.Option("7000:10000", help="CIFAR-10 test positions to replay"),
+    images: Optional[Path] = typer.Option(
+        None, help="your labelled photos (class folders or a flat folder; default: the CIFAR-10 test images)"
+    ),
+    labels: Optional[Path] = typer.Option(None, help="their votes CSV, which the simulated reviewers answer from"),
+    classes: Optional[Path] = typer.Option(None, help="class names, one per line (a flat folder needs them)"),
+    items: Optional[str] = typer.Option(None, help="positions to replay (default: 7000:10000 of CIFAR-10, else all)"),
     seed: int = typer.Option(0),
 ) -> None:
-    """Replay held-out CIFAR-10H images through the service with simulated reviewers: retune on the first half,
-    measure the retuned policy live on the second."""
+    """Replay labelled photos through the service with simulated reviewers who answer from their votes: retune
+    on the first half, measure the retuned policy live on the second."""
     from teaming.data import parse_items
-    from teaming.ops.simulate import simulate
+    from teaming.ops.simulate import cifar_replay, folder_replay, simulate
 
     try:
-        idx = parse_items(items, 10000)
+        if (images is None) != (labels is None):
+            raise ValueError("--images and --labels go together: your photos and their votes")
+        replay = cifar_replay() if images is None else folder_replay(images, labels, classes)
+        idx = parse_items(items or ("7000:10000" if images is None else None), len(replay))
         r = simulate(
-            url, reviewer_tokens.split(","), admin_token, db, idx.tolist(), seed, classify_token=classify_token
+            url,
+            reviewer_tokens.split(","),
+            admin_token,
+            db,
+            idx.tolist(),
+            seed,
+            classify_token=classify_token,
+            replay=replay,
         )
     except ValueError as err:
         fail(err)

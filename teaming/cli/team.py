@@ -75,7 +75,7 @@ def fit_policy_cmd(
                 unfamiliar_quantile=unfamiliar_quantile,
             )
         policy.check_params()  # fail on bad settings before loading any data
-        art, data = load_team(model, images, labels, items, reviewers, reference, seed, device)
+        art, data = load_team(model, images, labels, items, reviewers, reference, seed, device, progress=True)
         if isinstance(policy, RejectorPolicy):
             hacc = data.human_accuracy_per_item() if reviewers == 1 else None
             policy.fit(data.probs, data.y, data.human, art.classes, data.unfamiliarity, data.features, hacc)
@@ -140,11 +140,12 @@ def report_cmd(
     try:
         check_report_path(out)
         pol = load_policy(policy)
-        art, data = load_team(model, images, labels, items, reviewers, reference, seed, device)
+        art, data = load_team(model, images, labels, items, reviewers, reference, seed, device, progress=True)
         data, left_out = data.without_fitted(pol, images)
         if pol.classes_ is not None and pol.classes_ != art.classes:
             raise PolicyError(f"the policy was fitted for classes {pol.classes_}, the model has {art.classes}")
-        summary = summarize(data, pol, f"Teaming report: {art.meta.name} with policy {pol.version}", left_out)
+        title = f"Teaming report: {art.meta.name} with policy {pol.version}"
+        summary = summarize(data, pol, title, left_out, progress=True)
         path = write_report(build_report(summary), out)
     except (ValueError, FileNotFoundError) as err:
         fail(err)

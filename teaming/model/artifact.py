@@ -149,6 +149,7 @@ def save_artifact(
 def _meta_texts(artifact: Artifact, card: str | None = None) -> dict[str, str]:
     """model.json and the card (rendered from the same metadata unless given), by file name."""
     meta = artifact.meta
+    meta.guard = None if artifact.guard is None else artifact.guard.kind
     if card is None:
         card = model_card(meta, figures=sorted(artifact.figures), guard=artifact.guard is not None)
     return {META: meta.to_json(), CARD: card}

@@ -64,3 +64,18 @@ class Model(Protocol):
     def warm_up(self) -> None:
         """Run once at the input size (set-up cost is not a caller's)."""
         ...
+
+
+def outputs_in_chunks(model: Model, images: torch.Tensor, desc: str | None = None, chunk: int = 512) -> Outputs:
+    """`model.outputs` over many images a chunk at a time, with a progress bar named `desc` on a terminal."""
+    from tqdm.auto import tqdm
+
+    parts = [model.outputs(c) for c in tqdm(images.split(chunk), desc=desc, disable=None if desc else True)]
+    if not parts:
+        return model.outputs(images)
+
+    def cat(name: str) -> np.ndarray | None:
+        arrays = [getattr(p, name) for p in parts]
+        return None if arrays[0] is None else np.concatenate(arrays)
+
+    return Outputs(cat("probs"), cat("features"), cat("unfamiliarity"))

@@ -324,6 +324,7 @@ def verify_policy(policy, reference, outputs) -> dict:
         if verified
         else [
             f"the policy decided the same on {same:.2%} of items (limit {MIN_DECISION_AGREEMENT:.0%}) and deferred "
-            f"{100 * change:+.2f} points more (limit {100 * MAX_DEFERRAL_CHANGE:.1f})"
+            f"{100 * abs(change):.2f} points {'more' if change > 0 else 'fewer'} "
+            f"(limit {100 * MAX_DEFERRAL_CHANGE:.1f})"
         ],
     }

@@ -1,11 +1,12 @@
 """A simulated run of the whole loop against a running service, on items it creates itself.
 
-Held-out CIFAR-10 test images are classified in two halves. Simulated reviewers (one per reviewer token; each
-answer a draw from the image's CIFAR-10H votes) work the queue after each half. After the first half the policy
-is retuned from the audits and reloaded; the second half then measures it live: its deferral against the
-retune's estimate, and the team's served answers against the CIFAR-10 labels. It talks to the service only
-through teaming.client, and reads the log only to check that it holds nothing but simulated items and to get
-the logged probabilities for the best threshold in hindsight.
+Labelled photos (held-out CIFAR-10 test images with their CIFAR-10H votes, or a folder of one's own with its
+votes CSV) are classified in two halves. Simulated reviewers (one per reviewer token; each answer a draw from the
+photo's votes) work the queue after each half. After the first half the policy is retuned from the audits and
+reloaded; the second half then measures it live: its deferral against the retune's estimate, and the team's
+served answers against the reference labels. It talks to the service only through teaming.client, and reads the
+log only to check that it holds nothing but simulated items and to get the logged probabilities for the best
+threshold in hindsight.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -22,11 +24,42 @@ from tqdm import tqdm
 from teaming.analysis import best_in_hindsight
 from teaming.api import Decision, OutcomeOut
 from teaming.client import TeamingClient
-from teaming.datasets import CIFAR10_CLASSES, default_test_jpegs, load_cifar10h, load_default_test
+from teaming.data import list_image_folder
+from teaming.datasets import default_test_jpegs, load_cifar10h, load_default_test
+from teaming.labels import HumanLabels, read_classes
 from teaming.ops.retune import Estimate, retune
 from teaming.ops.store import Store
 
-PREFIX = "sim/"  # every item a simulation creates: sim/<run>/<CIFAR-10 test index>
+PREFIX = "sim/"  # every item a simulation creates: sim/<run>/<position among the replayed photos>
+
+
+@dataclass
+class Replay:
+    """The labelled photos a simulation sends: their encoded bytes (read when sent), people's votes, the
+    reference label of each and the class names."""
+
+    photos: Callable[[Sequence[int]], list[bytes]]
+    counts: np.ndarray
+    truth: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.truth)
+
+
+def cifar_replay() -> Replay:
+    """The embedded CIFAR-10 test images with their CIFAR-10H votes and CIFAR-10 labels."""
+    images = load_default_test()
+    return Replay(default_test_jpegs, load_cifar10h().counts, images.labels, images.classes)
+
+
+def folder_replay(images: Path, labels: Path, classes: Path | None = None) -> Replay:
+    """A folder of one's own photos with its votes CSV: the class folders are the reference (a flat folder's
+    is the majority vote)."""
+    listing = list_image_folder(images, read_classes(classes) if classes else None)
+    votes = HumanLabels.from_csv(labels, listing.classes, ids=listing.ids)
+    truth = listing.labels if listing.labels is not None else votes.majority()
+    return Replay(lambda idx: [listing.files[i].read_bytes() for i in idx], votes.counts, truth, listing.classes)
 
 
 @dataclass
@@ -63,8 +96,10 @@ def simulate(
     batch: int = 64,
     progress: bool = True,
     classify_token: str | None = None,
+    replay: Replay | None = None,
 ) -> SimulationResult:
-    """Replay CIFAR-10 test images `items` through the service at `url` in two halves; see the module doc."""
+    """Replay photos `items` (positions in `replay`, CIFAR-10 test images by default) through the service at
+    `url` in two halves; see the module doc."""
     store = Store(db_url, must_exist=True)  # the service made it; another file is a typo
     foreign = store.log.count_items(exclude_prefix=PREFIX)
     store.dispose()
@@ -73,30 +108,30 @@ def simulate(
             f"the log at {db_url.split('@')[-1]} holds {foreign} decisions that teaming simulate did not make; "
             "it runs only on a fresh database (serve with e.g. TEAMING_DB_URL=sqlite:///runs/simulate.db)"
         )
+    replay = replay or cifar_replay()
     run = f"{PREFIX}{uuid.uuid4().hex[:8]}/"
-    votes = load_cifar10h()
     order = list(items)
     half = len(order) // 2
     with TeamingClient(url, classify_token, timeout=120) as caller:
-        fitted = _classify(caller, run, order[:half], batch, progress)
-        answers = _review(url, reviewer_tokens, run, votes.counts, seed, progress)
+        fitted = _classify(caller, run, replay, order[:half], batch, progress)
+        answers = _review(url, reviewer_tokens, run, replay.counts, seed, progress)
         tuned = retune(db_url)
         with TeamingClient(url, admin_token) as admin:
             policy_version = admin.reload_policy().policy_version
-        live = _classify(caller, run, order[half:], batch, progress)
-    answers += _review(url, reviewer_tokens, run, votes.counts, seed + 1, progress)
+        live = _classify(caller, run, replay, order[half:], batch, progress)
+    answers += _review(url, reviewer_tokens, run, replay.counts, seed + 1, progress)
     with TeamingClient(url, admin_token) as admin:
         stats = admin.stats()
         finals = {o.decision_id: o for o in admin.all_outcomes()}
     live_idx = np.array(order[half:])
-    truth = load_default_test().labels[live_idx]
-    served = [_class_id(finals[d.decision_id].final_label) for d in live]
+    truth = replay.truth[live_idx]
+    served = [-1 if (f := finals[d.decision_id].final_label) is None else replay.classes.index(f) for d in live]
     store = Store(db_url)
     logged = store.log.decisions_for([d.item_id for d in live])
     store.dispose()
     probs = np.array([logged[d.item_id][0] for d in live], dtype=np.float64)
     probs /= probs.sum(1, keepdims=True)
-    sampled = votes.subset(live_idx).sample(np.random.default_rng(seed))
+    sampled = HumanLabels.from_counts(replay.counts[live_idx], replay.classes).sample(np.random.default_rng(seed))
     deferred = np.array([d.decision == "deferred" for d in live])
     best = best_in_hindsight(probs, sampled, truth)
     everything = fitted + live
@@ -131,11 +166,13 @@ def _bar(iterable=None, **kwargs) -> tqdm:
     return tqdm(iterable, mininterval=0.1 if sys.stderr.isatty() else 15, **kwargs)
 
 
-def _classify(caller: TeamingClient, run: str, indices: list[int], batch: int, progress: bool) -> list[Decision]:
+def _classify(
+    caller: TeamingClient, run: str, replay: Replay, indices: list[int], batch: int, progress: bool
+) -> list[Decision]:
     out: list[Decision] = []
     for start in _bar(range(0, len(indices), batch), desc="classify", disable=not progress):
         chunk = indices[start : start + batch]
-        out += caller.classify([(f"{run}{i}", b) for i, b in zip(chunk, default_test_jpegs(chunk))])
+        out += caller.classify([(f"{run}{i}", b) for i, b in zip(chunk, replay.photos(chunk))])
     return out
 
 
@@ -162,10 +199,6 @@ def _review(url: str, tokens: Sequence[str], run: str, counts: np.ndarray, seed:
         total = sum(f.result() for f in futures)
     bar.close()
     return total
-
-
-def _class_id(name: str | None) -> int:
-    return -1 if name is None else CIFAR10_CLASSES.index(name)
 
 
 def _changed_by_audit(o: OutcomeOut) -> bool:

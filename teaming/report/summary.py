@@ -58,7 +58,16 @@ class TeamSummary:
         return self.team_accuracy - max(self.machine_accuracy, self.human_accuracy)
 
 
-def summarize(data: TeamData, policy: DeferralPolicy, title: str, left_out: int = 0) -> TeamSummary:
+def _bar(desc: str, on: bool):
+    """A progress-bar wrapper for a loop (shown on a terminal), or None."""
+    from tqdm.auto import tqdm
+
+    return (lambda it: tqdm(it, desc=desc, disable=None)) if on else None
+
+
+def summarize(
+    data: TeamData, policy: DeferralPolicy, title: str, left_out: int = 0, progress: bool = False
+) -> TeamSummary:
     """Score the policy's team on these items, with the curves and error comparisons the report draws.
 
     Human and team accuracy are means over the data's human answer draws; `left_out` counts the items left out
@@ -106,7 +115,7 @@ def summarize(data: TeamData, policy: DeferralPolicy, title: str, left_out: int 
         left_out=left_out,
         methods=None
         if data.features is None or len(y) < 100
-        else compare_deferral(p, data.features, y, data.human_accuracy_per_item()),
+        else compare_deferral(p, data.features, y, data.human_accuracy_per_item(), progress=_bar("halvings", progress)),
         hindsight=best_in_hindsight(p, h, y),
         oracle=oracle_accuracy(pred, h, y),
         curve=ThresholdPolicy(score=policy.score).fit(p, y, h, data.classes).report_,

@@ -1,5 +1,5 @@
 """A model of one's own, start to finish, as README.md's worked example runs it: scikit-learn's digits rendered as
-photos, a MobileNetV3-Small trained on some of them for a minute and exported to ONNX and to TorchScript, each
+photos, a ResNet-18 trained on some of them for a minute and a half and exported to ONNX and to TorchScript, each
 imported with `teaming import` and served, with the README's three reviewers."""
 
 from __future__ import annotations
