@@ -10,8 +10,6 @@ measured on the report split, which nothing was fitted on.
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,7 +24,7 @@ from teaming.labels import HumanLabels, majority, read_classes
 from teaming.model.calibration import fit_temperature, softmax
 from teaming.model.familiarity import FamiliarityGuard, auroc, choose_logit_guard
 from teaming.model.figures import reliability_png
-from teaming.model.imported import GRAPH_FILES, GraphModel, graph_kind, open_runner, sha256
+from teaming.model.imported import GRAPH_FILES, GraphModel, check_reduced_backend, graph_kind, open_runner, sha256
 from teaming.model.meta import GraphSpec, ModelMeta
 from teaming.model.metrics import evaluate_probs
 from teaming.model.outliers import synthetic_outliers
@@ -196,7 +194,8 @@ def import_model(cfg: ImportConfig, say: Callable[[str], None] = print) -> Impor
     policy, steps["Policy"], warnings = fit_policy(model, logits, feats, data, splits, cfg)
     say(f"policy: {steps['Policy']}")
     imported = Imported(model, policy, steps, warnings)
-    imported.int8 = check_backend(model, policy, data, splits, cfg.model_file)
+    rep, cal = (data.images.images[torch.from_numpy(splits[k])] for k in ("report", "calibration"))
+    imported.int8 = check_reduced_backend(model, policy, rep, data.y[splits["report"]], cal, cfg.model_file)
     meta.data = _data_record(cfg, data, splits)
     meta.training = {"import": {"steps": steps}, "command": cfg.command}
     return imported
@@ -344,54 +343,6 @@ def _certify(fit: TeamData, targets: list[float]) -> CertifiedPolicy:
         f"no threshold certifies {targets[-1]:.2%} accuracy on the {len(fit.y)} policy items: "
         "add labelled photos, or give a lower --certify"
     )
-
-
-def check_backend(model: GraphModel, policy, data: Labelled, splits: dict, source: Path) -> Path | None:
-    """The reduced-precision backend of the graph's kind (int8 ONNX, or bfloat16 TorchScript) against the graph
-    as given on the report split, the policy's decisions included; recorded in model.json. Returns the int8
-    graph's temporary path for the save."""
-    from teaming.model.imported import INT8_FILE, OnnxRunner, TorchScriptRunner
-    from teaming.model.runtime import check, device_name, quantize_onnx, verify_policy
-
-    rep = splits["report"]
-    images = data.images.images[torch.from_numpy(rep)]
-    reference, rate = _timed(model, images)
-    kind, int8 = model.meta.kind, None
-    name = "onnx-int8" if kind == "onnx" else "torchscript-bf16"
-    try:
-        if kind == "onnx":
-            int8 = Path(tempfile.mkdtemp(prefix="teaming-import-")) / INT8_FILE
-            cal = [to_input(b, model.contract).numpy() for b in data.images.images[splits["calibration"]].split(64)]
-            quantize_onnx(source, int8, cal, model.meta.graph.input)
-            runner = OnnxRunner(int8, model.meta.graph)
-        else:
-            runner = TorchScriptRunner(source, model.meta.graph, torch.device("cpu"), bf16=True)
-    except Exception as err:  # quantization of a graph from elsewhere can fail in many ways: record why
-        model.meta.backends[name] = {"passed": False, "failed": [f"could not be built: {str(err)[:200]}"]}
-        return None
-    outputs, other_rate = _timed(GraphModel(model.meta, runner, model.guard), images)
-    result = check(reference.probs, outputs.probs, data.y[rep]) | verify_policy(policy, reference, outputs)
-    result["failed"] += result.pop("policy_failed")
-    machine = device_name(torch.device("cpu"))
-    result |= {"passed": not result["failed"], "images_per_second": round(other_rate, 1), "machine": machine}
-    result |= {"device": "onnx-cpu" if kind == "onnx" else "cpu", "checked_on": f"the report split ({len(rep)} items)"}
-    model.meta.backends[model.backend] = {  # the reference row first: what the others are measured against
-        **check(reference.probs, reference.probs, data.y[rep]),
-        "images_per_second": round(rate, 1),
-        "machine": machine,
-        "device": result["device"],
-        "checked_on": result["checked_on"],
-    }
-    model.meta.backends[name] = result
-    return int8
-
-
-def _timed(model: GraphModel, images: torch.Tensor):
-    """The model's outputs on `images` and the images per second it took (after one warm-up chunk)."""
-    model.raw(images[:8])
-    start = time.perf_counter()
-    out = model.outputs(images)
-    return out, len(images) / (time.perf_counter() - start)
 
 
 def _data_record(cfg: ImportConfig, data: Labelled, splits: dict) -> dict:

@@ -255,3 +255,27 @@ def test_every_bad_input_is_one_line_and_writes_nothing(graphs, labelled, tmp_pa
         assert words in r.stderr, (case, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, (case, r.stderr)
         assert not out.exists(), case
+
+
+def test_a_flat_folder_with_one_vote_a_photo_gets_a_certified_policy(graphs, tmp_path, cifar_test, cifar10h):
+    """Photos known only by one person's vote: no person apart from the reference, so the policy certifies the
+    auto-answered items' accuracy (Learn then Test) instead of comparing with people."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(cifar_test.classes))
+    with open(tmp_path / "votes.csv", "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["item_id", "annotator_id", "label"])
+        for i in range(7000, 7400):
+            Image.fromarray(cifar_test.images[i].permute(1, 2, 0).numpy()).save(flat / f"photo-{i}.png")
+            out.writerow([f"photo-{i}", "a", cifar_test.classes[int(cifar10h.counts[i].argmax())]])
+    model = tmp_path / "certified"
+    r = cli("import", graphs["onnx"], "--out", model, "--images", flat, "--labels", tmp_path / "votes.csv",
+            "--classes", classes, "--features", "features")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    policy = load_policy(model / "policy.json")
+    assert policy.kind == "certified" and 0.9 < policy.target_accuracy < 1
+    assert "Learn then Test" in (model / "MODEL_CARD.md").read_text()
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["data"]["splits"]["calibration"][0].startswith("photo-")  # ids are the file stems

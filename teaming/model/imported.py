@@ -9,6 +9,8 @@ features for the familiarity guard. Backends: the graph as given (the fp32 refer
 from __future__ import annotations
 
 import hashlib
+import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,3 +260,48 @@ def load_graph_model(directory: Path, device: str | torch.device = "cpu", backen
     runner = open_runner(path, meta.kind, meta.graph, None, device)
     model = GraphModel(meta, runner, guard, directory, figures, device=device)
     return model.use(backend) if backend else model
+
+
+def check_reduced_backend(
+    model: GraphModel, policy, images: torch.Tensor, labels: np.ndarray, calibration: torch.Tensor, source: Path
+) -> Path | None:
+    """The reduced-precision backend of the graph's kind (int8 ONNX, calibrated on `calibration`; or bfloat16
+    TorchScript) against the graph as given on labelled `images`, the policy's decisions included, as `teaming
+    export` checks our nets; both rows recorded in model.json. Returns the int8 graph's temporary path."""
+    from teaming.model.runtime import check, device_name, quantize_onnx, verify_policy
+
+    reference, rate = _timed(model, images)
+    kind, int8 = model.meta.kind, None
+    name = BACKENDS_OF[kind][1]
+    try:
+        if kind == "onnx":
+            int8 = Path(tempfile.mkdtemp(prefix="teaming-import-")) / INT8_FILE
+            batches = [to_input(b, model.contract).numpy() for b in calibration.split(64)]
+            quantize_onnx(source, int8, batches, model.meta.graph.input)
+            runner: Runner = OnnxRunner(int8, model.meta.graph)
+        else:
+            runner = TorchScriptRunner(source, model.meta.graph, torch.device("cpu"), bf16=True)
+    except Exception as err:  # quantizing a graph from elsewhere can fail in many ways: record why
+        model.meta.backends[name] = {"passed": False, "failed": [f"could not be built: {str(err)[:200]}"]}
+        return None
+    outputs, other_rate = _timed(GraphModel(model.meta, runner, model.guard), images)
+    result = check(reference.probs, outputs.probs, labels) | verify_policy(policy, reference, outputs)
+    result["failed"] += result.pop("policy_failed")
+    where = {
+        "machine": device_name(torch.device("cpu")),
+        "device": "onnx-cpu" if kind == "onnx" else "cpu",
+        "checked_on": f"the report split ({len(labels)} items)",
+    }
+    result |= {"passed": not result["failed"], "images_per_second": round(other_rate, 1), **where}
+    reference_row = check(reference.probs, reference.probs, labels) | {"images_per_second": round(rate, 1), **where}
+    model.meta.backends[model.backend] = reference_row  # first: what the others are measured against
+    model.meta.backends[name] = result
+    return int8
+
+
+def _timed(model: GraphModel, images: torch.Tensor) -> tuple[Outputs, float]:
+    """The model's outputs on `images` and the images per second it took (after one warm-up chunk)."""
+    model.raw(images[:8])
+    start = time.perf_counter()
+    out = model.outputs(images)
+    return out, len(images) / (time.perf_counter() - start)

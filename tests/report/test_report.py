@@ -72,3 +72,48 @@ def test_team_data_refuses_mismatched_inputs(team):
         TeamData(team.probs, team.human, team.y, team.classes[:3])
     with pytest.raises(InputError, match="one entry per item"):
         TeamData(team.probs, team.human[:-1], team.y, team.classes)
+
+
+def _summary(team_acc_draws, machine_acc, human_draws):
+    """A TeamSummary whose gain table holds the given accuracies (the rest from the real team)."""
+    from dataclasses import replace
+
+    from teaming.analysis import mean_interval
+
+    return replace(
+        _BASE[0],
+        machine_accuracy=machine_acc,
+        team_interval=mean_interval(team_acc_draws),
+        team_accuracy=float(np.mean(team_acc_draws)),
+        human_interval=mean_interval(human_draws),
+        human_accuracy=float(np.mean(human_draws)),
+    )
+
+
+_BASE: list = []
+
+
+def test_the_headline_never_contradicts_its_numbers(team):
+    from teaming.report.render import headline
+
+    _BASE[:] = [summarize(team, ThresholdPolicy().fit(team.probs, team.y, team.human, team.classes), "h")]
+    spread = np.linspace(-1, 1, 20)  # 20 draws around each mean
+    close = _summary(0.9800 + 0.02 * spread, 0.9780, 0.8871 + 0.004 * spread)
+    text = headline(close)  # +0.20 over the machine is within the team's interval, +9.29 over the person is not
+    assert text.startswith("The team does not clearly beat both")
+    assert "+0.20 points over the machine alone (within the interval: no clear difference)" in text
+    assert "+9.29 points over the person alone (significant)" in text
+    clear = _summary(0.9900 + 0.001 * spread, 0.9500, 0.9400 + 0.001 * spread)
+    assert headline(clear).startswith("The team clearly beats both")
+    worse = _summary(0.9000 + 0.001 * spread, 0.9500, 0.8000 + 0.001 * spread)
+    assert "-5.00 points over the machine alone (significant)" in headline(worse)
+
+
+def test_no_interval_leaves_0_to_100_percent(team):
+    from teaming.analysis import mean_interval
+
+    near_one = mean_interval([1.0] * 9 + [0.9])
+    assert near_one.high == 1.0 and 0 <= near_one.low < near_one.mean  # a t-interval would reach 101.8%
+    perfect = (team.probs.argmax(1) == team.y) | True  # a person who is always right beside the model
+    policy = ThresholdPolicy().fit(team.probs, team.y, np.where(perfect, team.y, 0), team.classes)
+    assert all(0 <= c.ci_low <= c.ci_high <= 1 for c in policy.report_.candidates)

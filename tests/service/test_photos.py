@@ -3,6 +3,7 @@ upright photo's answer, reviewers are shown the photo upright, and a 12-megapixe
 
 from __future__ import annotations
 
+import base64
 import io
 
 import pytest
@@ -45,3 +46,22 @@ def test_a_phone_photo_fits_the_default_limits_and_is_answered(serve):
     assert 3e6 <= len(data) <= 6e6
     decision = server.client().classify([("phone", data)])[0]
     assert decision.decision in ("auto", "deferred") and len(decision.top_k) == 3
+
+
+def test_callers_learn_what_is_served_and_may_send_data_urls(serve, reviewers):
+    server = serve(audit_rate=0.0, TEAMING_CLASSIFY_TOKEN="caller-token")
+    from teaming.client import ApiError, TeamingClient
+
+    with pytest.raises(ApiError) as err:
+        server.client().model()  # classify is closed: so is what it serves
+    assert err.value.status == 401
+    about = TeamingClient(server.url, "caller-token").model()
+    assert about == server.reviewer("alice").model() == server.admin().model()  # any token
+    assert about.kind == "teaming" and about.input.resize == "stretch" and about.input.size == 32
+    assert about.guard == "features" and about.guard_active and len(about.classes) == 10
+    photo = io.BytesIO()
+    _upright_photo().save(photo, "JPEG")
+    data = base64.b64encode(photo.getvalue()).decode()
+    body = {"images": [{"id": "bare", "data": data}, {"id": "url", "data": f"data:image/jpeg;base64,{data}"}]}
+    answered = server.client("caller-token").http.post("/classify", json=body).json()
+    assert answered[0]["top_k"] == answered[1]["top_k"]  # a browser's FileReader result reads as the bare base64
