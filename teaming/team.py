@@ -210,7 +210,7 @@ def load_team(
         y = data.labels[idx]
     else:
         y = human.majority()
-    out = outputs_in_chunks(art, data.images[torch.from_numpy(idx)], "model" if progress else None)
+    out = outputs_in_chunks(art, data.images[torch.from_numpy(idx)], "running the model" if progress else None)
     counts = None if single else human.counts
     team = TeamData(
         out.probs,

@@ -70,7 +70,11 @@ def outputs_in_chunks(model: Model, images: torch.Tensor, desc: str | None = Non
     """`model.outputs` over many images a chunk at a time, with a progress bar named `desc` on a terminal."""
     from tqdm.auto import tqdm
 
-    parts = [model.outputs(c) for c in tqdm(images.split(chunk), desc=desc, disable=None if desc else True)]
+    parts = []
+    with tqdm(total=len(images), desc=desc, unit="img", disable=None if desc else True) as bar:
+        for c in images.split(chunk):
+            parts.append(model.outputs(c))
+            bar.update(len(c))
     if not parts:
         return model.outputs(images)
 
