@@ -6,11 +6,11 @@ ONNX and TorchScript, then imported, served and reviewed with teaming (README.md
     python examples/digits.py train --data runs/digits   # a ResNet-18 at 64 px, exported twice
 
 `data` writes, in class folders: train/ (1,000 photos, the user's training set, with train.csv), photos/ (397
-labelled photos to import with, votes.csv) and live/ (400 photos the service meets later, live.csv); each
-votes file holds three annotators' votes, each right 95% of the time (as one CIFAR-10H annotator is). Also classes.txt, phone.jpg (a
-12-megapixel portrait photo of a 7, turned by its EXIF orientation as a phone stores it) and china.jpg (a photo
-of none of the classes). `train` writes digits.onnx and digits.pt: each takes N x 3 x 64 x 64 images normalised
-with ImageNet's mean and std, and gives logits and the 512 penultimate features.
+labelled photos to import with, votes.csv) and live/ (400 photos the service meets later, live.csv); each votes
+file holds three annotators' votes, each right 95% of the time (as one CIFAR-10H annotator is). Also classes.txt,
+phone.jpg (a 12-megapixel portrait photo of a 7, turned by its EXIF orientation as a phone stores it) and
+china.jpg (a photo of none of the classes). `train` writes digits.onnx and digits.pt: each takes N x 3 x 64 x 64
+images normalised with ImageNet's mean and std, and gives logits and the 512 penultimate features.
 """
 
 from __future__ import annotations
@@ -166,8 +166,13 @@ def train(root: Path, epochs: int = 10, seed: int = 0, arch: str = "resnet18") -
     example = torch.randn(2, 3, SIZE, SIZE)
     batch = torch.export.Dim("batch", min=1, max=1024)
     program = torch.onnx.export(
-        exported, (example,), input_names=["images"], output_names=["logits", "features"],
-        dynamic_shapes=({0: batch},), dynamo=True, verbose=False,
+        exported,
+        (example,),
+        input_names=["images"],
+        output_names=["logits", "features"],
+        dynamic_shapes=({0: batch},),
+        dynamo=True,
+        verbose=False,
     )
     program.save(str(root / "digits.onnx"))
     with warnings.catch_warnings():  # torch.jit warns that TorchScript is deprecated; many models still ship as it
