@@ -60,6 +60,8 @@ class OnnxRunner:
     def __init__(self, path: Path, spec: GraphSpec) -> None:
         try:
             self.session = onnx_session(path)
+        except ImportError:
+            raise ModelError("ONNX graphs run in ONNX Runtime: pip install -e '.[onnx]' in this checkout") from None
         except Exception as err:  # onnxruntime raises its own exception types for files it cannot read
             raise ModelError(f"{path.name} is not an ONNX graph ONNX Runtime can load: {_first_line(err)}") from None
         inputs = self.session.get_inputs()
