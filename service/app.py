@@ -23,8 +23,8 @@ from service.decide import answers, decision_rows
 from service.guard import Guard
 from service.policy import ServedPolicy
 from service.preflight import backend, open_store, preflight
-from service.schemas import Decoded, PixelBudget, Refused
-from service.settings import access_log, get_settings
+from service.schemas import ClassifyJob, Decoded, PixelBudget, Refused
+from service.settings import TRAFFIC_TIMEOUT, access_log, get_settings
 from service.web import web
 from teaming.api import Decision
 from teaming.model import Model, Outputs, load_model
@@ -38,7 +38,7 @@ metrics.own_prometheus_dir()  # before `bentoml serve` empties the shared one: r
 
 
 @bentoml.service(  # admission: guard.py
-    resources={"gpu": 1}, traffic={"timeout": 120}, workers=1, logging={"access": {"enabled": access_log()}}
+    resources={"gpu": 1}, traffic={"timeout": TRAFFIC_TIMEOUT}, workers=1, logging={"access": {"enabled": access_log()}}
 )
 @bentoml.asgi_app(web, path="/")
 class Teaming:
@@ -65,11 +65,21 @@ class Teaming:
         self.loop.refresh_skills()
         self.pixel_budget = PixelBudget(s.pixel_budget)
         self.batcher = GreedyBatcher(
-            self.classify_batch, s.max_batch_size, len, metrics.observe_batch, s.batch_concurrency
+            self.classify_batch,
+            s.max_batch_size,
+            lambda job: len(job.images),
+            metrics.observe_batch,
+            s.batch_concurrency,
         )
         deliverer = None
         if s.webhook_url:
-            deliverer = Deliverer(self.store.outbox, s.webhook_url, s.webhook_secret, s.webhook_max_attempts)
+            deliverer = Deliverer(
+                self.store.outbox,
+                s.webhook_url,
+                s.webhook_secret,
+                s.webhook_max_attempts,
+                retry_seconds=s.webhook_retry_seconds,
+            )
         self.background = Background(self.loop, deliverer, s.close_after_seconds).start()
         logger.info(
             "serving %s on %s with backend %s (%s; %d threads), policy %s (familiarity guard %s), log %s",
@@ -100,12 +110,14 @@ class Teaming:
         backlog = self.batcher.queued() > 4 * self.settings.max_batch_size
         return not backlog and self.pixel_budget.used < self.pixel_budget.pixels and self.store.writable()
 
-    async def classify(self, images: list[Decoded]) -> list[Decision]:
+    async def classify(self, job: ClassifyJob) -> list[Decision]:
         """Answer each image or defer it to people, batched with other requests; committed before the answer."""
-        return await self.batcher.submit(images)
+        return await self.batcher.submit(job)
 
-    def classify_batch(self, requests: list[list[Decoded]]) -> list[list[Decision] | Refused]:
-        """One model call, one policy decision and one log transaction for several requests' images."""
+    def classify_batch(self, jobs: list[ClassifyJob]) -> list[list[Decision] | Refused]:
+        """One model call, one policy decision and one log transaction for several requests' images; a request
+        past its deadline is refused and logs nothing (its caller is about to be told it failed)."""
+        requests = [job.images for job in jobs]
         images = [item for req in requests for item in req]
         out = self.model_thread.submit(self._infer, images).result()
         probs = out.probs.astype(np.float64)
@@ -128,8 +140,11 @@ class Teaming:
         )
         ends = np.cumsum([len(req) for req in requests]).tolist()
         starts = [0, *ends[:-1]]
+        late = [job.late() for job in jobs]
+        groups = [rows[a:b] for a, b, gone in zip(starts, ends, late) if gone is None]
+        logged = iter(self._log(groups) if groups else [])
         out: list[list[Decision] | Refused] = []
-        for a, b, ids in zip(starts, ends, self._log([rows[a:b] for a, b in zip(starts, ends)])):
+        for a, b, ids in zip(starts, ends, (gone or next(logged) for gone in late)):
             if isinstance(ids, Refused):
                 out.append(ids)
                 continue

@@ -1,9 +1,10 @@
 """Who may call what, decided once at the door (guard.py), before any byte of a body is read.
 
 Callers hold the classify token (TEAMING_CLASSIFY_TOKEN; classify is open when it is unset), reviewers their own
-tokens, the admin the admin token. Tokens are compared in constant time. Reviewers never read outcomes (they
-show the model's answer and the other reviewers', which would unblind audits) and see only images they hold a
-lease on; the admin sees everything but does not answer tasks.
+tokens, the admin the admin token. Access is denied by default: a path no rule names and not listed as public
+takes the admin token, so a route added tomorrow is not public by accident. Tokens are compared in constant time.
+Reviewers never read outcomes (they show the model's answer and the other reviewers', which would unblind audits)
+and see only images they hold a lease on; the admin sees everything but does not answer tasks.
 """
 
 from __future__ import annotations
@@ -20,8 +21,27 @@ from service.settings import get_settings
 ADMIN, REVIEWER, CALLER, ANYONE = "admin", "reviewer", "caller", "anyone"
 bearer = HTTPBearer(auto_error=False, description="a reviewer, admin or classify token")  # for the OpenAPI page
 
-# (method or None for any, path pattern, roles allowed, open while classify is); the first match decides,
-# unmatched paths are open.
+# Anyone: health and metrics (BentoML's), the API's description, and the reviewer page's files (it asks for a
+# reviewer token itself; its data routes check it).
+PUBLIC = frozenset(
+    {
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/schema.json",
+        "/docs.json",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/v1/review",
+        "/v1/review.js",
+        "/v1/review.css",
+        "/v1/review.svg",
+    }
+)
+# (method or None for any, path pattern, roles allowed, open while classify is); the first match decides; a path
+# neither matched nor public takes the admin token.
 ACCESS = [
     ("POST", re.compile(r"/classify/?"), {CALLER}, True),
     ("GET", re.compile(r"/v1/model/?"), {CALLER, REVIEWER, ADMIN}, True),
@@ -29,6 +49,7 @@ ACCESS = [
     (None, re.compile(r"/v1/(admin/.*|reviewers/?)"), {ADMIN}, False),
     (None, re.compile(r"/v1/queue/(stats/?|tasks/[^/]+/image/?)"), {REVIEWER, ADMIN}, False),
     (None, re.compile(r"/v1/queue(/.*)?"), {REVIEWER}, False),
+    (None, re.compile(r".*"), {ADMIN}, False),  # anything else: denied to all but the admin
 ]
 WHO = {CALLER: "the classify token", ADMIN: "the admin token", REVIEWER: "a reviewer token"}
 
@@ -72,6 +93,8 @@ def identify(authorization: str | None) -> Principal | None:
 def authorize(method: str, path: str, authorization: str | None) -> Principal:
     """The caller of `method path`, or Denied (401 without a token, 403 with one that may not)."""
     who = identify(authorization)
+    if path in PUBLIC:
+        return who or Principal(ANYONE)
     for rule_method, pattern, roles, open_with_classify in ACCESS:
         if (rule_method is None or rule_method == method) and pattern.fullmatch(path):
             if open_with_classify and get_settings().classify_token is None:
@@ -84,7 +107,7 @@ def authorize(method: str, path: str, authorization: str | None) -> Principal:
             if who.role not in roles:
                 raise Denied(403, f"{path} takes {' or '.join(WHO[r] for r in sorted(roles))}")
             return who
-    return who or Principal(ANYONE)
+    raise AssertionError("the last rule matches every path")  # pragma: no cover
 
 
 def principal(request: Request) -> Principal:

@@ -1,5 +1,6 @@
-"""What the service does on its own, in one thread: deliver due webhooks, close items whose tasks waited past
-the close time, and refit reviewer skills for consensus."""
+"""What the service does on its own: deliver due webhooks on a thread of their own (a slow receiver delays
+nothing else), and on another close items whose tasks waited past the close time and refit reviewer skills for
+consensus."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ logger = logging.getLogger("bentoml.teaming")
 TICK_SECONDS = 0.5
 CLOSE_EVERY_SECONDS = 5.0
 SKILLS_EVERY_SECONDS = 60.0
+DELIVER_BUDGET_SECONDS = 20.0
 
 
 class Background:
@@ -25,15 +27,27 @@ class Background:
         self.close_after = close_after_seconds
         self.stopped = threading.Event()
         self.last = {"close": 0.0, "skills": 0.0}
-        self.thread = threading.Thread(target=self._run, name="teaming-background", daemon=True)
+        self.threads = [threading.Thread(target=self._run, name="teaming-background", daemon=True)]
+        if deliverer is not None:
+            self.threads.append(threading.Thread(target=self._deliver, name="teaming-webhooks", daemon=True))
 
     def start(self) -> "Background":
-        self.thread.start()
+        for t in self.threads:
+            t.start()
         return self
 
     def stop(self) -> None:
         self.stopped.set()
-        self.thread.join(timeout=10)
+        for t in self.threads:
+            t.join(timeout=10)
+
+    def _deliver(self) -> None:
+        """Due webhooks, a time budget a tick, so that stopping never waits long."""
+        while not self.stopped.wait(TICK_SECONDS):
+            try:
+                self.deliverer.deliver_due(budget_seconds=DELIVER_BUDGET_SECONDS)
+            except SQLAlchemyError as err:  # the database is down or busy: try again next tick
+                logger.warning("webhook delivery postponed: %s", type(err).__name__)
 
     def _due(self, what: str, every: float) -> bool:
         now = time.monotonic()
@@ -45,8 +59,6 @@ class Background:
     def _run(self) -> None:
         while not self.stopped.wait(TICK_SECONDS):
             try:
-                if self.deliverer is not None:
-                    self.deliverer.deliver_due()
                 if self._due("close", CLOSE_EVERY_SECONDS) and (n := self.loop.close_overdue(self.close_after)):
                     logger.info("closed %d items whose tasks waited over %.0f s", n, self.close_after)
                 if self._due("skills", SKILLS_EVERY_SECONDS):

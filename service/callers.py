@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Annotated
 
 import bentoml
@@ -19,6 +20,7 @@ from service.schemas import (
     GUARDED,
     WITH_BODY,
     ClassifyIn,
+    ClassifyJob,
     Decoded,
     ItemId,
     Refused,
@@ -64,9 +66,10 @@ async def classify(request: Request) -> list[Decision]:
     if not is_json(kind):
         raise Refused(415, f"classify takes a JSON body (Content-Type: application/json), not {kind or 'none'}")
     svc = _service()
+    deadline = time.monotonic() + svc.settings.request_seconds  # from its arrival, upload included
     raw = await request.body()
-    images = await asyncio.to_thread(_read, raw, svc)  # JSON, base64 and pixels: off the event loop
-    return await svc.classify(images)
+    images = await asyncio.to_thread(_read, raw, svc, deadline)  # JSON, base64 and pixels: off the event loop
+    return await svc.classify(ClassifyJob(images, deadline))
 
 
 @router.get("/v1/model", dependencies=[Depends(auth.bearer)], responses=errors(*GUARDED))
@@ -89,14 +92,21 @@ def model() -> ModelInfo:
     )
 
 
-def _read(raw: bytes, svc) -> list[Decoded]:
+def _read(raw: bytes, svc, deadline: float) -> list[Decoded]:
     try:
         body = json.loads(raw)
     except ValueError:
         raise Refused(400, "the body is not valid JSON") from None
+    except RecursionError:  # [[[[... nested thousands deep
+        raise Refused(400, "the body's JSON is nested too deep") from None
     req = parse(body, svc.settings)
     contract = svc.model.contract
-    return [decode(item, i, svc.settings, contract, svc.pixel_budget) for i, item in enumerate(req.images)]
+    out = []
+    for i, item in enumerate(req.images):
+        if (late := ClassifyJob(out, deadline).late()) is not None:
+            raise late
+        out.append(decode(item, i, svc.settings, contract, svc.pixel_budget))
+    return out
 
 
 def _outcome(row, admin: bool) -> OutcomeOut:

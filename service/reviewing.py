@@ -64,6 +64,12 @@ PAGE_HEADERS = {  # the page runs only its own script and style, shows only this
 }
 
 
+IMAGE_HEADERS = {  # a task's image lives as long as its lease: no copy in a browser's cache, no guessing its type
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
 def _page_file(name: str, media: str) -> Response:
     return Response((HERE / name).read_bytes(), media_type=media, headers=PAGE_HEADERS)
 
@@ -118,7 +124,7 @@ def task_image(task_id: RowId, who: auth.Principal = Depends(auth.principal)) ->
     """The item's image: to the reviewer who holds a live lease on the task (the admin sees any)."""
     holder = None if who.role == auth.ADMIN else who.name
     data, media = _service().store.queue.image(task_id, holder)
-    return Response(data, media_type=media)
+    return Response(data, media_type=media, headers=IMAGE_HEADERS)
 
 
 @router.post(

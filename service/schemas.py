@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
@@ -78,7 +79,8 @@ class ImageIn(BaseModel):
     data: str = Field(
         ...,
         min_length=1,
-        description="the image file in base64, bare or as a data URL (data:image/jpeg;base64,...)",
+        description="the image file in base64 (a data URL's 'data:image/jpeg;base64,' prefix is taken too)",
+        json_schema_extra={"format": "byte"},
     )
 
 
@@ -99,6 +101,20 @@ class Decoded:
     pixels: torch.Tensor
     shown: bytes
     content_type: str
+
+
+@dataclass
+class ClassifyJob:
+    """One classify request's decoded images and the moment it must be answered by."""
+
+    images: list[Decoded]
+    deadline: float  # time.monotonic()
+
+    def late(self) -> "Refused | None":
+        """The refusal it gets once past its deadline, before anything of it is logged; None while in time."""
+        if time.monotonic() <= self.deadline:
+            return None
+        return Refused(503, "the service is too busy to answer this request in time; nothing was logged", 5)
 
 
 class PixelBudget:

@@ -19,6 +19,7 @@ from teaming.ops.review import AUDIT_REVIEWERS, UNRESOLVED_AFTER
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "TEAMING_"
+TRAFFIC_TIMEOUT = 120.0  # BentoML answers 504 past this, whatever the request is still doing
 
 
 class Settings(BaseSettings):
@@ -51,7 +52,10 @@ class Settings(BaseSettings):
     db_wait_seconds: float = Field(30.0, ge=0, description="how long a start waits for an unreachable database")
     webhook_url: str | None = Field(None, description="POST every final answer set or changed here (signed)")
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 key of the webhook signatures")
-    webhook_max_attempts: int = Field(20, ge=1)
+    webhook_retry_seconds: float = Field(
+        24 * 3600.0, gt=0, description="retry an event this long after it was written, then give it up"
+    )
+    webhook_max_attempts: int | None = Field(None, ge=1, description="give an event up after this many attempts")
     policy_poll_seconds: float = Field(5.0, gt=0, description="how soon a policy activated elsewhere is taken up")
     max_images: int = Field(64, ge=1, description="images per classify request")
     max_image_bytes: int = Field(16_000_000, ge=1, description="bytes per image: a phone photo is 3-6 MB")
@@ -62,6 +66,13 @@ class Settings(BaseSettings):
         100_000_000, ge=1, description="bytes of one classify body (base64 adds a third to the images' bytes)"
     )
     max_batch_size: int = Field(256, ge=1, description="images per model call; requests are merged, never split")
+    request_seconds: float = Field(
+        100.0,
+        gt=0,
+        lt=TRAFFIC_TIMEOUT,
+        description=f"a classify request not answered this long after it came (BentoML gives up at "
+        f"{TRAFFIC_TIMEOUT:g} s) gets 503 with Retry-After and logs nothing",
+    )
     batch_concurrency: int = Field(2, ge=1, description="model calls in flight: logging overlaps the next forward")
     seed: int | None = None
     log_decisions: bool = Field(True, description="off only to measure what logging costs (bench/serve_load.py)")

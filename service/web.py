@@ -18,18 +18,20 @@ from starlette.exceptions import HTTPException
 from service import admin, callers, reviewing
 from service.auth import Denied
 from service.schemas import Refused, is_json, media_type
+from service.settings import get_settings
 from teaming.api import ANSWER_TAGS
 from teaming.ops.queue import Conflict, NotFound
 
 logger = logging.getLogger("bentoml.teaming")
 web = FastAPI(title="teaming", description="Classify images with a model and human reviewers.")
-web.include_router(callers.router)
-web.include_router(reviewing.router, prefix="/v1")
-web.include_router(admin.router, prefix="/v1")
+ROUTERS = ((callers.router, ""), (reviewing.router, "/v1"), (admin.router, "/v1"))  # with their prefixes
+for router, prefix in ROUTERS:
+    web.include_router(router, prefix=prefix)
 
 
 def openapi_with_classes() -> dict:
-    """The OpenAPI document, with the served model's classes as the labels a reviewer may answer."""
+    """The OpenAPI document, with the served model's classes as the labels a reviewer may answer, and no
+    security requirement on what is open (classify and /v1/model without a classify token)."""
     if web.openapi_schema is None:
         schema = get_openapi(title=web.title, version=web.version, description=web.description, routes=web.routes)
         classes = bentoml.get_current_service().classes
@@ -38,6 +40,12 @@ def openapi_with_classes() -> dict:
             {"type": "integer", "minimum": 0, "maximum": len(classes) - 1},
             {"type": "string", "enum": classes},
         ]
+        if get_settings().classify_token is None:
+            for method, path in (("post", "/classify"), ("get", "/v1/model")):
+                operation = schema["paths"].get(path, {}).get(method, {})
+                operation.pop("security", None)
+                for code in ("401", "403"):
+                    operation.get("responses", {}).pop(code, None)
         web.openapi_schema = schema
     return web.openapi_schema
 

@@ -206,6 +206,14 @@ class ReviewerOut(BaseModel):
     ci_low: float | None
     ci_high: float | None
     accuracy: float | None = Field(..., description="Dawid-Skene's estimate (from 30 items with two or more answers)")
+    none_answers: int = Field(0, description="'none of these' answers")
+    unsure_answers: int = Field(0, description="'can't tell' answers")
+    skips: int = Field(0, description="tasks given back")
+    flags: list[str] = Field(
+        default_factory=list,
+        description="what sets this reviewer apart from the rest of the team, significantly: agreeing with the "
+        "others far less, or answering none of these / can't tell, or skipping, far more",
+    )
 
 
 class ModelInfo(BaseModel):

@@ -23,6 +23,9 @@ app.command("retune")(ops.retune_cmd)
 app.command("reviewers")(ops.reviewers_cmd)
 app.command("migrate")(ops.migrate_cmd)
 app.command("simulate")(ops.simulate_cmd)
+webhooks = typer.Typer(help="The webhook outbox: events for callers.", no_args_is_help=True)
+webhooks.command("redeliver")(ops.redeliver_cmd)
+app.add_typer(webhooks, name="webhooks")
 
 
 def main() -> None:

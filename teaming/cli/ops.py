@@ -28,6 +28,13 @@ def retune_cmd(
     except ValueError as err:
         fail(err)
     p = r.policy
+    for name, why in (r.unreliable or {}).items():
+        console.print(
+            f"[yellow]left out:[/yellow] {why}. On the {r.left_out} audited items that asked {name} first, the next "
+            f'reviewer stands for "the person", and {name}\'s answers count in no reference. {name} still answers '
+            "deferred items live: look at the answers (teaming reviewers), and retune again after",
+            highlight=False,
+        )
     console.print(
         f"policy [bold]{p.version}[/bold] for {r.model_version} from {r.audited_items} audited items: threshold "
         f"{p.threshold_:.2f} (machine {p.report_.machine_accuracy:.4f}, human {p.report_.human_accuracy:.4f})"
@@ -49,27 +56,34 @@ def reviewers_cmd(
     db: str = typer.Option(..., help="database URL of the service's log, e.g. sqlite:///runs/teaming.db"),
 ) -> None:
     """Each reviewer's agreement with the others' consensus (95% interval) and Dawid-Skene accuracy."""
-    from teaming.ops.consensus import fit_skills, reviewer_skills
+    from teaming.ops.consensus import fit_skills, reviewer_skills, unreliable_reviewers, with_work
     from teaming.ops.store import Store
 
     try:
         store = Store(db, must_exist=True)
-        answers = store.queue.class_answers()
+        answers, work = store.queue.class_answers(), store.queue.work_counts()
         store.dispose()
         labels = [a[2] for a in answers]
         skills = fit_skills(answers, max(labels) + 1) if labels else None
     except ValueError as err:
         fail(err)
     table = Table(title=f"{len(answers)} class answers" + ("" if skills else "; Dawid-Skene needs more overlap"))
-    for col in ("reviewer", "answers", "compared", "agreement", "95% interval", "accuracy (Dawid-Skene)"):
+    columns = ("reviewer", "answers", "compared", "agreement", "95% interval", "accuracy (Dawid-Skene)", "none",
+               "can't tell", "skips")  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="left" if col == "reviewer" else "right")
-    for r in reviewer_skills(answers, skills):
+    careless = unreliable_reviewers(answers)
+    rows = with_work(reviewer_skills(answers, skills), work)
+    for r in rows:
         ci = "" if r.ci_low is None else f"{r.ci_low:.1%} to {r.ci_high:.1%}"
         agree = "" if r.agreement is None else f"{r.agreement:.1%}"
-        table.add_row(
-            r.reviewer, str(r.answers), str(r.compared), agree, ci, "" if r.accuracy is None else f"{r.accuracy:.1%}"
-        )
+        accuracy = "" if r.accuracy is None else f"{r.accuracy:.1%}"
+        counts = (str(r.none_answers), str(r.unsure_answers), str(r.skips))
+        table.add_row(r.reviewer, str(r.answers), str(r.compared), agree, ci, accuracy, *counts)
     console.print(table)
+    for r in rows:
+        for flag in ([careless[r.reviewer]] if r.reviewer in careless else []) + r.flags:
+            console.print(f"[yellow]{r.reviewer}:[/yellow] {flag}", highlight=False)
 
 
 def migrate_cmd(
@@ -144,3 +158,42 @@ def simulate_cmd(
         f"{r.human_accuracy:.4f}, best threshold in hindsight {r.hindsight_accuracy:.4f} at "
         f"{r.hindsight_deferral:.1%} deferred"
     )
+
+
+def redeliver_cmd(
+    db: str = typer.Option(..., help="database URL of the service's log, e.g. sqlite:///runs/teaming.db"),
+    since: Optional[str] = typer.Option(
+        None, help="only events written since: an ISO date and time (2026-12-01T09:00) or a span back (6h, 2d)"
+    ),
+) -> None:
+    """Queue webhook events that were given up for delivery again (the service's replicas post them)."""
+    from teaming.ops.store import Store
+
+    try:
+        start = _since(since)
+        store = Store(db, must_exist=True)
+    except ValueError as err:
+        fail(err)
+    try:
+        n = store.outbox.redeliver(start)
+    finally:
+        store.dispose()
+    console.print(f"queued {n} given-up event{'' if n == 1 else 's'} again; they keep their ids (idempotency keys)")
+
+
+def _since(spec: str | None) -> float:
+    """Unix seconds from an ISO date and time (UTC unless it says otherwise) or a span back from now (6h, 2d)."""
+    import datetime as dt
+    import re
+    import time
+
+    if spec is None:
+        return 0.0
+    span = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", spec.strip())
+    if span:
+        return time.time() - float(span[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[span[2]]
+    try:
+        when = dt.datetime.fromisoformat(spec)
+    except ValueError:
+        raise ValueError(f"--since {spec!r} is neither an ISO date and time nor a span like 6h or 2d") from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp()

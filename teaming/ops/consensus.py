@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
@@ -78,6 +78,10 @@ class ReviewerSkill:
     ci_low: float | None
     ci_high: float | None
     accuracy: float | None
+    none_answers: int = 0
+    unsure_answers: int = 0
+    skips: int = 0
+    flags: list[str] = field(default_factory=list)
 
 
 def reviewer_skills(answers: Sequence[tuple[int, str, int]], skills: Skills | None = None) -> list[ReviewerSkill]:
@@ -106,3 +110,70 @@ def reviewer_skills(answers: Sequence[tuple[int, str, int]], skills: Skills | No
         acc = None if skills is None else skills.accuracy(reviewer)
         out.append(ReviewerSkill(reviewer, counts[reviewer], len(h), agreement, low, high, acc))
     return out
+
+
+def unreliable_reviewers(
+    answers: Sequence[tuple[int, str, int]], alpha: float = 0.01, min_compared: int = 10
+) -> dict[str, str]:
+    """Reviewers who agree with the others significantly less than the others agree among themselves, each
+    with a sentence that says so.
+
+    Pairwise: on every item two people answered, do they give the same class? A reviewer's pairs with the rest
+    are compared with the rest's pairs among themselves (one-sided Fisher exact test at `alpha`, at least
+    `min_compared` pairs each). Pairs, not a consensus of the others: with three people, one careless person
+    drags a leave-one-out consensus down for everyone else too."""
+    by_item: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for item, reviewer, label in answers:
+        by_item[item].append((reviewer, label))
+    pairs: dict[tuple[str, str], list[int]] = defaultdict(list)  # (a, b) with a < b -> same answer or not
+    for given in by_item.values():
+        for i, (a, la) in enumerate(given):
+            for b, lb in given[i + 1 :]:
+                if a != b:
+                    pairs[tuple(sorted((a, b)))].append(int(la == lb))
+    out = {}
+    for r in sorted({name for pair in pairs for name in pair}):
+        mine = [h for pair, hs in pairs.items() if r in pair for h in hs]
+        rest = [h for pair, hs in pairs.items() if r not in pair for h in hs]
+        if len(mine) < min_compared or len(rest) < min_compared:
+            continue
+        table = [[sum(mine), len(mine) - sum(mine)], [sum(rest), len(rest) - sum(rest)]]
+        p = stats.fisher_exact(table, alternative="less").pvalue
+        if p < alpha:
+            out[r] = (
+                f"{r} gives the same answer as another reviewer on {sum(mine) / len(mine):.0%} of {len(mine)} shared "
+                f"items, the others among themselves on {sum(rest) / len(rest):.0%} of {len(rest)} (Fisher p={p:.2g})"
+            )
+    return out
+
+
+def with_work(skills: list[ReviewerSkill], work: dict[str, dict[str, int]], alpha: float = 0.01) -> list[ReviewerSkill]:
+    """`skills` (and every reviewer who has only non-class answers or skips) with their none-of-these, can't-tell
+    and skip counts, and a flag where a share of them is far above the rest of the team's (one-sided Fisher exact
+    test at `alpha`, at least 10 tasks): someone who only answers "can't tell" is not someone who never worked."""
+    by_name = {s.reviewer: s for s in skills}
+    for name in work:
+        by_name.setdefault(name, ReviewerSkill(name, 0, 0, None, None, None, None))
+    for name, s in by_name.items():
+        w = work.get(name, {})
+        s.none_answers, s.unsure_answers, s.skips = w.get("none", 0), w.get("unsure", 0), w.get("skips", 0)
+    for what, part, whole in (
+        ("answers none of these or can't tell", lambda w: w.get("none", 0) + w.get("unsure", 0), _answered),
+        ("skips", lambda w: w.get("skips", 0), lambda w: _answered(w) + w.get("skips", 0)),
+    ):
+        for name, s in by_name.items():
+            mine, total = part(work.get(name, {})), whole(work.get(name, {}))
+            rest = sum(part(w) for o, w in work.items() if o != name)
+            rest_total = sum(whole(w) for o, w in work.items() if o != name)
+            if total < 10 or not rest_total:
+                continue
+            p = stats.fisher_exact([[mine, total - mine], [rest, rest_total - rest]], alternative="greater").pvalue
+            if p < alpha:
+                s.flags.append(
+                    f"{what} {mine / total:.0%} of the time, the rest of the team {rest / rest_total:.0%} (p={p:.2g})"
+                )
+    return sorted(by_name.values(), key=lambda s: s.reviewer)
+
+
+def _answered(w: dict[str, int]) -> int:
+    return w.get("class", 0) + w.get("none", 0) + w.get("unsure", 0)

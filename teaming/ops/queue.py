@@ -286,6 +286,22 @@ class ReviewQueue:
             ).all()
         return [(r[0], r[1], r[2]) for r in rows]
 
+    def work_counts(self) -> dict[str, dict[str, int]]:
+        """Per reviewer: answers by verdict (class, none, unsure) and skips, for /v1/reviewers."""
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(reviews.c.reviewer, reviews.c.verdict, func.count()).group_by(
+                    reviews.c.reviewer, reviews.c.verdict
+                )
+            ).all()
+            skipped = conn.execute(select(skips.c.reviewer, func.count()).group_by(skips.c.reviewer)).all()
+        for reviewer, verdict, n in rows:
+            out.setdefault(reviewer, {"class": 0, "none": 0, "unsure": 0, "skips": 0})[verdict] = int(n)
+        for reviewer, n in skipped:
+            out.setdefault(reviewer, {"class": 0, "none": 0, "unsure": 0, "skips": 0})["skips"] = int(n)
+        return out
+
     def waiting_for(self, reviewer: str) -> int:
         """How many tasks this reviewer could claim now."""
         with self.engine.connect() as conn:

@@ -14,12 +14,13 @@ import numpy as np
 from scipy import stats
 
 from teaming._validation import PolicyError
-from teaming.ops.consensus import fit_skills
-from teaming.ops.review import Answer, audit_answers
+from teaming.ops.consensus import fit_skills, unreliable_reviewers
+from teaming.ops.review import DEFER, Answer, audit_answers
 from teaming.ops.store import Store
 from teaming.policy import RejectorPolicy, ThresholdPolicy, policy_from_dict, save_policy
 
 MIN_AUDITED = 50
+MAX_ACCURACY_LOSS = 0.01  # less deferral is taken up only when team accuracy surely falls no more than this
 
 
 @dataclass
@@ -56,6 +57,8 @@ class Retuned:
     active_deferral: Estimate | None
     active_team_accuracy: Estimate | None
     live_deferral: Estimate | None  # the active policy's deferral over every decision logged under it
+    unreliable: dict[str, str] | None = None  # reviewers left out as "the person", and why
+    left_out: int = 0  # audited items that asked one of them first (the next reviewer stands in)
 
 
 def retune(
@@ -83,9 +86,13 @@ def retune(
         audited = store.log.audited(model_version)
         answers = store.log.answers_by_item([a[0] for a in audited])
         items = [(p, deferred, [Answer(*r) for r in answers[did]]) for did, p, deferred, *_ in audited]
-        skills = fit_skills(store.queue.class_answers(), len(audited[0][1]) if audited else 2)
+        class_answers = store.queue.class_answers()
+        skills = fit_skills(class_answers, len(audited[0][1]) if audited else 2)
+        unreliable = unreliable_reviewers(class_answers)
         kept: list[int] = []
-        probs, human, ref = audit_answers(items, None if skills is None else skills.vote, kept)
+        vote = None if skills is None else skills.vote
+        probs, human, ref = audit_answers(items, vote, kept, frozenset(unreliable))
+        left_out = sum(_asked(deferred, answers) in unreliable for _, deferred, answers in items)
         kept_all = np.array(kept)
         if len(ref) < MIN_AUDITED:
             raise PolicyError(
@@ -142,6 +149,8 @@ def retune(
             active_deferral=None,
             active_team_accuracy=None,
             live_deferral=None,
+            unreliable=unreliable,
+            left_out=left_out,
         )
         if active is not None:
             old_defer = decide(active)
@@ -153,6 +162,10 @@ def retune(
             differs, result.why = significant_change(old_ok, new_ok, old_defer, new_defer, policy.alpha)
             if new_defer.mean() > old_defer.mean():
                 result.why += f"; {_why_more(policy, active)}"
+            elif differs and new_defer.mean() < old_defer.mean():
+                holds, said = non_inferior(old_ok, new_ok)
+                differs &= holds
+                result.why += f"; {said}"
         else:
             differs, result.why = True, "no active policy for this model"
         result.activated = activate and differs
@@ -177,6 +190,22 @@ def significant_change(
     return differs, "; ".join(parts) + (" (significant)" if differs else f" (no change significant at {alpha})")
 
 
+def non_inferior(old_ok: np.ndarray, new_ok: np.ndarray, margin: float = MAX_ACCURACY_LOSS) -> tuple[bool, str]:
+    """Whether a policy that defers less keeps team accuracy: the one-sided 95% upper bound of the paired loss
+    on the audited items (new wrong where the old was right, less the reverse, per item) within `margin`."""
+    d = old_ok.astype(np.float64) - new_ok.astype(np.float64)  # +1: lost, -1: gained
+    loss = float(d.mean())
+    bound = loss + (float(stats.norm.ppf(0.95) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0)
+    holds = bound <= margin
+    said = (
+        f"less deferral keeps team accuracy (loss {100 * loss:.1f} points, at most {100 * bound:.1f} at 95%)"
+        if holds
+        else f"less deferral is not taken up: team accuracy may fall {100 * bound:.1f} points (95% bound; "
+        f"{100 * loss:.1f} estimated), more than {100 * margin:g}"
+    )
+    return holds, said
+
+
 def _why_more(policy: ThresholdPolicy, active: ThresholdPolicy) -> str:
     """Why the rule asks for more deferral: the active threshold, among the refit's candidates, fails it on the
     audited items (significantly less accurate than the best, over capacity or under the accuracy floor)."""
@@ -195,6 +224,13 @@ def _why_more(policy: ThresholdPolicy, active: ThresholdPolicy) -> str:
     return (
         f"the active threshold {t:.3g} fails the rule on these items (p={same[0].p:.3g} against the best, {best:.3g})"
     )
+
+
+def _asked(deferred: bool, answers: list[Answer]) -> str | None:
+    """Who an audited item asked first: its defer reviewer, else its first auditor."""
+    first = next((a for a in answers if a.kind == DEFER), None) if deferred else None
+    first = first or (answers[0] if answers else None)
+    return None if first is None else first.reviewer
 
 
 def _where(db_url: str) -> str:

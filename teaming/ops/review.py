@@ -185,17 +185,24 @@ def event_kind(state: ItemState, new: Final) -> str | None:
 
 
 def audit_answers(
-    audited: Sequence[tuple[Sequence[float], bool, Sequence[Answer]]], vote=None, kept: list[int] | None = None
+    audited: Sequence[tuple[Sequence[float], bool, Sequence[Answer]]],
+    vote=None,
+    kept: list[int] | None = None,
+    unreliable: frozenset[str] = frozenset(),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Closed audited items as (probs N x C, human answer N, reference N) for retuning.
 
     `audited` holds (probabilities, deferred, answers oldest first) per item. The human is the defer reviewer
     of a deferred item, else the first auditor; the reference is the consensus of the other answers. Items
-    without class answers all round are left out; `kept` (if given) receives the positions of those kept.
+    without class answers all round are left out. The answers of `unreliable` reviewers count nowhere: where one
+    was asked, the next reviewer who answered stands for "the person" (one careless person must not); `kept` (if
+    given) receives the positions of those kept.
     """
     probs, human, reference = [], [], []
     for i, (p, deferred, answers) in enumerate(audited):
-        asked = next((a for a in answers if a.kind == DEFER), None) if deferred else (answers[0] if answers else None)
+        answers = [a for a in answers if a.reviewer not in unreliable]
+        asked = next((a for a in answers if a.kind == DEFER), None) if deferred else None
+        asked = asked or (answers[0] if answers else None)
         rest = [a for a in answers if a is not asked]
         if asked is None or asked.verdict != CLASS or not rest or any(a.verdict != CLASS for a in rest):
             continue

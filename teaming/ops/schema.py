@@ -31,6 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from teaming._validation import DataError
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 BASELINE = "0001"  # the schema as metadata.create_all made it before alembic
 _LOCK_ID = 0x7EA1  # PostgreSQL advisory lock: replicas starting together migrate one at a time
@@ -118,6 +120,7 @@ events = Table(  # the webhook outbox: written with the outcome it announces, de
     Column("locked_until", Float, nullable=True),  # a replica is delivering it until then
     Column("delivered_at", Float, nullable=True),
     Column("last_error", String(256), nullable=True),
+    Column("retry_from", Float, nullable=True),  # retries began: at redelivery, else when written (created_at)
 )
 policies = Table(
     "policies",
@@ -157,6 +160,12 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         if before is None and inspect(conn).has_table("decisions"):
             command.stamp(cfg, BASELINE)
             before = BASELINE
+        known = {r.revision for r in ScriptDirectory.from_config(cfg).walk_revisions()}
+        if before is not None and before not in known:
+            raise DataError(
+                f"the database's schema is at revision {before!r}, which this teaming does not know (it knows up "
+                f"to {head_revision()!r}): a newer release wrote it; run that release, or upgrade this one"
+            )
         command.upgrade(cfg, revision)
         after = MigrationContext.configure(conn).get_current_revision()
     return before, after

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from teaming.ops.schema import events
@@ -24,6 +24,7 @@ from teaming.ops.schema import events
 SIGNATURE = "Teaming-Signature"
 EVENT_ID = "Teaming-Event-Id"
 MAX_BACKOFF_SECONDS = 300.0
+RETRY_SECONDS = 24 * 3600.0  # retried this long after it was written, then given up (until redelivered)
 
 
 def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
@@ -76,8 +77,8 @@ class Outbox:
         )
         return event_id
 
-    def claim_due(self, limit: int, lock_seconds: float) -> list[tuple[int, str, dict, int]]:
-        """(row id, event id, body, attempts so far) of due events, locked for this deliverer."""
+    def claim_due(self, limit: int, lock_seconds: float) -> list[tuple[int, str, dict, int, float]]:
+        """(row id, event id, body, attempts so far, retries since) of due events, locked for this deliverer."""
         now = time.time()
         due = and_(
             events.c.next_attempt_at <= now,
@@ -91,10 +92,30 @@ class Outbox:
             if not ids:
                 return []
             conn.execute(update(events).where(events.c.id.in_(ids), due).values(locked_until=now + lock_seconds))
+            since = func.coalesce(events.c.retry_from, events.c.created_at)
             rows = conn.execute(
-                select(events.c.id, events.c.event_id, events.c.body, events.c.attempts).where(events.c.id.in_(ids))
+                select(events.c.id, events.c.event_id, events.c.body, events.c.attempts, since).where(
+                    events.c.id.in_(ids)
+                )
             ).all()
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def release(self, row_ids: list[int]) -> None:
+        """Unlock claimed events this deliverer did not get to (its time ran out): another may take them now."""
+        if row_ids:
+            with self.engine.begin() as conn:
+                conn.execute(update(events).where(events.c.id.in_(row_ids)).values(locked_until=None))
+
+    def redeliver(self, since: float = 0.0) -> int:
+        """Queue again every event given up that was written at or after `since` (unix seconds); how many."""
+        given_up = and_(events.c.next_attempt_at.is_(None), events.c.delivered_at.is_(None))
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(events)
+                .where(given_up, events.c.created_at >= since)
+                .values(next_attempt_at=time.time(), retry_from=time.time(), locked_until=None)
+            )
+        return int(result.rowcount or 0)
 
     def delivered(self, row_id: int) -> None:
         with self.engine.begin() as conn:
@@ -119,35 +140,54 @@ class Outbox:
 
 @dataclass
 class Deliverer:
-    """Posts due events to one URL, signed with one secret; run `deliver_due` over and over."""
+    """Posts due events to one URL, signed with one secret; run `deliver_due` over and over, on its own thread.
+
+    An event is retried at the capped backoff until `retry_seconds` after it was written (or `max_attempts`
+    attempts, when set), then given up; `Outbox.redeliver` brings given-up events back."""
 
     outbox: Outbox
     url: str
     secret: str
-    max_attempts: int = 20
+    max_attempts: int | None = None
     timeout: float = 10.0
-    lock_seconds: float = 60.0
+    retry_seconds: float = RETRY_SECONDS
 
     def __post_init__(self) -> None:
         self.http = httpx.Client(timeout=self.timeout)
 
-    def deliver_due(self, limit: int = 50) -> int:
-        """Try every due event once; returns how many the receiver accepted (2xx)."""
-        accepted = 0
-        for row_id, event_id, body, attempts in self.outbox.claim_due(limit, self.lock_seconds):
-            payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
-            headers = {"Content-Type": "application/json", EVENT_ID: event_id, SIGNATURE: sign(payload, self.secret)}
-            try:
-                r = self.http.post(self.url, content=payload, headers=headers)
-                error = None if 200 <= r.status_code < 300 else f"HTTP {r.status_code}"
-            except httpx.HTTPError as err:
-                error = f"{type(err).__name__}: {err}"
-            if error is None:
-                self.outbox.delivered(row_id)
-                accepted += 1
-            else:
-                self.outbox.failed(row_id, attempts + 1, error, give_up=attempts + 1 >= self.max_attempts)
+    def deliver_due(self, limit: int = 50, budget_seconds: float = 30.0) -> int:
+        """Try due events once each for about `budget_seconds`, a few at a time, each few locked for as long as
+        their posts can take (a slow receiver cannot let the lock lapse and another replica post them again);
+        returns how many the receiver accepted (2xx)."""
+        accepted, stop = 0, time.monotonic() + budget_seconds
+        while limit > 0 and time.monotonic() < stop:
+            few = max(1, min(limit, int(budget_seconds // self.timeout) or 1, 5))
+            claimed = self.outbox.claim_due(few, lock_seconds=few * self.timeout + 30)
+            if not claimed:
+                break
+            for k, (row_id, event_id, body, attempts, written) in enumerate(claimed):
+                if time.monotonic() >= stop:
+                    self.outbox.release([c[0] for c in claimed[k:]])
+                    break
+                accepted += self._post(row_id, event_id, body, attempts, written)
+            limit -= len(claimed)
         return accepted
+
+    def _post(self, row_id: int, event_id: str, body: dict, attempts: int, written: float) -> int:
+        payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        headers = {"Content-Type": "application/json", EVENT_ID: event_id, SIGNATURE: sign(payload, self.secret)}
+        try:
+            r = self.http.post(self.url, content=payload, headers=headers)
+            error = None if 200 <= r.status_code < 300 else f"HTTP {r.status_code}"
+        except httpx.HTTPError as err:
+            error = f"{type(err).__name__}: {err}"
+        if error is None:
+            self.outbox.delivered(row_id)
+            return 1
+        expired = time.time() + backoff(attempts + 1) > written + self.retry_seconds
+        capped = self.max_attempts is not None and attempts + 1 >= self.max_attempts
+        self.outbox.failed(row_id, attempts + 1, error, give_up=expired or capped)
+        return 0
 
     def close(self) -> None:
         self.http.close()

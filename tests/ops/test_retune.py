@@ -168,3 +168,27 @@ def test_estimates_and_the_change_test():
     better[50:80] = True
     differs, why = significant_change(same, better, same, same, 0.05)
     assert differs and "+30/-0" in why
+
+
+def test_one_careless_reviewer_who_claims_first_is_left_out_and_named(db_url, toy_team):
+    """reviewer-0 claims first and always answers class 0: as "the person" of every item she would make deferral
+    look useless. Retune leaves her out, names her, and keeps the honest team's policy."""
+    probs, y, human = toy_team(20)
+    active = ThresholdPolicy().fit(probs, y, human)
+    audited_log(db_url, probs, np.stack([np.zeros_like(y), y, y], 1), active)
+    r = retune(db_url)
+    assert set(r.unreliable) == {"reviewer-0"}
+    assert "reviewer-0 gives the same answer as another reviewer on 11% of" in r.unreliable["reviewer-0"]
+    assert r.left_out == r.audited_items == len(y)  # the next reviewer stands in on every item she was asked
+    assert not r.activated and r.policy.threshold_ >= active.threshold_  # deferral is not switched off
+
+
+def test_less_deferral_needs_team_accuracy_kept():
+    from teaming.ops.retune import non_inferior
+
+    same = np.ones(60, bool)
+    assert non_inferior(same, same)[0]
+    lost = same.copy()
+    lost[:3] = False  # 5 points worse on its own estimate: not taken up, however significant the deferral saving
+    holds, said = non_inferior(same, lost)
+    assert not holds and "less deferral is not taken up" in said and "5.0 estimated" in said

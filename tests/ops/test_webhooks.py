@@ -101,3 +101,78 @@ def test_an_event_is_given_up_after_its_attempts_and_counted(tmp_path):
 def test_the_receiver_example_in_the_readme_checks_signatures(fail):
     body = json.dumps({"id": "e", "type": "outcome.set"}).encode()
     assert verify(body, sign(body, SECRET), SECRET)
+
+
+def _one_event(store: Store, written: float | None = None) -> None:
+    [(did, _)] = store.log.record([NewDecision("x", "deferred", 0, 0.5, [0.5, 0.5], "m@1", "p", tasks=("defer",))])
+    with store.begin() as conn:
+        store.outbox.add(conn, did, "outcome.set", {})
+    if written is not None:
+        from sqlalchemy import update
+
+        from teaming.ops.schema import events
+
+        with store.begin() as conn:
+            conn.execute(update(events).values(created_at=written))
+
+
+def test_events_are_retried_for_a_day_then_given_up_until_redelivered(tmp_path):
+    from tests.support.cli import cli
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    store = Store(url)
+    _one_event(store, written=time.time() - 2 * 86400)  # written two days ago: its day of retries is over
+    _one_event(store)  # written now
+    nobody = Deliverer(store.outbox, "http://127.0.0.1:9/nobody-listens", SECRET, timeout=1)
+    assert nobody.deliver_due() == 0
+    stats = store.log.stats(3)
+    assert stats["webhooks_failed"] == 1 and stats["webhooks_pending"] == 1  # the fresh one waits for its retry
+    r = cli("webhooks", "redeliver", "--db", url, "--since", "3d")
+    assert r.returncode == 0 and "queued 1 given-up event again" in r.stdout
+    receiver = Receiver(fail=0)
+    try:
+        assert Deliverer(store.outbox, receiver.url, SECRET).deliver_due() == 1  # due again at once, a fresh day
+    finally:
+        receiver.close()
+    assert store.log.stats(3)["webhooks_failed"] == 0
+    bad = cli("webhooks", "redeliver", "--db", url, "--since", "last tuesday")
+    assert bad.returncode == 2 and "neither an ISO date and time nor a span" in bad.stderr
+    store.dispose()
+
+
+class SlowReceiver(Receiver):
+    """A receiver that takes `seconds` to answer each event."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(fail=0)
+        handler = self.server.RequestHandlerClass
+        slow = handler.do_POST
+
+        def do_POST(self) -> None:
+            time.sleep(seconds)
+            slow(self)
+
+        handler.do_POST = do_POST
+
+
+def test_a_slow_receiver_gets_a_time_budget_and_the_rest_wait_unlocked(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    for _ in range(6):
+        _one_event(store)
+    receiver = SlowReceiver(1.0)
+    try:
+        deliverer = Deliverer(store.outbox, receiver.url, SECRET, timeout=5)
+        start = time.monotonic()
+        done = deliverer.deliver_due(budget_seconds=2.5)
+        took = time.monotonic() - start
+        assert 1 <= done < 6 and took < 6  # the budget ends the tick; a post already under way finishes
+        from sqlalchemy import select
+
+        from teaming.ops.schema import events
+
+        with store.begin() as conn:
+            locked = conn.execute(select(events.c.locked_until).where(events.c.delivered_at.is_(None))).scalars().all()
+        assert locked and all(x is None for x in locked)  # what it did not get to is free for another replica
+    finally:
+        receiver.close()
+        store.dispose()

@@ -9,9 +9,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -130,6 +132,8 @@ def test_reviewers_see_only_what_they_hold(server):
         bob.image(first.task_id)  # not bob's lease
     assert err.value.status == 404
     assert server.admin().image(first.task_id) == held  # the admin sees any
+    sent = alice.http.get(f"/v1/queue/tasks/{first.task_id}/image").headers  # gone from the browser with the lease
+    assert sent["cache-control"] == "no-store" and sent["x-content-type-options"] == "nosniff"
     with pytest.raises(ApiError) as err:
         bob.outcome(1)
     assert err.value.status == 403
@@ -197,3 +201,56 @@ def test_the_pixel_budget_turns_away_what_it_cannot_hold():
     with budget.hold(5000, "alone"):  # one image larger than the budget still goes through alone
         assert budget.used == 5000
     assert budget.used == 0
+
+
+def test_json_nested_thousands_deep_is_a_one_line_400(server):
+    body = b'{"images": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    r = httpx.post(server.url + "/classify", content=body, headers={"Authorization": f"Bearer {CALLER}",
+                                                                     "Content-Type": "application/json"})  # fmt: skip
+    assert r.status_code == 400 and r.json() == {"detail": "the body's JSON is nested too deep"}
+
+
+def test_a_database_from_a_newer_release_stops_the_start_with_one_line(tmp_path):
+    from sqlalchemy import create_engine, text
+
+    from teaming.ops.store import Store
+
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    Store(url).dispose()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))  # as a later release leaves it
+    engine.dispose()
+    proc = ServiceProcess({"TEAMING_DB_URL": url, "BENTOML_HOME": str(tmp_path / "bh")}, tmp_path / "log.txt")
+    with pytest.raises(RuntimeError, match="service exited"):
+        proc.start(timeout=120)
+    log = (tmp_path / "log.txt").read_text()
+    assert "teaming: cannot serve: the database's schema is at revision '9999', which this teaming does not know" in log
+    assert log.count("Traceback") == 0
+
+
+def test_a_request_past_its_deadline_gets_503_and_logs_nothing(serve):
+    """Two legal, large requests at once once ended in BentoML's 504 while their decisions were committed after.
+    Now a request not answered within TEAMING_REQUEST_SECONDS (here 2) gets 503 with Retry-After, and nothing
+    of it is logged, then or later."""
+    srv = serve(audit_rate=0.0, TEAMING_REQUEST_SECONDS="2", TEAMING_MAX_IMAGE_BYTES="", TEAMING_MAX_PIXELS="")
+    y, x = np.mgrid[:3000, :3000]
+    big = Image.fromarray(np.stack([(x * 255 // 3000), (y * 255 // 3000), ((x + y) % 256)], -1).astype(np.uint8))
+    body = {"images": [{"id": f"big-{i}", "data": encoded(big, "PNG")} for i in range(16)]}
+
+    def send(out: list) -> None:
+        out.append(httpx.post(srv.url + "/classify", json=body, timeout=120))
+
+    answers: list = []
+    threads = [threading.Thread(target=send, args=(answers,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {r.status_code for r in answers} <= {200, 503} and 503 in {r.status_code for r in answers}
+    for r in answers:
+        if r.status_code == 503:
+            assert r.headers["retry-after"] == "5" and "nothing was logged" in r.json()["detail"]
+    answered = 16 * sum(r.status_code == 200 for r in answers)
+    time.sleep(3)  # nothing committed after the refusal either
+    assert srv.admin().stats().decisions == answered
