@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from teaming._validation import DataError
 from teaming.preprocess import InputContract, conform
 
+DECODE_BYTES_PER_PIXEL = 16  # the most a decoded pixel costs while a photo is decoded (decode, view, copy for people)
 ORIENTATION = 0x0112  # the EXIF tag saying how a camera held the photo (1 upright, 2..8 mirrored or turned)
 REVIEW_SIDE = 1280  # the longest side of a copy made for people to look at
 
