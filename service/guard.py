@@ -13,6 +13,7 @@ away; the service runs without it, and saturation shows on /readyz instead.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
 
@@ -32,6 +33,31 @@ def body_limit(path: str) -> int:
     return SMALL_BODY
 
 
+def as_json(send, path: str):
+    """`send` with BentoML's own plain-text 404 and 405 (paths and methods nothing serves) turned into the
+    {"detail": ...} every other refusal is."""
+    plain = {}
+
+    async def sending(message) -> None:
+        if message["type"] == "http.response.start" and message["status"] in (404, 405):
+            kind = dict(message.get("headers") or []).get(b"content-type", b"")
+            if kind.startswith(b"text/plain"):
+                what = "no such path" if message["status"] == 404 else "this path does not take that method"
+                plain["body"] = json.dumps({"detail": f"{path}: {what}"}).encode()
+                drop = (b"content-type", b"content-length")
+                kept = [(k, v) for k, v in message.get("headers") or [] if k not in drop]
+                length = str(len(plain["body"])).encode()
+                kept += [(b"content-type", b"application/json"), (b"content-length", length)]
+                message = {**message, "headers": kept}
+        elif message["type"] == "http.response.body" and "body" in plain:
+            if message.get("more_body"):
+                return  # the plain text's rest: replaced as a whole below
+            message = {**message, "body": plain.pop("body")}
+        await send(message)
+
+    return sending
+
+
 class Guard:
     def __init__(self, app) -> None:
         self.app = app
@@ -42,6 +68,7 @@ class Guard:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
         path, method = scope["path"], scope["method"]
+        send = as_json(send, path)
         try:
             scope.setdefault("state", {})["principal"] = authorize(method, path, headers.get("authorization"))
         except Denied as err:

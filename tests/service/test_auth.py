@@ -62,3 +62,16 @@ def test_a_path_nobody_named_takes_the_admin_token(tokens):
     assert err.value.status == 403
     assert auth.authorize("GET", "/v1/added-tomorrow", "Bearer tok-admin").role == auth.ADMIN
     assert auth.authorize("GET", "/livez", None).role == auth.ANYONE  # public by name
+
+
+def test_a_named_path_with_a_method_it_does_not_take_reaches_the_app_for_its_405(tokens):
+    assert auth.authorize("TRACE", "/v1/model", None).role == auth.ANYONE  # FastAPI answers 405, runs nothing
+    with pytest.raises(auth.Denied):
+        auth.authorize("GET", "/v1/model", None)  # the method it takes still needs a token
+
+
+def test_a_path_with_a_newline_in_it_is_judged_like_any_other(tokens):
+    with pytest.raises(auth.Denied) as err:
+        auth.authorize("POST", "/v1/queue/tasks/\n/skip", None)  # %0A in the URL: once matched no rule and hung
+    assert err.value.status == 401
+    assert auth.authorize("POST", "/v1/queue/tasks/\n/skip", "Bearer tok-a").role == auth.REVIEWER

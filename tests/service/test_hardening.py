@@ -254,3 +254,12 @@ def test_a_request_past_its_deadline_gets_503_and_logs_nothing(serve):
     answered = 16 * sum(r.status_code == 200 for r in answers)
     time.sleep(3)  # nothing committed after the refusal either
     assert srv.admin().stats().decisions == answered
+
+
+def test_paths_and_methods_nothing_serves_are_json_refusals(server, admin_token):
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    r = httpx.get(server.url + "/v1/not-a-route", headers=admin)
+    assert r.status_code == 404 and r.json() == {"detail": "/v1/not-a-route: no such path"}
+    r = httpx.post(server.url + "/livez")
+    assert r.status_code == 405 and r.json() == {"detail": "/livez: this path does not take that method"}
+    assert httpx.get(server.url + "/v1/not-a-route").status_code == 401  # denied by default, before a 404
