@@ -79,16 +79,27 @@ def renderings(n: int, seed: int = 1) -> dict[str, dict[str, list[bytes]]]:
     return {
         "photos": {"small crops": crops(photos, n, rng, 0.25, 128), "large crops": crops(photos, n, rng, 0.8, None)},
         "textures": {"small crops": crops(textures, n, rng, 0.25, 128), "whole": crops(textures, n, rng, 0.9, None)},
-        "faces": {"crops": crops(faces, n, rng, 0.5, 96), "whole": [encode(np.asarray(Image.fromarray(f).resize(
-            (100, 100), Image.BICUBIC))) for f in faces[:n]]},  # fmt: skip
-        "digits": {"grey crops": crops([_rgb(d * 16) for d in digits], n, rng, 0.5, 64),
-                   "ink on paper": [encode(digit_photo(d, rng)) for d in digits]},  # fmt: skip
-        "noise": {"uniform": [encode(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "PNG") for _ in range(n)],
-                  "gaussian": [encode(np.clip(g + rng.normal(0, 40, (64, 64, 3)), 0, 255).astype(np.uint8), "PNG")
-                               for g in gray]},  # fmt: skip
-        "constant": {"flat": [encode(np.broadcast_to(g, (64, 64, 3)).astype(np.uint8), "PNG") for g in gray],
-                     "gradient": [encode(np.linspace(g[0, 0], 255 - g[0, 0], 64)[None].repeat(64, 0).astype(np.uint8),
-                                         "PNG") for g in gray]},  # fmt: skip
+        "faces": {
+            "crops": crops(faces, n, rng, 0.5, 96),
+            "whole": [encode(np.asarray(Image.fromarray(f).resize((100, 100), Image.BICUBIC))) for f in faces[:n]],
+        },  # fmt: skip
+        "digits": {
+            "grey crops": crops([_rgb(d * 16) for d in digits], n, rng, 0.5, 64),
+            "ink on paper": [encode(digit_photo(d, rng)) for d in digits],
+        },  # fmt: skip
+        "noise": {
+            "uniform": [encode(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "PNG") for _ in range(n)],
+            "gaussian": [
+                encode(np.clip(g + rng.normal(0, 40, (64, 64, 3)), 0, 255).astype(np.uint8), "PNG") for g in gray
+            ],
+        },  # fmt: skip
+        "constant": {
+            "flat": [encode(np.broadcast_to(g, (64, 64, 3)).astype(np.uint8), "PNG") for g in gray],
+            "gradient": [
+                encode(np.linspace(g[0, 0], 255 - g[0, 0], 64)[None].repeat(64, 0).astype(np.uint8), "PNG")
+                for g in gray
+            ],
+        },  # fmt: skip
     }
 
 
