@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from teaming.data import parse_items
 from teaming.datasets import load_cifar10h, load_default_test
+from teaming.items import parse_items
 from teaming.model import load_artifact
 from teaming.model.calibration import fit_temperature, softmax
 from teaming.model.metrics import accuracy, cross_entropy, ece

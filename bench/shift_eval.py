@@ -10,8 +10,8 @@ import argparse
 
 import torch
 
-from teaming.data import parse_items
 from teaming.datasets import load_cifar10h, load_default_test
+from teaming.items import parse_items
 from teaming.model import load_artifact
 from teaming.model.metrics import accuracy, cross_entropy, ece
 from teaming.probes import shifted

@@ -15,8 +15,8 @@ import torch
 
 from teaming._validation import PolicyError
 from teaming.analysis import best_in_hindsight, cross_fitted_team, mean_interval, oracle_accuracy
-from teaming.data import parse_items
 from teaming.datasets import load_cifar10h, load_default_test
+from teaming.items import parse_items
 from teaming.model import load_artifact
 from teaming.policy import CertifiedPolicy, ThresholdPolicy
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from teaming.data import parse_items
 from teaming.datasets import load_cifar10h, load_cifar10n, load_default_test, shared_data_dir
+from teaming.items import parse_items
 from teaming.model import load_artifact
 from teaming.model.calibration import softmax
 from teaming.model.predict import predict_outputs

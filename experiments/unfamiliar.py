@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from teaming.data import parse_items
 from teaming.datasets import load_default_test
+from teaming.items import parse_items
 from teaming.model import load_artifact
 from teaming.model.calibration import softmax
 from teaming.model.predict import predict_outputs

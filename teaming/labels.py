@@ -192,16 +192,24 @@ def _parse_label(value: str, by_name: Mapping[str, int], num_classes: int, where
     return label
 
 
+def earliest_majority(answers: Sequence[int]) -> int:
+    """The answer given most often; a tie goes to the tied answer given first. The one tie rule of the project,
+    for one item's answers in the order they came (`majority` applies it to many items at once)."""
+    if not len(answers):
+        raise DataError("no answers to take a majority of")
+    answers = list(answers)
+    top = max(answers.count(a) for a in answers)
+    return next(a for a in answers if answers.count(a) == top)
+
+
 def majority(counts: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
     """The most voted class per item from N x C vote counts; a tie goes to the tied class named first in `order`
-    (N x k answers in the order they were given), or to the lowest class id without one."""
+    (N x k answers in the order they were given: `earliest_majority` of each row), or to the lowest class id
+    without one (counts keep no order, so the class named first is the lowest id)."""
     counts = np.asarray(counts)
-    top = counts == counts.max(1, keepdims=True)
     if order is None:
-        return top.argmax(1)
-    rows = np.arange(len(counts))
-    first = np.argmax(top[rows[:, None], order], axis=1)
-    return order[rows, first]
+        return (counts == counts.max(1, keepdims=True)).argmax(1)
+    return np.array([earliest_majority(row) for row in np.asarray(order).tolist()], dtype=np.int64)
 
 
 def vote(answers: np.ndarray, num_classes: int) -> np.ndarray:

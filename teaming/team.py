@@ -11,8 +11,8 @@ import torch
 
 from teaming._validation import DataError, InputError, check_labels, check_probs
 from teaming.analysis import Interval, mean_interval
-from teaming.data import parse_items
 from teaming.datasets import load_images, resolve_labels
+from teaming.items import parse_items
 from teaming.labels import HumanLabels, chance_right, vote
 from teaming.model import Model, load_model
 from teaming.model.base import outputs_in_chunks

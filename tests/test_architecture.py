@@ -13,7 +13,7 @@ LAYERS = [
     ["teaming", "teaming._validation", "teaming._plotting"],  # "teaming": the package face
     ["teaming.preprocess"],  # how any photo becomes a model's input
     ["teaming.api", "teaming.decode"],
-    ["teaming.data", "teaming.labels", "teaming.confidence", "teaming.client"],
+    ["teaming.data", "teaming.labels", "teaming.confidence", "teaming.client", "teaming.items"],
     ["teaming.datasets", "teaming.probes"],  # image sets: the shipped and shared ones, and the unfamiliar probes
     ["teaming.model"],
     ["teaming.analysis", "teaming.policy"],
@@ -108,3 +108,13 @@ def test_the_library_never_imports_the_service():
     assert not [
         a for a, targets in graph().items() if a.startswith("teaming") and any(t.startswith("service") for t in targets)
     ]
+
+
+def test_the_policies_import_without_torch():
+    """Fitting and applying a policy needs numpy and scikit-learn, not torch (only L2D trains a head with it)."""
+    import subprocess
+    import sys
+
+    code = "import sys, teaming.policy, teaming.items; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"

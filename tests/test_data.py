@@ -16,10 +16,10 @@ from teaming.data import (
     load_jpeg_pack,
     load_torchvision_cifar10,
     pack_jpegs,
-    parse_items,
 )
 from teaming.datasets import DEFAULT_PACK, load_images
 from teaming.decode import decode_image
+from teaming.items import parse_items
 
 
 def test_default_pack_decodes_all_items_with_stable_ids(cifar_test):

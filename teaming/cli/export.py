@@ -33,8 +33,8 @@ def export_cmd(
 ) -> None:
     """Export the ONNX graphs and check each backend: top-1 agreement with fp32 >= 99.5%, accuracy and ECE
     within 0.3 points, and the model's policy deciding the same on >= 99% of items."""
-    from teaming.data import parse_items
     from teaming.datasets import load_images
+    from teaming.items import parse_items
     from teaming.model import load_artifact
     from teaming.model.artifact import save_meta
     from teaming.model.recipe import describe_items

@@ -84,8 +84,9 @@ def train_cmd(
     force: bool = typer.Option(False, help="save even a model at chance or with an absurd temperature"),
 ) -> None:
     """Train a calibrated classifier on human labels and save it as an artifact with a model card."""
-    from teaming.data import load_jpeg_pack, parse_items
+    from teaming.data import load_jpeg_pack
     from teaming.datasets import cifar10_train_pack, load_images, resolve_labels
+    from teaming.items import parse_items
     from teaming.model import build_model, save_artifact
     from teaming.model.card import metrics_table
     from teaming.model.recipe import fit_problems
@@ -192,8 +193,8 @@ def evaluate_cmd(
 ) -> None:
     """Score a model artifact on labelled images; prints a metrics table and optionally writes JSON."""
     from teaming._validation import DataError
-    from teaming.data import parse_items
     from teaming.datasets import load_images, resolve_labels
+    from teaming.items import parse_items
     from teaming.labels import HumanLabels
     from teaming.model import Artifact, load_model
     from teaming.model.recipe import evaluate_items, evaluate_logits
@@ -244,8 +245,8 @@ def fit_guard_cmd(
     device: str = typer.Option(TrainConfig.device),
 ) -> None:
     """Fit a model's familiarity guard on its training items and record them, as `teaming train` does today."""
-    from teaming.data import item_runs, parse_items
     from teaming.datasets import load_images, resolve_labels
+    from teaming.items import item_runs, parse_items
     from teaming.model import load_artifact, save_artifact
     from teaming.model.recipe import fit_guard
     from teaming.model.train import resolve_device

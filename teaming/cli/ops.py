@@ -122,7 +122,7 @@ def simulate_cmd(
 ) -> None:
     """Replay labelled photos through the service with simulated reviewers who answer from their votes: retune
     on the first half, measure the retuned policy live on the second."""
-    from teaming.data import parse_items
+    from teaming.items import parse_items
     from teaming.ops.simulate import cifar_replay, folder_replay, simulate
 
     try:

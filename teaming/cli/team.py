@@ -83,7 +83,7 @@ def fit_policy_cmd(
             policy.fit(data.probs, data.y, data.human, art.classes, data.unfamiliarity)
     except (ValueError, FileNotFoundError) as err:
         fail(err)
-    from teaming.data import item_runs
+    from teaming.items import item_runs
 
     policy.model_ = {
         "name": art.meta.name,

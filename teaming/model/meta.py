@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from teaming.data import run_positions
+from teaming.items import run_positions
 from teaming.preprocess import InputContract
 
 META, CARD = "model.json", "MODEL_CARD.md"

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from scipy.stats import binomtest
 
-from teaming.data import ImageSet, item_runs, run_positions
+from teaming.data import ImageSet
+from teaming.items import item_runs, run_positions
 from teaming.labels import HumanLabels
 from teaming.model.artifact import Artifact
 from teaming.model.calibration import fit_temperature, softmax

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+from teaming.labels import earliest_majority
+
 MIN_ITEMS = 30  # items with two or more class answers before Dawid-Skene is fitted; majority below
 EPS = 1e-6
 
@@ -97,8 +99,7 @@ def reviewer_skills(answers: Sequence[tuple[int, str, int]], skills: Skills | No
             counts[reviewer] += 1
             others = [lab for j, (_, lab) in enumerate(given) if j != i]
             if others:
-                top = max(others.count(x) for x in others)
-                hits[reviewer].append(int(label == next(x for x in others if others.count(x) == top)))
+                hits[reviewer].append(int(label == earliest_majority(others)))
     out = []
     for reviewer in sorted(counts):
         h = hits.get(reviewer, [])

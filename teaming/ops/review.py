@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from teaming.labels import earliest_majority
+
 DEFER = "defer"  # the item was deferred: one person answers it for the caller
 AUDIT = "audit"  # a blind random audit: k different people label it, auto-answered or not
 CLASS, NONE, UNSURE = "class", "none", "unsure"  # a review's verdict: a class, none of these, can't tell
@@ -112,9 +114,7 @@ def consensus(answers: Sequence[Answer], vote=None) -> tuple[int, str | None]:
         label = vote(answers)
         if label is not None:
             return label, "dawid-skene"
-    counts = {c: labels.count(c) for c in labels}
-    top = max(counts.values())
-    return next(c for c in labels if counts[c] == top), "majority"
+    return earliest_majority(labels), "majority"
 
 
 def unresolved_reason(verdicts: Sequence[str]) -> tuple[str, str]:

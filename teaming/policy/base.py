@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator
 from teaming import __version__
 from teaming._validation import PolicyError, check_labels, check_probs
 from teaming.confidence import SCORES, Score, confidence
-from teaming.data import run_positions
+from teaming.items import run_positions
 from teaming.labels import vote
 
 FORMAT = "teaming.policy"

@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -34,7 +32,7 @@ def design(probs: np.ndarray, features: np.ndarray) -> np.ndarray:
     return np.column_stack([f, *scores, np.log(np.clip(p.max(1), 1e-12, 1))])
 
 
-def _check_rate(name: str, a: np.ndarray, n: int) -> np.ndarray:
+def check_rate(name: str, a: np.ndarray, n: int) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     if a.shape != (n,) or not np.all((a >= 0) & (a <= 1)):
         raise PolicyError(f"{name} must be {n} rates in [0, 1], got shape {a.shape}")
@@ -92,7 +90,7 @@ class Rejector(BaseEstimator):
     def fit(self, probs: np.ndarray, features: np.ndarray, y: np.ndarray, human_accuracy: np.ndarray) -> "Rejector":
         x = design(probs, features)
         machine_ok = (check_probs(probs).argmax(1) == np.asarray(y)).astype(np.float64)
-        h = _check_rate("human_accuracy", human_accuracy, len(x))
+        h = check_rate("human_accuracy", human_accuracy, len(x))
         self.machine_ = fractional_logistic(x, machine_ok, self.C, self.random_state)
         self.human_ = fractional_logistic(x, h, self.C, self.random_state)
         return self
@@ -110,59 +108,3 @@ class Rejector(BaseEstimator):
         r = cls(**params)
         r.machine_, r.human_ = Logistic.from_dict(d["machine"]), Logistic.from_dict(d["human"])
         return r
-
-
-class L2D(BaseEstimator):
-    """Mozannar & Sontag's cross-entropy surrogate on frozen features: C + 1 outputs (the model's log-probabilities
-    plus a linear correction, and a linear defer output) trained on -log p(y) - a(x) log p(defer), where a(x) is
-    the human's chance of being right; it answers with its own class outputs and defers where the defer output
-    beats the best class."""
-
-    def __init__(self, epochs: int = 100, lr: float = 0.01, weight_decay: float = 0.1, random_state: int = 0):
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.random_state = random_state
-
-    def _x(self, probs: np.ndarray, features: np.ndarray) -> torch.Tensor:
-        x = design(probs, features)
-        return torch.as_tensor((x - self.mean_) / self.scale_, dtype=torch.float32)
-
-    def fit(self, probs: np.ndarray, features: np.ndarray, y: np.ndarray, human_accuracy: np.ndarray) -> "L2D":
-        x = design(probs, features)
-        c = check_probs(probs).shape[1]
-        h = torch.as_tensor(_check_rate("human_accuracy", human_accuracy, len(x)), dtype=torch.float32)
-        self.mean_, self.scale_ = x.mean(0), x.std(0) + 1e-6
-        xt, yt = self._x(probs, features), torch.as_tensor(np.asarray(y), dtype=torch.long)
-        torch.manual_seed(self.random_state)
-        head = torch.nn.Linear(xt.shape[1], c + 1)
-        torch.nn.init.zeros_(head.weight)
-        torch.nn.init.zeros_(head.bias)
-        base = self._base(probs)
-        opt = torch.optim.Adam(head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        for _ in range(self.epochs):
-            logp = F.log_softmax(head(xt) + base, 1)
-            loss = -(logp.gather(1, yt[:, None])[:, 0] + h * logp[:, c]).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        self.head_ = head.eval()
-        return self
-
-    @staticmethod
-    def _base(probs: np.ndarray) -> torch.Tensor:
-        """The model's log-probabilities, and 0 for the defer output."""
-        logp = np.log(np.clip(check_probs(probs), 1e-12, 1))
-        return torch.as_tensor(np.column_stack([logp, np.zeros(len(logp))]), dtype=torch.float32)
-
-    @torch.no_grad()
-    def _logits(self, probs: np.ndarray, features: np.ndarray) -> np.ndarray:
-        return (self.head_(self._x(probs, features)) + self._base(probs)).numpy()
-
-    def predict(self, probs: np.ndarray, features: np.ndarray) -> np.ndarray:
-        """The head's own class answers (its classifier part)."""
-        return self._logits(probs, features)[:, :-1].argmax(1)
-
-    def defer_score(self, probs: np.ndarray, features: np.ndarray) -> np.ndarray:
-        g = self._logits(probs, features)
-        return g[:, -1] - g[:, :-1].max(1)

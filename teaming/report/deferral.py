@@ -15,7 +15,8 @@ import numpy as np
 from scipy import stats
 
 from teaming.confidence import confidence
-from teaming.policy.learned import L2D, Rejector
+from teaming.policy.l2d import L2D
+from teaming.policy.learned import Rejector
 
 RULES = ("max_prob", "margin", "entropy")
 LEARNED = ("rejector (learned)", "L2D, CE surrogate (learned)")

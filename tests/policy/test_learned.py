@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from teaming.policy import PolicyError
-from teaming.policy.learned import L2D, Rejector
+from teaming.policy.l2d import L2D
+from teaming.policy.learned import Rejector
 
 
 def _world(n: int = 1200, seed: int = 0):
