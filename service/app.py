@@ -17,13 +17,13 @@ import torch
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service import metrics
+from service.admission import Admission
 from service.background import Background
 from service.batcher import GreedyBatcher
 from service.decide import answers, decision_rows
-from service.guard import Guard
-from service.policy import ServedPolicy
 from service.preflight import backend, open_store, preflight
 from service.schemas import ClassifyJob, Decoded, PixelBudget, Refused
+from service.served_policy import ServedPolicy
 from service.settings import TRAFFIC_TIMEOUT, access_log, get_settings
 from service.web import web
 from teaming.api import Decision
@@ -37,7 +37,7 @@ logger = logging.getLogger("bentoml.teaming")  # under bentoml so its log config
 metrics.own_prometheus_dir()  # before `bentoml serve` empties the shared one: replicas on one host keep theirs
 
 
-@bentoml.service(  # admission: guard.py
+@bentoml.service(  # admission at the door: admission.py
     resources={"gpu": 1}, traffic={"timeout": TRAFFIC_TIMEOUT}, workers=1, logging={"access": {"enabled": access_log()}}
 )
 @bentoml.asgi_app(web, path="/")
@@ -172,4 +172,4 @@ class Teaming:
         return [flat[e - len(g) : e] for g, e in zip(groups, ends)]
 
 
-Teaming.add_asgi_middleware(Guard)
+Teaming.add_asgi_middleware(Admission)

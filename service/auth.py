@@ -1,4 +1,4 @@
-"""Who may call what, decided once at the door (guard.py), before any byte of a body is read.
+"""Who may call what, decided once at the door (admission.py), before any byte of a body is read.
 
 Callers hold the classify token (TEAMING_CLASSIFY_TOKEN; classify is open when it is unset), reviewers their own
 tokens, the admin the admin token. Access is denied by default: a path no rule names and not listed as public

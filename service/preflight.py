@@ -11,7 +11,7 @@ import time
 import torch
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.policy import ServedPolicy
+from service.served_policy import ServedPolicy
 from service.settings import Settings, get_settings
 from teaming.model.imported import INT8_FILE
 from teaming.model.loader import serving_backend

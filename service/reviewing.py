@@ -1,6 +1,6 @@
 """Reviewers' routes (under /v1): the review page, claims under leases, images, answers, skips, queue figures.
 
-Handlers reach the running service through `bentoml.get_current_service()`; the guard (guard.py) has
+Handlers reach the running service through `bentoml.get_current_service()`; admission (admission.py) has
 admitted only reviewers (and, for stats and images, the admin) by the time a handler runs.
 """
 

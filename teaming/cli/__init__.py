@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from teaming.cli import export, importing, model, ops, team
+from teaming.cli import export, importing, model, ops, policy
 
 app = typer.Typer(
     help="Human-AI teaming: train calibrated classifiers on human labels, fit deferral policies, report.",
@@ -17,8 +17,8 @@ app.command("evaluate")(model.evaluate_cmd)
 app.command("fit-guard")(model.fit_guard_cmd)
 app.command("export")(export.export_cmd)
 app.command("import")(importing.import_cmd)
-app.command("fit-policy")(team.fit_policy_cmd)
-app.command("report")(team.report_cmd)
+app.command("fit-policy")(policy.fit_policy_cmd)
+app.command("report")(policy.report_cmd)
 app.command("retune")(ops.retune_cmd)
 app.command("reviewers")(ops.reviewers_cmd)
 app.command("migrate")(ops.migrate_cmd)

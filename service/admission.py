@@ -58,7 +58,7 @@ def as_json(send, path: str):
     return sending
 
 
-class Guard:
+class Admission:
     def __init__(self, app) -> None:
         self.app = app
         self.unread: Counter[str] = Counter()
