@@ -163,7 +163,7 @@ def retune(
             if new_defer.mean() > old_defer.mean():
                 result.why += f"; {_why_more(policy, active)}"
             elif differs and new_defer.mean() < old_defer.mean():
-                holds, said = non_inferior(old_ok, new_ok)
+                holds, said = less_deferral(policy, old_ok, new_ok, old_defer)
                 differs &= holds
                 result.why += f"; {said}"
         else:
@@ -190,20 +190,31 @@ def significant_change(
     return differs, "; ".join(parts) + (" (significant)" if differs else f" (no change significant at {alpha})")
 
 
-def non_inferior(old_ok: np.ndarray, new_ok: np.ndarray, margin: float = MAX_ACCURACY_LOSS) -> tuple[bool, str]:
-    """Whether a policy that defers less keeps team accuracy: the one-sided 95% upper bound of the paired loss
-    on the audited items (new wrong where the old was right, less the reverse, per item) within `margin`."""
+def less_deferral(
+    policy: ThresholdPolicy, old_ok: np.ndarray, new_ok: np.ndarray, old_defer: np.ndarray
+) -> tuple[bool, str]:
+    """Whether to take up a policy that defers less, and why: when it keeps team accuracy (`non_inferior`), or
+    when the active one defers more than the reviewers' capacity (the cut stands and its cost is said)."""
+    holds, loss, bound = non_inferior(old_ok, new_ok)
+    sign = "loss" if loss >= 0 else "gain"
+    cost = f"team accuracy {sign} {100 * abs(loss):.1f} points, at most {100 * bound:.1f} lost at 95%"
+    cap = getattr(policy, "max_deferral", None)
+    if cap is not None and float(old_defer.mean()) > cap:
+        return True, f"the active policy defers {old_defer.mean():.1%}, over capacity {cap:.1%}: taken up ({cost})"
+    if holds:
+        return True, f"less deferral keeps team accuracy ({cost})"
+    return False, f"less deferral is not taken up: {cost}, more than {100 * MAX_ACCURACY_LOSS:g} allowed"
+
+
+def non_inferior(
+    old_ok: np.ndarray, new_ok: np.ndarray, margin: float = MAX_ACCURACY_LOSS
+) -> tuple[bool, float, float]:
+    """Whether the paired loss of team accuracy on the same items (new wrong where the old was right, less the
+    reverse, per item) has its one-sided 95% upper bound within `margin`; with the loss and its bound."""
     d = old_ok.astype(np.float64) - new_ok.astype(np.float64)  # +1: lost, -1: gained
     loss = float(d.mean())
     bound = loss + (float(stats.norm.ppf(0.95) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0)
-    holds = bound <= margin
-    said = (
-        f"less deferral keeps team accuracy (loss {100 * loss:.1f} points, at most {100 * bound:.1f} at 95%)"
-        if holds
-        else f"less deferral is not taken up: team accuracy may fall {100 * bound:.1f} points (95% bound; "
-        f"{100 * loss:.1f} estimated), more than {100 * margin:g}"
-    )
-    return holds, said
+    return bound <= margin, loss, bound
 
 
 def _why_more(policy: ThresholdPolicy, active: ThresholdPolicy) -> str:

@@ -183,12 +183,15 @@ def test_one_careless_reviewer_who_claims_first_is_left_out_and_named(db_url, to
     assert not r.activated and r.policy.threshold_ >= active.threshold_  # deferral is not switched off
 
 
-def test_less_deferral_needs_team_accuracy_kept():
-    from teaming.ops.retune import non_inferior
+def test_less_deferral_needs_team_accuracy_kept_unless_over_capacity():
+    from teaming.ops.retune import less_deferral
 
-    same = np.ones(60, bool)
-    assert non_inferior(same, same)[0]
+    same, defer = np.ones(60, bool), np.zeros(60, bool)
+    defer[:12] = True  # the active policy defers 20%
+    assert less_deferral(ThresholdPolicy(), same, same, defer)[0]
     lost = same.copy()
     lost[:3] = False  # 5 points worse on its own estimate: not taken up, however significant the deferral saving
-    holds, said = non_inferior(same, lost)
-    assert not holds and "less deferral is not taken up" in said and "5.0 estimated" in said
+    holds, said = less_deferral(ThresholdPolicy(), same, lost, defer)
+    assert not holds and "less deferral is not taken up: team accuracy loss 5.0 points" in said
+    holds, said = less_deferral(ThresholdPolicy(max_deferral=0.05), same, lost, defer)  # the people cannot take 20%
+    assert holds and "over capacity 5.0%: taken up (team accuracy loss 5.0 points" in said
