@@ -18,13 +18,13 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from bench.common import drop_postgres, scratch_postgres
 from teaming.datasets import default_test_jpegs
 from teaming.ops.log import NewDecision, decision_row
 from teaming.ops.queue import task_row
 from teaming.ops.review import keeps_image, review_tasks
 from teaming.ops.schema import decisions, tasks
 from teaming.ops.store import Store
+from tests.support.common import drop_postgres, scratch_postgres
 
 
 def row_by_row(store: Store, items: Sequence[NewDecision]) -> None:

@@ -15,9 +15,9 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import drop_postgres, scratch_postgres
 from teaming.ops.log import NewDecision
 from teaming.ops.store import Store
+from tests.support.common import drop_postgres, scratch_postgres
 
 
 def fresh_url(backend: str, tmp: Path) -> str:

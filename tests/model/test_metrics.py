@@ -71,11 +71,14 @@ def test_metric_inputs_are_checked():
 
 
 def test_the_calibration_bench_maps_recover_a_known_temperature_and_confusion_share(rng):
-    """bench.calibration_maps: its temperature map is the library's, and the votes-fitted mix recovers the share
-    of the probabilities that went through the human confusion matrix."""
+    """experiments/calibration_maps.py: its temperature map is the library's, and the votes-fitted mix recovers the
+    share of the probabilities that went through the human confusion matrix."""
     import torch
 
-    from bench.calibration_maps import fit_map, human_confusion
+    from tests.support.scripts import load_script
+
+    maps = load_script("experiments/calibration_maps.py")
+    fit_map, human_confusion = maps.fit_map, maps.human_confusion
 
     n, c, true_t, share = 5000, 4, 2.0, 0.4
     labels = rng.integers(0, c, n)

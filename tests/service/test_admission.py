@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from bench.admission import Stallers, big_body, big_caller, steady
+from tests.support.admission import Stallers, big_body, big_caller, steady
 
 
 @pytest.mark.slow

@@ -10,11 +10,11 @@ import time
 import httpx
 import pytest
 
-from bench.common import metric_total
 from teaming.client import ApiError
 from teaming.datasets import default_test_jpegs
 from teaming.ops.webhooks import verify
 from teaming.policy import ThresholdPolicy, load_policy, save_policy
+from tests.support.common import metric_total
 
 CALLER = "tok-client"
 SECRET = "whsec-test"

@@ -14,13 +14,13 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from bench.common import jpeg_payloads, metric_total
 from teaming.api import Task
 from teaming.client import ApiError
 from teaming.datasets import default_test_jpegs, load_cifar10h
 from teaming.ops.retune import retune
 from teaming.ops.schema import reviews
 from teaming.ops.store import Store
+from tests.support.common import jpeg_payloads, metric_total
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "cifar10h-default"
 

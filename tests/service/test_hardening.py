@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.process import ServiceProcess
 from service.schemas import PixelBudget, Refused
 from teaming.client import ApiError
 from teaming.datasets import default_test_jpegs
+from tests.support.process import ServiceProcess
 
 CALLER = "tok-client"
 
@@ -170,7 +170,7 @@ def test_a_read_only_database_gives_503_and_not_ready(serve, tmp_path):
 
 
 @pytest.mark.slow
-def test_an_unreachable_database_at_start_exits_with_one_line(tmp_path):
+def test_an_unreachable_database_at_start_exits_with_one_line(tmp_path, service_process):
     env = {"TEAMING_DB_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none", "TEAMING_DB_WAIT_SECONDS": "3"}
     proc = ServiceProcess({**env, "BENTOML_HOME": str(tmp_path / "bh")}, tmp_path / "log.txt")
     start = time.perf_counter()
@@ -210,7 +210,7 @@ def test_json_nested_thousands_deep_is_a_one_line_400(server):
     assert r.status_code == 400 and r.json() == {"detail": "the body's JSON is nested too deep"}
 
 
-def test_a_database_from_a_newer_release_stops_the_start_with_one_line(tmp_path):
+def test_a_database_from_a_newer_release_stops_the_start_with_one_line(tmp_path, service_process):
     from sqlalchemy import create_engine, text
 
     from teaming.ops.store import Store

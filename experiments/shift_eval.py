@@ -1,7 +1,7 @@
 """Model artifacts side by side on held-out items, clean and under mild shifts: accuracy, CE to CIFAR-10H, ECE.
 One line per model and set.
 
-    python -m bench.shift_eval models/cifar10h-default /tmp/old-default --items 7000:10000
+    python experiments/shift_eval.py models/cifar10h-default /tmp/old-default --items 7000:10000
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 One pretrained net (CIFAR-10 train, hard labels), then per loss: train on 9 folds of the 10,000 test images,
 predict the held-out fold. Prints accuracy and cross-entropy to the human distribution per loss, raw
 (as the paper reports) and after a temperature fitted on the other folds' predictions.
-Usage: python bench/soft_labels.py [--pretrain-epochs 9.9] [--epochs 8] [--widths 64,256,256] [--folds 10]
+Usage: python experiments/soft_labels.py [--pretrain-epochs 9.9] [--epochs 8] [--widths 64,256,256] [--folds 10]
 """
 
 from __future__ import annotations

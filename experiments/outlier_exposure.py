@@ -12,9 +12,9 @@ expected accuracy (one sampled annotator answers what is deferred) and its defer
 set deferred. The probe sets fit nothing. Mixes: `default` (`outliers.KINDS`), `objects` (without the texture-like
 kinds).
 
-    python -m bench.outlier_exposure --weights 0,0.25 --mixes objects,default --seeds 0,1,2 --bf16
-    python -m bench.outlier_exposure --weights 0.25 --mixes default --targets human,init --ensemble
-    python -m bench.outlier_exposure --weights 0.25 --mixes default --seeds 0,1 --ensemble --bf16
+    python experiments/outlier_exposure.py --weights 0,0.25 --mixes objects,default --seeds 0,1,2 --bf16
+    python experiments/outlier_exposure.py --weights 0.25 --mixes default --targets human,init --ensemble
+    python experiments/outlier_exposure.py --weights 0.25 --mixes default --seeds 0,1 --ensemble --bf16
     # 1.5 min a variant on 2 AMX cores in bf16, 3 to 6 in fp32 on AVX2
 """
 

@@ -7,7 +7,7 @@ share `a` of the probabilities passed through the human confusion matrix P(annot
 counted on the fitting items' votes. That mix predicts what an annotator would say; it is fitted to the human
 votes, to the true labels, or to both.
 
-    python -m bench.calibration_maps models/cifar10h-default
+    python experiments/calibration_maps.py models/cifar10h-default
 """
 
 from __future__ import annotations

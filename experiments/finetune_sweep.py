@@ -2,7 +2,7 @@
 fine-tuned under several settings, scored on the whole test set and on the held-out items 7000..9999 (the
 temperature fitted on 6300..6999; fine-tuning on 0..6299). One line per variant.
 
-    python -m bench.finetune_sweep --pretrain-epochs 10 --bf16
+    python experiments/finetune_sweep.py --pretrain-epochs 10 --bf16
 """
 
 from __future__ import annotations

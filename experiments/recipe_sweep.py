@@ -1,7 +1,7 @@
 """Pilot sweep of training recipes at reduced width and epochs: accuracy, CE to CIFAR-10H and ECE on held-out
 items 7000..9999, clean and under mild shifts. One line per recipe and set.
 
-    python -m bench.recipe_sweep --widths 32,128,128 --pretrain-epochs 4
+    python experiments/recipe_sweep.py --widths 32,128,128 --pretrain-epochs 4
 """
 
 from __future__ import annotations

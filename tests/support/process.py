@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # BentoML's default of 5 s closes idle connections while busy clients still reuse them: at 256 clients, 7 of
 # 3,566 requests got no answer (ReadError); with 75 s, 0 of 3,783 (BENCHMARKS.md, serving).
 KEEP_ALIVE_SECONDS = 75
