@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.process import ServiceProcess
 from bench.serve_load import closed_loop
 from teaming.datasets import load_cifar10h, load_default_test
 from teaming.decode import decode_image
 from teaming.model.meta import load_meta
 from teaming.model.runtime import device_name, onnx_session
 from teaming.preprocess import to_input
+from tests.support.process import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = range(7000, 7200)
@@ -137,12 +137,10 @@ def main() -> None:
                     rates["bare onnxruntime"].append(bare(model, photos, size, args.seconds, decode=False))
                     rates["bare + decode"].append(bare(model, photos, size, args.seconds, decode=True))
                     for clients in [int(x) for x in args.clients.split(",")]:
-                        start = time.perf_counter()
                         level = asyncio.run(closed_loop(service.url, payloads, clients, size, args.seconds, 10**6))
-                        elapsed = time.perf_counter() - start  # requests that finish late count against their time
                         fails = level.errors + level.server_errors + sum(level.failures.values())
                         assert fails == 0, f"{fails} requests failed"
-                        rates[f"service, {clients} clients"].append(level.requests * size / elapsed)
+                        rates[f"service, {clients} clients"].append(level.images_per_second(size))
                 reference = np.mean(rates["bare onnxruntime"])
                 for name, r in rates.items():
                     share = np.mean(r) / reference

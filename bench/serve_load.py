@@ -32,11 +32,11 @@ import httpx
 import numpy as np
 import torch
 
-from bench.common import jpeg_payloads, metric_total
-from bench.process import KEEP_ALIVE_SECONDS, ServiceProcess, free_port
 from teaming.decode import decode_image
 from teaming.model import Artifact, load_artifact
 from teaming.model.runtime import choose
+from tests.support.common import jpeg_payloads, metric_total
+from tests.support.process import KEEP_ALIVE_SECONDS, ServiceProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "cifar10h-default"
@@ -149,10 +149,15 @@ class Level:
     errors: int  # 4xx answers
     server_errors: int  # 5xx answers
     failures: Counter  # no answer: exception type -> count
+    elapsed: float = 0.0  # s from the first request sent to the last answer received
 
     @property
     def requests(self) -> int:
         return len(self.latencies)
+
+    def images_per_second(self, per_request: int) -> float:
+        """Answered images over the real elapsed time: a request that ends after the window counts its time too."""
+        return self.requests * per_request / self.elapsed if self.elapsed else 0.0
 
 
 async def closed_loop(
@@ -163,7 +168,8 @@ async def closed_loop(
     errors = server_errors = 0
     failures: Counter = Counter()
     sent = 0
-    stop_at = time.perf_counter() + seconds
+    start = time.perf_counter()
+    stop_at = start + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
 
@@ -188,7 +194,7 @@ async def closed_loop(
                     latencies.append(time.perf_counter() - t0)
 
         await asyncio.gather(*(worker(w) for w in range(clients)))
-    return Level(latencies, errors, server_errors, failures)
+    return Level(latencies, errors, server_errors, failures, time.perf_counter() - start)
 
 
 @dataclass
