@@ -4,6 +4,7 @@ is and takes, how it was made or imported, what it scored, how each backend comp
 from __future__ import annotations
 
 from teaming.model.meta import ModelMeta
+from teaming.templates import render
 
 METRIC_NAMES = {
     "accuracy": "Accuracy (the images' own labels)",
@@ -62,103 +63,32 @@ def _what(meta: ModelMeta) -> str:
     )
 
 
-def _training(meta: ModelMeta) -> list[str]:
-    train = meta.training
-    parts = ["## Training", ""]
-    for stage in train.get("stages", []):
-        parts.append(f"- **{stage['name']}**: {stage['description']}; {stage['seconds']:.0f} s on {stage['device']}.")
-    if train.get("command"):
-        earlier, start = [], train.get("init") or {}
-        while start.get("command"):
-            earlier.insert(0, f"`{start['command']}` builds the starting model {start['name']}; then ")
-            start = start.get("init") or {}
-        parts += ["", f"Reproduce: {''.join(earlier)}`{train['command']}`"]
-    if train.get("hardware_note"):
-        parts += ["", train["hardware_note"]]
-    return parts
+def _earlier_commands(training: dict) -> str:
+    """The commands that built the chain of starting models, oldest first, each followed by "then"."""
+    earlier, start = [], training.get("init") or {}
+    while start.get("command"):
+        earlier.insert(0, f"`{start['command']}` builds the starting model {start['name']}; then ")
+        start = start.get("init") or {}
+    return "".join(earlier)
 
 
-def _imported(meta: ModelMeta) -> list[str]:
-    """How an imported graph was taken in: its file, its outputs, and each step's figures."""
-    g, steps = meta.graph, meta.training.get("import", {})
-    parts = [
-        "## Import",
-        "",
-        f"- **Graph**: `{g.file}`, imported from `{g.source}` (SHA-256 {g.sha256[:16]}...).",
-        f"- **Outputs**: `{g.logits or 'the first output'}` holds the class "
-        + (
-            "probabilities; they are turned back into logits (their log) before calibration."
-            if g.outputs == "probabilities"
-            else "logits."
-        )
-        + (f" `{g.features}` holds penultimate features." if g.features else ""),
-    ]
-    parts += [f"- **{name}**: {text}" for name, text in steps.get("steps", {}).items()]
-    if meta.training.get("command"):
-        parts += ["", f"Reproduce: `{meta.training['command']}`"]
-    return parts
-
-
-def _data(meta: ModelMeta) -> list[str]:
-    data = meta.data
-    parts = ["## Data and splits", "", f"- Images: {data.get('images', 'unknown')}"]
-    parts.append(f"- Human labels: {data.get('labels', 'unknown')}")
-    splits = data.get("splits")
-    if splits:
-        for name, ids in splits.items():
-            parts.append(f"- {name.capitalize()}: {len(ids)} items (their ids are in model.json)")
-        parts.append("- Each split is used for its step alone; `fit-policy` and `report` refuse the first two.")
-        return parts
-    parts += [
-        f"- Training items: {data.get('train_items', 'unknown')}",
-        f"- Temperature fitted on: {data.get('calibration_items', 'unknown')}",
-    ]
-    held = data.get("held_out_items")
-    if held:
-        parts.append(f"- **Held out**: {held}. Never seen in training or calibration; keep them for policy fitting")
-        parts[-1] += " and evaluation."
-    return parts
-
-
-def _limits(meta: ModelMeta, guard: bool) -> list[str]:
-    made = "was trained on small natural images" if meta.kind == "teaming" else "was calibrated on the images above"
-    parts = [
-        "## Intended use and limits",
-        "",
-        "Answers automatically only where its calibrated confidence clears a fitted deferral policy; the rest goes",
-        f"to people. It {made}; confidences on other kinds of images are not calibrated.",
-    ]
-    if guard and meta.kind == "teaming":
-        parts += [
-            "",
-            "A familiarity guard (`familiarity.safetensors`, fitted on the training features) scores how",
-            "unlike its training images an image is; policies defer images past their limit as `unfamiliar`.",
-            "EXPERIMENTS.md reports how many unfamiliar and shifted images it catches.",
-        ]
-    elif guard:
-        reads = {
-            "features": "its penultimate features",
-            "energy": "the energy of its logits (no feature output was named)",
-            "max-logit": "its largest logit (no feature output was named)",
-        }[meta.guard or "features"]
-        parts += [
-            "",
-            "A familiarity guard (`familiarity.safetensors`) scores how unlike its fitting images an image is, from",
-            f"{reads}; policies defer images past their limit as `unfamiliar`.",
-        ]
-    return parts
+GUARD_READS = {
+    "features": "its penultimate features",
+    "energy": "the energy of its logits (no feature output was named)",
+    "max-logit": "its largest logit (no feature output was named)",
+}
 
 
 def model_card(meta: ModelMeta, figures: list[str] | None = None, guard: bool = False) -> str:
-    parts = [f"# Model card: {meta.name}", "", _what(meta), ""]
-    parts += _imported(meta) if meta.kind != "teaming" else _training(meta)
-    parts += ["", *_data(meta)]
-    if meta.metrics:
-        where = meta.data.get("eval_items", "the held-out items")
-        parts += ["", f"## Metrics on {where}", "", metrics_table(meta.metrics)]
-    if meta.backends:
-        parts += ["", "## Backends", "", backends_table(meta.backends)]
-    for fig in figures or []:
-        parts += ["", f"![{fig}]({fig})"]
-    parts += ["", *_limits(meta, guard), "", f"teaming {meta.library_version}, created {meta.created}.", ""]
-    return "\n".join(parts)
+    """The card in Markdown (templates/model_card.md.j2)."""
+    return render(
+        "model_card.md.j2",
+        meta=meta,
+        what=_what(meta),
+        earlier=_earlier_commands(meta.training),
+        metrics=metrics_table(meta.metrics) if meta.metrics else "",
+        backends=backends_table(meta.backends) if meta.backends else "",
+        figures=figures or [],
+        guard=guard,
+        guard_reads=GUARD_READS[meta.guard or "features"],
+    )

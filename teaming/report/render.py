@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import base64
-import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from teaming.policy import PolicyReport
 from teaming.report.deferral import DeferralComparison
 from teaming.report.plots import binned_accuracy_png, confusion_png, threshold_curve_png
 from teaming.report.summary import TeamSummary
+from teaming.templates import render
 
 
 @dataclass
@@ -61,50 +60,12 @@ def _interval(i: Interval) -> str:
 
 def build_report(s: TeamSummary) -> Report:
     """The report's sections, in the order people read them: the gain first, then why, then where each errs."""
-    fitted = f" ({s.left_out} items the policy was fitted on are left out)" if s.left_out else ""
-    draws = (
-        f"mean over {s.human_interval.n} draws of the sampled people, 95% interval" if s.human_interval.n > 1 else ""
-    )
-    gain = Section(
-        "Teaming gain",
-        f"{s.data.y.size} items{fitted}. {headline(s)}"
-        f"{' Every deferred item costs a review.' if s.deferral_rate else ''}"
-        f"{' Human and team: ' + draws + '.' if draws else ''}",
-        ["who answers", "accuracy", "deferred"],
-        [
-            ["machine alone", _pct(s.machine_accuracy), "0.00%"],
-            ["human alone", _interval(s.human_interval), "100.00%"],
-            [
-                f"team, policy {s.policy_version} (threshold {s.threshold:.2f})",
-                _interval(s.team_interval),
-                _pct(s.deferral_rate) + (f" ({_pct(s.unfamiliar_rate)} as unfamiliar)" if s.unfamiliar_rate else ""),
-            ],
-            [
-                f"team, best threshold in hindsight ({s.hindsight.threshold:.2f}, confidence alone, no guard)",
-                _pct(s.hindsight.accuracy),
-                _pct(s.hindsight.deferral_rate),
-            ],
-            ["oracle bound (right if either is right)", _pct(s.oracle), ""],
-        ],
-    )
-    curve = Section(
-        "Accuracy against threshold",
-        "Team accuracy over 10 folds of these items (band: 95% interval) and the share deferred; the black line "
-        "is the policy's threshold, the dashed one the best by mean on these items. The curve defers by "
-        "confidence alone and takes the first draw of the sampled people"
-        + (
-            "; the table's team row also applies the familiarity guard and averages every draw."
-            if s.unfamiliar_rate or s.human_interval.n > 1
-            else "."
-        ),
-        figure=("threshold_curve.png", threshold_curve_png(s.curve, s.threshold)),
-    )
     reliability = Section(
         "Reliability",
         "Machine accuracy against its calibrated confidence.",
         figure=("reliability.png", reliability_png({"machine": s.data.probs}, s.data.y, "Reliability on these items")),
     )
-    sections = [gain, curve, _fit_section(s.policy), reliability]
+    sections = [_gain_section(s), _curve_section(s), _fit_section(s.policy), reliability]
     if s.methods is not None:
         sections.append(_methods_section(s.methods))
     sections.append(
@@ -126,18 +87,65 @@ def build_report(s: TeamSummary) -> Report:
                 "per nat",
             )
         )
+    sections.append(_errors_section(s))
+    return Report(s.title, sections)
+
+
+def _gain_section(s: TeamSummary) -> Section:
+    """The headline and the table: machine, human, team under the policy, best in hindsight, the oracle."""
+    fitted = f" ({s.left_out} items the policy was fitted on are left out)" if s.left_out else ""
+    draws = (
+        f"mean over {s.human_interval.n} draws of the sampled people, 95% interval" if s.human_interval.n > 1 else ""
+    )
+    return Section(
+        "Teaming gain",
+        f"{s.data.y.size} items{fitted}. {headline(s)}"
+        f"{' Every deferred item costs a review.' if s.deferral_rate else ''}"
+        f"{' Human and team: ' + draws + '.' if draws else ''}",
+        ["who answers", "accuracy", "deferred"],
+        [
+            ["machine alone", _pct(s.machine_accuracy), "0.00%"],
+            ["human alone", _interval(s.human_interval), "100.00%"],
+            [
+                f"team, policy {s.policy_version} (threshold {s.threshold:.2f})",
+                _interval(s.team_interval),
+                _pct(s.deferral_rate) + (f" ({_pct(s.unfamiliar_rate)} as unfamiliar)" if s.unfamiliar_rate else ""),
+            ],
+            [
+                f"team, best threshold in hindsight ({s.hindsight.threshold:.2f}, confidence alone, no guard)",
+                _pct(s.hindsight.accuracy),
+                _pct(s.hindsight.deferral_rate),
+            ],
+            ["oracle bound (right if either is right)", _pct(s.oracle), ""],
+        ],
+    )
+
+
+def _curve_section(s: TeamSummary) -> Section:
+    return Section(
+        "Accuracy against threshold",
+        "Team accuracy over 10 folds of these items (band: 95% interval) and the share deferred; the black line "
+        "is the policy's threshold, the dashed one the best by mean on these items. The curve defers by "
+        "confidence alone and takes the first draw of the sampled people"
+        + (
+            "; the table's team row also applies the familiarity guard and averages every draw."
+            if s.unfamiliar_rate or s.human_interval.n > 1
+            else "."
+        ),
+        figure=("threshold_curve.png", threshold_curve_png(s.curve, s.threshold)),
+    )
+
+
+def _errors_section(s: TeamSummary) -> Section:
     m = s.matching
     balanced = f"both wrong {_pct(m.both_wrong)}, same answer {_pct(m.same_wrong_answer)}"
-    sections.append(
-        Section(
-            "Where each errs",
-            f"Share of each one's mistakes by true class (rows) and wrong answer (columns). Both wrong on "
-            f"{_pct(s.both_wrong)} of items; then the same wrong answer {_pct(s.same_wrong_answer)} of the "
-            f"time (class-balanced sample: {balanced}).",
-            figure=("error_confusion.png", confusion_png(s.error_shares, s.data.classes, "wrong answer", "true class")),
-        )
+    return Section(
+        "Where each errs",
+        f"Share of each one's mistakes by true class (rows) and wrong answer (columns). Both wrong on "
+        f"{_pct(s.both_wrong)} of items; then the same wrong answer {_pct(s.same_wrong_answer)} of the "
+        f"time (class-balanced sample: {balanced}).",
+        figure=("error_confusion.png", confusion_png(s.error_shares, s.data.classes, "wrong answer", "true class")),
     )
-    return Report(s.title, sections)
 
 
 def headline(s: TeamSummary) -> str:
@@ -206,41 +214,14 @@ def _binned(heading: str, lead: str, bins: dict[str, BinnedAccuracy], xlabel: st
     return Section(heading, f"{lead} {slopes}.", figure=(name, binned_accuracy_png(bins, xlabel, heading)))
 
 
-def _table_md(s: Section) -> list[str]:
-    if not s.rows:
-        return []
-    lines = ["| " + " | ".join(s.header) + " |", "|" + "---|" * len(s.header)]
-    lines += ["| " + " | ".join(r) + " |" for r in s.rows]
-    return lines + [""]
-
-
 def to_markdown(report: Report, figure_dir: str) -> str:
-    lines = [f"# {report.title}", ""]
-    for s in report.sections:
-        lines += [f"## {s.heading}", "", s.text, ""] + _table_md(s)
-        if s.figure:
-            lines += [f"![{s.heading}]({figure_dir}/{s.figure[0]})", ""]
-    return "\n".join(lines)
+    """The report in Markdown (templates/report.md.j2), its figures linked from `figure_dir`."""
+    return render("report.md.j2", report=report, figure_dir=figure_dir).removesuffix("\n")
 
 
 def to_html(report: Report) -> str:
-    out = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-        "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}</style>",
-        f"</head><body><h1>{html.escape(report.title)}</h1>",
-    ]
-    for s in report.sections:
-        out.append(f"<h2>{html.escape(s.heading)}</h2><p>{html.escape(s.text)}</p>")
-        if s.rows:
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in s.header) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in s.rows]
-            out.append("</table>")
-        if s.figure:
-            b64 = base64.b64encode(s.figure[1]).decode()
-            out.append(f"<img alt='{html.escape(s.heading)}' src='data:image/png;base64,{b64}'>")
-    return "\n".join(out + ["</body></html>"])
+    """The report as one self-contained HTML page (templates/report.html.j2), its figures inlined."""
+    return render("report.html.j2", report=report).removesuffix("\n")
 
 
 def check_report_path(path: str | Path) -> Path:
