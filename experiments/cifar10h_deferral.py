@@ -52,7 +52,7 @@ def main() -> None:
 
         def fit(p, y, h):
             try:
-                return CertifiedPolicy(target, 0.05).fit(p, y, h)
+                return CertifiedPolicy(target_accuracy=target, delta=0.05).fit(p, y, h)
             except PolicyError:
                 failures.append(target)
                 return DeferAll()

@@ -63,7 +63,7 @@ def main() -> None:
 
     def deferred(s: dict) -> tuple[float, float]:
         u = s["guard"]
-        return float(policy.decide(s["probs"]).mean()), float(policy.decide(s["probs"], u).mean())
+        return float(policy.decide(s["probs"]).mean()), float(policy.decide(s["probs"], unfamiliarity=u).mean())
 
     base, guarded = deferred(ref)
     print(f"policy {policy.version}, unfamiliar limit {policy.unfamiliar_limit_}")
@@ -101,9 +101,9 @@ def compare_limits(art, policy, args, ref: dict, sets: dict[str, dict]) -> None:
     print("|---" * (len(sets) + 3) + "|")
     for q in (float(x) for x in args.quantiles.split(",")):
         refit = clone(policy).set_params(unfamiliar_quantile=q)
-        refit.fit(fit.probs, fit.y, fit.human, art.classes, fit.unfamiliarity)
-        added = refit.decide(ref["probs"], ref["guard"]).mean() - refit.decide(ref["probs"]).mean()
-        shares = " | ".join(f"{refit.decide(s['probs'], s['guard']).mean():.1%}" for s in sets.values())
+        refit.fit(fit.probs, fit.y, fit.human, art.classes, unfamiliarity=fit.unfamiliarity)
+        added = refit.decide(ref["probs"], unfamiliarity=ref["guard"]).mean() - refit.decide(ref["probs"]).mean()
+        shares = " | ".join(f"{refit.decide(s['probs'], unfamiliarity=s['guard']).mean():.1%}" for s in sets.values())
         print(f"| {q:g} | +{refit.report_.unfamiliar_rate:.1%} | +{added:.1%} | {shares} |", flush=True)
 
 

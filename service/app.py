@@ -125,7 +125,7 @@ class Teaming:
         self.policy.follow()
         policy, policy_version = self.policy.active
         s = self.settings
-        reasons, scores = policy.judge(probs, out.unfamiliarity, out.features)
+        reasons, scores = policy.judge(probs, unfamiliarity=out.unfamiliarity, features=out.features)
         rows = decision_rows(
             images,
             probs,

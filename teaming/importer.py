@@ -301,7 +301,9 @@ def fit_policy(model: GraphModel, logits, feats, data: Labelled, splits: dict, c
     that certifies). Scored on the report split."""
     fit, rep = _team(model, logits, feats, data, splits["policy"]), _team(model, logits, feats, data, splits["report"])
     if data.human_draws is not None:
-        policy = ThresholdPolicy(random_state=cfg.seed).fit(fit.probs, fit.y, fit.human, fit.classes, fit.unfamiliarity)
+        policy = ThresholdPolicy(random_state=cfg.seed).fit(
+            fit.probs, fit.y, fit.human, fit.classes, unfamiliarity=fit.unfamiliarity
+        )
         how = "the t-test threshold rule (people's answers known)"
     else:
         err = 1 - float((fit.probs.argmax(1) == fit.y).mean())
@@ -318,11 +320,11 @@ def fit_policy(model: GraphModel, logits, feats, data: Labelled, splits: dict, c
         "reviewers": 1,
         "command": cfg.command,
     }
-    defer = policy.decide(rep.probs, rep.unfamiliarity)
+    defer = policy.decide(rep.probs, unfamiliarity=rep.unfamiliarity)
     auto = (rep.probs.argmax(1) == rep.y)[~defer]
     text = (
         f"{how}, threshold {policy.threshold_:.2f}; on the report split it defers {defer.mean():.1%}"
-        f" ({(policy.reasons(rep.probs, rep.unfamiliarity) == 'unfamiliar').mean():.1%} as unfamiliar), "
+        f" ({(policy.reasons(rep.probs, unfamiliarity=rep.unfamiliarity) == 'unfamiliar').mean():.1%} as unfamiliar), "
         f"answers {auto.mean() if len(auto) else float('nan'):.2%} of the rest right"
     )
     if data.human_draws is not None:
@@ -336,7 +338,9 @@ def fit_policy(model: GraphModel, logits, feats, data: Labelled, splits: dict, c
 def _certify(fit: TeamData, targets: list[float]) -> CertifiedPolicy:
     for target in targets:
         try:
-            return CertifiedPolicy(target).fit(fit.probs, fit.y, None, fit.classes, fit.unfamiliarity)
+            return CertifiedPolicy(target_accuracy=target).fit(
+                fit.probs, fit.y, None, fit.classes, unfamiliarity=fit.unfamiliarity
+            )
         except PolicyError:
             continue
     raise PolicyError(

@@ -24,13 +24,13 @@ def _team(n: int = 400, human_right: float = 0.9, seed: int = 0) -> TeamData:
 
 def test_a_guard_that_costs_the_team_is_said_with_the_way_out():
     data = _team(human_right=0.5)  # people worse than the model on ordinary items
-    policy = ThresholdPolicy().fit(data.probs, data.y, data.human, data.classes, data.unfamiliarity)
+    policy = ThresholdPolicy().fit(data.probs, data.y, data.human, data.classes, unfamiliarity=data.unfamiliarity)
     said = team_warnings(data, policy)
     assert any(w.startswith("the team (") and "less accurate than the model alone" in w for w in said)
     assert any("familiarity guard sends 10.0% of these ordinary items" in w and "--unfamiliar-quantile" in w
                for w in said)  # fmt: skip
     quiet = ThresholdPolicy(unfamiliar_quantile=1.0).fit(data.probs, data.y, data.human, data.classes,
-                                                         data.unfamiliarity)  # fmt: skip
+                                                         unfamiliarity=data.unfamiliarity)  # fmt: skip
     assert not any("familiarity guard" in w for w in team_warnings(data, quiet))
 
 

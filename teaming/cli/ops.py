@@ -24,7 +24,15 @@ def retune_cmd(
     from teaming.ops.retune import retune
 
     try:
-        r = retune(db, out, activate, model_version, alpha, max_deferral=max_deferral, min_accuracy=min_accuracy)
+        r = retune(
+            db,
+            out,
+            activate=activate,
+            model_version=model_version,
+            alpha=alpha,
+            max_deferral=max_deferral,
+            min_accuracy=min_accuracy,
+        )
     except ValueError as err:
         fail(err)
     p = r.policy

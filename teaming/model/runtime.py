@@ -310,8 +310,10 @@ def check(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> dict:
 def verify_policy(policy, reference, outputs) -> dict:
     """A fitted policy's decisions on a backend's outputs against its decisions on fp32's (both `Outputs`): its
     threshold was chosen on fp32 probabilities, so it keeps its meaning only if nearly every decision stays."""
-    a = policy.decide(reference.probs.astype(np.float64), reference.unfamiliarity, reference.features)
-    b = policy.decide(outputs.probs.astype(np.float64), outputs.unfamiliarity, outputs.features)
+    a = policy.decide(
+        reference.probs.astype(np.float64), unfamiliarity=reference.unfamiliarity, features=reference.features
+    )
+    b = policy.decide(outputs.probs.astype(np.float64), unfamiliarity=outputs.unfamiliarity, features=outputs.features)
     same, change = float((a == b).mean()), float(b.mean() - a.mean())
     verified = same >= MIN_DECISION_AGREEMENT and abs(change) <= MAX_DEFERRAL_CHANGE
     return {

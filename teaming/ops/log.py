@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection, Engine
@@ -33,6 +34,17 @@ class NewDecision:
     defer_reason: str | None = None  # unsure | unfamiliar, for deferred items
     unfamiliarity: float | None = None
     policy_score: float | None = None
+
+
+class AuditedDecision(NamedTuple):
+    """One audited decision as the log keeps it: what retune refits on."""
+
+    decision_id: int
+    probs: list[float]
+    deferred: bool
+    policy_version: str
+    policy_score: float | None
+    unfamiliarity: float | None
 
 
 def decision_row(d: NewDecision, now: float) -> dict:
@@ -171,9 +183,8 @@ class DecisionLog:
                     out[item] = (probs, outcome, did)
         return out
 
-    def audited(self, model_version: str | None = None) -> list[tuple]:
-        """(decision id, probs, deferred, policy version, policy score, unfamiliarity) of audited decisions whose
-        tasks are all finished."""
+    def audited(self, model_version: str | None = None) -> list[AuditedDecision]:
+        """The audited decisions whose tasks are all finished, oldest first."""
         pending = select(tasks.c.decision_id).where(tasks.c.status.in_((OPEN, CLAIMED)))
         columns = (decisions.c.id, decisions.c.probs, decisions.c.outcome, decisions.c.policy_version)
         query = select(*columns, decisions.c.policy_score, decisions.c.unfamiliarity).where(
@@ -183,7 +194,7 @@ class DecisionLog:
             query = query.where(decisions.c.model_version == model_version)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(decisions.c.id))
-            return [(r[0], r[1], r[2] == "deferred", r[3], r[4], r[5]) for r in rows]
+            return [AuditedDecision(r[0], r[1], r[2] == "deferred", r[3], r[4], r[5]) for r in rows]
 
     def answers_by_item(self, decision_ids: Sequence[int]) -> dict[int, list]:
         """(reviewer, task kind, verdict, label) rows per decision, oldest first."""

@@ -7,7 +7,7 @@ the live ones: each estimate comes with a 95% Wilson interval, next to what the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from teaming._validation import PolicyError
 from teaming.ops.consensus import fit_skills, unreliable_reviewers
 from teaming.ops.review import DEFER, Answer, audit_answers
 from teaming.ops.store import Store
-from teaming.policy import RejectorPolicy, ThresholdPolicy, policy_from_dict, save_policy
+from teaming.policy import ThresholdPolicy, policy_from_dict, save_policy
 
 MIN_AUDITED = 50
 MAX_ACCURACY_LOSS = 0.01  # less deferral is taken up only when team accuracy surely falls no more than this
@@ -61,9 +61,29 @@ class Retuned:
     left_out: int = 0  # audited items that asked one of them first (the next reviewer stands in)
 
 
+@dataclass
+class AuditedItems:
+    """The audited items retune fits and judges on, aligned: the model's probabilities, "the person"'s answer, the
+    reference (the other reviewers' consensus), the guard's logged scores (NaN where none) and, for a policy that
+    needs them, its logged confidence scores."""
+
+    probs: np.ndarray
+    human: np.ndarray
+    ref: np.ndarray
+    unfamiliarity: np.ndarray
+    scores: np.ndarray | None = None
+    unreliable: dict[str, str] = field(default_factory=dict)  # reviewers left out as "the person", and why
+    left_out: int = 0  # items that asked one of them first (the next reviewer stands in)
+
+    def team_ok(self, defer: np.ndarray) -> np.ndarray:
+        """Whether the team is right on each item when `defer` sends it to the person."""
+        return np.where(defer, self.human == self.ref, self.probs.argmax(1) == self.ref)
+
+
 def retune(
     db_url: str,
     out: str | Path | None = None,
+    *,
     activate: bool = True,
     model_version: str | None = None,
     alpha: float | None = None,
@@ -83,91 +103,19 @@ def retune(
             raise PolicyError(f"the log at {_where(db_url)} holds no decisions yet")
         body = store.active_policy(model_version)
         active = None if body is None else policy_from_dict(body)
-        audited = store.log.audited(model_version)
-        answers = store.log.answers_by_item([a[0] for a in audited])
-        items = [(p, deferred, [Answer(*r) for r in answers[did]]) for did, p, deferred, *_ in audited]
-        class_answers = store.queue.class_answers()
-        skills = fit_skills(class_answers, len(audited[0][1]) if audited else 2)
-        unreliable = unreliable_reviewers(class_answers)
-        kept: list[int] = []
-        vote = None if skills is None else skills.vote
-        probs, human, ref = audit_answers(items, vote, kept, frozenset(unreliable))
-        left_out = sum(_asked(deferred, answers) in unreliable for _, deferred, answers in items)
-        kept_all = np.array(kept)
-        if len(ref) < MIN_AUDITED:
-            raise PolicyError(
-                f"only {len(ref)} fully audited items of {model_version} in the log; retuning needs {MIN_AUDITED} "
-                "(audits are on with TEAMING_AUDIT_RATE > 0; /v1/queue/stats shows their progress)"
-            )
-        params = active.get_params() if isinstance(active, ThresholdPolicy) else {}
-        params.update({k: v for k, v in {"alpha": alpha, **overrides}.items() if v is not None})
-        classes = None if active is None else active.classes_
-        scores = None
-        if isinstance(active, RejectorPolicy):
-            same = _same_rejector(store, body, {audited[i][3] for i in kept})
-            kept = [i for i in kept if audited[i][3] in same and audited[i][4] is not None]
-            if len(kept) < MIN_AUDITED:
-                raise PolicyError(
-                    f"only {len(kept)} fully audited items were scored by the active rejector; retuning needs "
-                    f"{MIN_AUDITED}"
-                )
-            probs, human, ref = (
-                probs[np.isin(kept_all, kept)],
-                human[np.isin(kept_all, kept)],
-                ref[np.isin(kept_all, kept)],
-            )
-            scores = np.array([audited[i][4] for i in kept], dtype=np.float64)
-            policy = active.set_params(**params).refit_threshold(probs, ref, human, scores)
+        audit = audited_items(store, model_version, active, body)
+        params = {k: v for k, v in {"alpha": alpha, **overrides}.items() if v is not None}
+        if active is None:
+            policy = ThresholdPolicy(**params).fit(audit.probs, audit.ref, audit.human)
         else:
-            policy = ThresholdPolicy(**params).fit(probs, ref, human, classes)
-            policy.unfamiliar_limit_ = None if active is None else active.unfamiliar_limit_
+            policy = active.refit(audit.probs, audit.ref, audit.human, scores=audit.scores, **params)
         policy.model_ = {
             **((body or {}).get("model") or {}),
             "retuned_from": None if active is None else body["version"],
-            "audited_items": int(len(ref)),
+            "audited_items": int(len(audit.ref)),
             "fitted_on": f"audit log {_where(db_url)}",
         }
-
-        # the guard's logged scores (NaN where an item has none); what lies beyond a policy's limit is deferred
-        unfamiliarity = np.array([np.nan if audited[i][5] is None else audited[i][5] for i in kept], dtype=np.float64)
-
-        def decide(p) -> np.ndarray:  # a rejector's score needs features the log does not keep: use its scores
-            unsure = p.decide(probs) if scores is None else scores < p.threshold_
-            return unsure | (unfamiliarity > (np.inf if p.unfamiliar_limit_ is None else p.unfamiliar_limit_))
-
-        new_defer = decide(policy)
-        new_ok = np.where(new_defer, human == ref, probs.argmax(1) == ref)
-        result = Retuned(
-            policy=policy,
-            active_version=None if body is None else body["version"],
-            activated=False,
-            why="",
-            model_version=model_version,
-            audited_items=len(ref),
-            deferral=Estimate.of(new_defer),
-            team_accuracy=Estimate.of(new_ok),
-            active_deferral=None,
-            active_team_accuracy=None,
-            live_deferral=None,
-            unreliable=unreliable,
-            left_out=left_out,
-        )
-        if active is not None:
-            old_defer = decide(active)
-            old_ok = np.where(old_defer, human == ref, probs.argmax(1) == ref)
-            result.active_deferral, result.active_team_accuracy = Estimate.of(old_defer), Estimate.of(old_ok)
-            deferred, total = store.log.live_deferral(body["version"])
-            if total:
-                result.live_deferral = Estimate.of(np.arange(total) < deferred)
-            differs, result.why = significant_change(old_ok, new_ok, old_defer, new_defer, policy.alpha)
-            if new_defer.mean() > old_defer.mean():
-                result.why += f"; {_why_more(policy, active)}"
-            elif differs and new_defer.mean() < old_defer.mean():
-                holds, said = less_deferral(policy, old_ok, new_ok, old_defer)
-                differs &= holds
-                result.why += f"; {said}"
-        else:
-            differs, result.why = True, "no active policy for this model"
+        result, differs = judge(store, policy, active, body, audit, model_version)
         result.activated = activate and differs
         store.add_policy(policy.to_dict(), model_version, activate=result.activated)
         if out is not None:
@@ -175,6 +123,85 @@ def retune(
         return result
     finally:
         store.dispose()
+
+
+def audited_items(store: Store, model_version: str, active, body: dict | None) -> AuditedItems:
+    """The fully audited items of `model_version`, with the reviewers' answers weighed: unreliable reviewers
+    left out, the reference voted with their fitted skills. A policy that needs its logged scores keeps only the
+    items its very rejector scored."""
+    rows = store.log.audited(model_version)
+    answers = store.log.answers_by_item([r.decision_id for r in rows])
+    items = [(r.probs, r.deferred, [Answer(*a) for a in answers[r.decision_id]]) for r in rows]
+    class_answers = store.queue.class_answers()
+    skills = fit_skills(class_answers, len(rows[0].probs) if rows else 2)
+    unreliable = unreliable_reviewers(class_answers)
+    kept: list[int] = []
+    probs, human, ref = audit_answers(items, None if skills is None else skills.vote, kept, frozenset(unreliable))
+    if len(ref) < MIN_AUDITED:
+        raise PolicyError(
+            f"only {len(ref)} fully audited items of {model_version} in the log; retuning needs {MIN_AUDITED} "
+            "(audits are on with TEAMING_AUDIT_RATE > 0; /v1/queue/stats shows their progress)"
+        )
+    rows = [rows[i] for i in kept]
+    audit = AuditedItems(
+        probs,
+        human,
+        ref,
+        np.array([np.nan if r.unfamiliarity is None else r.unfamiliarity for r in rows], dtype=np.float64),
+        unreliable=unreliable,
+        left_out=sum(_asked(deferred, said) in unreliable for _, deferred, said in items),
+    )
+    if active is None or not active.logged_scores:
+        return audit
+    same = _same_rejector(store, body, {r.policy_version for r in rows})
+    keep = np.array([r.policy_version in same and r.policy_score is not None for r in rows])
+    if keep.sum() < MIN_AUDITED:
+        raise PolicyError(
+            f"only {keep.sum()} fully audited items were scored by the active rejector; retuning needs {MIN_AUDITED}"
+        )
+    scores = np.array([r.policy_score for r, k in zip(rows, keep) if k], dtype=np.float64)
+    return AuditedItems(
+        probs[keep], human[keep], ref[keep], audit.unfamiliarity[keep], scores, unreliable, audit.left_out
+    )
+
+
+def judge(
+    store: Store, policy: ThresholdPolicy, active, body: dict | None, audit: AuditedItems, model_version: str
+) -> tuple[Retuned, bool]:
+    """The refit against the active policy on the audited items: the figures, and whether to take it up."""
+    new_defer = policy.decide_logged(audit.probs, audit.unfamiliarity, audit.scores)
+    new_ok = audit.team_ok(new_defer)
+    result = Retuned(
+        policy=policy,
+        active_version=None if body is None else body["version"],
+        activated=False,
+        why="no active policy for this model",
+        model_version=model_version,
+        audited_items=len(audit.ref),
+        deferral=Estimate.of(new_defer),
+        team_accuracy=Estimate.of(new_ok),
+        active_deferral=None,
+        active_team_accuracy=None,
+        live_deferral=None,
+        unreliable=audit.unreliable,
+        left_out=audit.left_out,
+    )
+    if active is None:
+        return result, True
+    old_defer = active.decide_logged(audit.probs, audit.unfamiliarity, audit.scores)
+    old_ok = audit.team_ok(old_defer)
+    result.active_deferral, result.active_team_accuracy = Estimate.of(old_defer), Estimate.of(old_ok)
+    deferred, total = store.log.live_deferral(body["version"])
+    if total:
+        result.live_deferral = Estimate.of(np.arange(total) < deferred)
+    differs, result.why = significant_change(old_ok, new_ok, old_defer, new_defer, policy.alpha)
+    if new_defer.mean() > old_defer.mean():
+        result.why += f"; {_why_more(policy, active)}"
+    elif differs and new_defer.mean() < old_defer.mean():
+        holds, said = less_deferral(policy, old_ok, new_ok, old_defer)
+        differs &= holds
+        result.why += f"; {said}"
+    return result, differs
 
 
 def significant_change(

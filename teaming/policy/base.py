@@ -9,8 +9,6 @@ every item beyond it with the reason "unfamiliar", however confident the model i
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -24,9 +22,8 @@ from teaming._validation import PolicyError, check_labels, check_probs
 from teaming.confidence import SCORES, Score, confidence
 from teaming.items import run_positions
 from teaming.labels import vote
+from teaming.policy.file import FILES
 
-FORMAT = "teaming.policy"
-FORMAT_VERSION = 2
 UNSURE, UNFAMILIAR = "unsure", "unfamiliar"
 UNFAMILIAR_QUANTILE = 0.9  # the guard's limit: this quantile of the fitting items' unfamiliarity
 
@@ -101,14 +98,26 @@ class DeferralPolicy(BaseEstimator, ABC):
     """Defer an item when its confidence score is below the fitted threshold (of its predicted class, if any)."""
 
     kind: ClassVar[str] = ""
+    logged_scores: ClassVar[bool] = False
+    """Whether it decides on features the decision log does not keep, so that retune reads its logged scores."""
     score: Score
     candidates: int | Sequence[float]
     unfamiliar_quantile: float
+
+    threshold_: float
+    """Fitted: items whose confidence score lies below it are deferred."""
     class_thresholds_: np.ndarray | None = None
+    """Fitted: one threshold per predicted class (C), used instead of `threshold_`; None for one threshold."""
     unfamiliar_limit_: float | None = None
+    """Fitted: items whose unfamiliarity exceeds it are deferred whatever their confidence; None without a guard."""
     classes_: list[str] | None = None
+    """Fitted: the class names, in the order of the probabilities' columns."""
+    report_: PolicyReport | None = None
+    """Fitted: every candidate threshold with its figures and test, and why the chosen one was chosen."""
     model_: dict | None = None
+    """Provenance: the model and items the policy was fitted on (set by the caller that fitted it)."""
     created_: str | None = None
+    """Provenance: when the policy was fitted (ISO time, set when it is saved)."""
 
     @abstractmethod
     def fit(
@@ -117,10 +126,30 @@ class DeferralPolicy(BaseEstimator, ABC):
         y: np.ndarray,
         human: np.ndarray | None = None,
         classes: Sequence[str] | None = None,
+        *,
         unfamiliarity: np.ndarray | None = None,
+        features: np.ndarray | None = None,
+        human_accuracy: np.ndarray | None = None,
     ) -> "DeferralPolicy":
         """Fit on held-out items: probs N x C, reference labels y, the reviewers' answers (N, or N x k), and the
-        model's unfamiliarity per item (fits the guard's limit)."""
+        model's unfamiliarity per item (fits the guard's limit). `features` and `human_accuracy` (the share of
+        annotators right per item) feed a learned rejector; the other policies ignore them."""
+
+    @abstractmethod
+    def refit(
+        self, probs: np.ndarray, y: np.ndarray, human: np.ndarray, *, scores: np.ndarray | None = None, **params
+    ) -> "DeferralPolicy":
+        """A new policy fitted on audited items with `params` changed, keeping this one's classes and guard (what
+        `teaming retune` does). `scores` are the logged confidence scores, for a policy that needs them."""
+
+    def decide_logged(
+        self, probs: np.ndarray, unfamiliarity: np.ndarray, scores: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Deferrals from what the decision log keeps: probabilities and the guard's scores (NaN where none)."""
+        return self.decide(probs) | self._beyond_logged(unfamiliarity)
+
+    def _beyond_logged(self, unfamiliarity: np.ndarray) -> np.ndarray:
+        return unfamiliarity > (np.inf if self.unfamiliar_limit_ is None else self.unfamiliar_limit_)
 
     def check_params(self) -> None:
         """Raise PolicyError on settings no data could fix (called by fit, and by the CLI before loading data)."""
@@ -180,19 +209,19 @@ class DeferralPolicy(BaseEstimator, ABC):
         return self._unfamiliarity(unfamiliarity, n) > self.unfamiliar_limit_
 
     def decide(
-        self, probs: np.ndarray, unfamiliarity: np.ndarray | None = None, features: np.ndarray | None = None
+        self, probs: np.ndarray, *, unfamiliarity: np.ndarray | None = None, features: np.ndarray | None = None
     ) -> np.ndarray:
         """Boolean mask over items: True = defer to a person (unsure, or unfamiliar when scores are given)."""
-        return self.reasons(probs, unfamiliarity, features) != ""
+        return self.reasons(probs, unfamiliarity=unfamiliarity, features=features) != ""
 
     def reasons(
-        self, probs: np.ndarray, unfamiliarity: np.ndarray | None = None, features: np.ndarray | None = None
+        self, probs: np.ndarray, *, unfamiliarity: np.ndarray | None = None, features: np.ndarray | None = None
     ) -> np.ndarray:
         """Why each item is deferred: "unfamiliar", "unsure" (confidence below the threshold) or "" (answered)."""
-        return self.judge(probs, unfamiliarity, features)[0]
+        return self.judge(probs, unfamiliarity=unfamiliarity, features=features)[0]
 
     def judge(
-        self, probs: np.ndarray, unfamiliarity: np.ndarray | None = None, features: np.ndarray | None = None
+        self, probs: np.ndarray, *, unfamiliarity: np.ndarray | None = None, features: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(`reasons`, the score each item's confidence was compared with the threshold on), in one pass."""
         if not hasattr(self, "threshold_"):
@@ -227,42 +256,30 @@ class DeferralPolicy(BaseEstimator, ABC):
 
     def to_dict(self) -> dict:
         """The fitted policy as JSON, with a version id derived from its content (a hand edit changes it)."""
-        body = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "kind": self.kind,
-            "params": self.json_params(),
-            "threshold": self.threshold_,
-            "class_thresholds": None if self.class_thresholds_ is None else self.class_thresholds_.tolist(),
-            "classes": self.classes_,
-            "model": self.model_,
-            "report": self.report_.to_dict(),
-        }
-        if self.unfamiliar_limit_ is not None:
-            body["unfamiliar_limit"] = self.unfamiliar_limit_
-        body.update(self.extra_body())
-        return {
-            **body,
-            "version": f"{self.kind}-{content_digest(body)}",
-            "library_version": __version__,
-            "created": self.created_ or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        file = FILES[self.kind](
+            params=self.json_params(),
+            threshold=self.threshold_,
+            class_thresholds=None if self.class_thresholds_ is None else self.class_thresholds_.tolist(),
+            classes=self.classes_,
+            model=self.model_,
+            report=self.report_.to_dict(),
+            unfamiliar_limit=self.unfamiliar_limit_,
+            library_version=__version__,
+            created=self.created_ or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **self.extra_body(),
+        )
+        return file.to_json()
 
     def extra_body(self) -> dict:
         """What a kind stores beyond the shared fields (a learned rejector's weights); part of the version id."""
         return {}
 
     def load_extra(self, d: dict) -> None:
-        """Read back what `extra_body` stored."""
+        """Read back what `extra_body` stored (the report is already read)."""
 
     @property
     def version(self) -> str:
         return self.to_dict()["version"]
-
-
-def content_digest(body: dict) -> str:
-    """The first 12 hex digits of the SHA-256 of a policy body's canonical JSON."""
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=float).encode()).hexdigest()[:12]
 
 
 def fitted_positions(policy: DeferralPolicy, images: str) -> np.ndarray:

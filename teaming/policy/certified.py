@@ -11,16 +11,34 @@ from teaming._validation import PolicyError
 from teaming.confidence import Score, confidence
 from teaming.policy.base import UNFAMILIAR_QUANTILE, Candidate, DeferralPolicy, PolicyReport, team_figures
 from teaming.policy.stats import certify_sequence
+from teaming.policy.threshold import ThresholdPolicy
 
 
 class CertifiedPolicy(DeferralPolicy):
     """The lowest threshold whose auto-answered items are at least `target_accuracy` correct with probability
-    1 - delta. Certified on reference labels y alone; human answers, when given, only feed the team figures."""
+    1 - delta. Certified on reference labels y alone; human answers, when given, only feed the team figures.
+
+    Fitted attributes are documented on `DeferralPolicy` (`threshold_`, `report_`, ...).
+
+    >>> import numpy as np
+    >>> from teaming.policy import CertifiedPolicy
+    >>> rng = np.random.default_rng(0)
+    >>> conf = rng.uniform(0.5, 1.0, 2000)
+    >>> y = np.zeros(2000, dtype=int)
+    >>> pred = np.where(rng.random(2000) < conf, 0, 1)     # right as often as it is confident: calibrated
+    >>> probs = np.stack([np.where(pred == 0, conf, 1 - conf), np.where(pred == 1, conf, 1 - conf)], 1)
+    >>> policy = CertifiedPolicy(target_accuracy=0.9, delta=0.05).fit(probs, y)
+    >>> 0.8 < policy.threshold_ < 0.95                   # answers only where it is surely 90% right
+    True
+    >>> policy.report_.accepted_accuracy >= 0.9
+    True
+    """
 
     kind = "certified"
 
     def __init__(
         self,
+        *,
         target_accuracy: float = 0.97,
         delta: float = 0.05,
         score: Score = "max_prob",
@@ -42,13 +60,25 @@ class CertifiedPolicy(DeferralPolicy):
         if not 0 < self.delta < 1:
             raise PolicyError(f"delta must lie strictly between 0 and 1, got {self.delta}")
 
+    def refit(
+        self, probs: np.ndarray, y: np.ndarray, human: np.ndarray, *, scores: np.ndarray | None = None, **params
+    ) -> ThresholdPolicy:
+        """The audits hold people's answers, so the log is retuned with the threshold rule (t-tests), its
+        settings `params`, keeping this policy's classes and guard."""
+        new = ThresholdPolicy(**params).fit(probs, y, human, self.classes_)
+        new.unfamiliar_limit_ = self.unfamiliar_limit_
+        return new
+
     def fit(
         self,
         probs: np.ndarray,
         y: np.ndarray,
         human: np.ndarray | None = None,
         classes: Sequence[str] | None = None,
+        *,
         unfamiliarity: np.ndarray | None = None,
+        features: np.ndarray | None = None,
+        human_accuracy: np.ndarray | None = None,
     ) -> "CertifiedPolicy":
         p, y, h = self._inputs(probs, y, human, classes, unfamiliarity)
         if p.ndim != 2:

@@ -19,7 +19,14 @@ class L2D(BaseEstimator):
     the human's chance of being right; it answers with its own class outputs and defers where the defer output
     beats the best class."""
 
-    def __init__(self, epochs: int = 100, lr: float = 0.01, weight_decay: float = 0.1, random_state: int = 0):
+    mean_: np.ndarray
+    """Fitted: the design's mean per column (standardisation)."""
+    scale_: np.ndarray
+    """Fitted: the design's standard deviation per column (standardisation)."""
+    head_: torch.nn.Module
+    """Fitted: the linear C + 1 output head on the standardised design."""
+
+    def __init__(self, *, epochs: int = 100, lr: float = 0.01, weight_decay: float = 0.1, random_state: int = 0):
         self.epochs = epochs
         self.lr = lr
         self.weight_decay = weight_decay

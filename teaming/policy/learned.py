@@ -83,7 +83,12 @@ def fractional_logistic(x: np.ndarray, target: np.ndarray, C: float, seed: int) 
 class Rejector(BaseEstimator):
     """Defer where the estimated chance that the human is right most exceeds the chance that the model is."""
 
-    def __init__(self, C: float = 0.05, random_state: int = 0) -> None:
+    machine_: Logistic
+    """Fitted: the chance that the model is right, as a logistic function of the design (probabilities, features)."""
+    human_: Logistic
+    """Fitted: the chance that the human is right, on the same design."""
+
+    def __init__(self, *, C: float = 0.05, random_state: int = 0) -> None:
         self.C = C
         self.random_state = random_state
 

@@ -25,12 +25,28 @@ class RejectorPolicy(ThresholdPolicy):
 
     fit(probs, y, human, classes, unfamiliarity, features, human_accuracy): `features` are the model's penultimate
     features per item; `human_accuracy` the share of annotators right on each item (default: whether `human` is).
+
+    Fitted attributes: `rejector_` (the learned `Rejector`), and those documented on `DeferralPolicy`.
+
+    >>> import numpy as np
+    >>> from teaming.policy import RejectorPolicy
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 2, 600)
+    >>> hard = rng.random(600) < 0.3                      # the model errs on these, and a feature shows it
+    >>> pred = np.where(hard & (rng.random(600) < 0.6), 1 - y, y)
+    >>> probs = np.stack([np.where(pred == 0, 0.8, 0.2), np.where(pred == 1, 0.8, 0.2)], 1)  # equally confident
+    >>> features = np.stack([hard + rng.normal(0, 0.3, 600), rng.normal(size=600)], 1)
+    >>> human = np.where(rng.random(600) < 0.95, y, 1 - y)
+    >>> policy = RejectorPolicy(n_resamples=5).fit(probs, y, human, features=features)
+    >>> policy.decide(probs[:2], features=np.array([[1.0, 0.0], [0.0, 0.0]])).tolist()  # hard, then easy
+    [True, False]
     """
 
     kind = "rejector"
 
     def __init__(
         self,
+        *,
         alpha: float = 0.05,
         resample: Resample = "folds",
         n_resamples: int = 10,
@@ -43,17 +59,14 @@ class RejectorPolicy(ThresholdPolicy):
         unfamiliar_quantile: float = UNFAMILIAR_QUANTILE,
     ) -> None:
         super().__init__(
-            "max_prob",
-            alpha,
-            resample,
-            n_resamples,
-            max_deferral,
-            min_accuracy,
-            False,
-            50,
-            candidates,
-            random_state,
-            unfamiliar_quantile,
+            alpha=alpha,
+            resample=resample,
+            n_resamples=n_resamples,
+            max_deferral=max_deferral,
+            min_accuracy=min_accuracy,
+            candidates=candidates,
+            random_state=random_state,
+            unfamiliar_quantile=unfamiliar_quantile,
         )
         self.C = C
         self.cv = cv
@@ -69,6 +82,7 @@ class RejectorPolicy(ThresholdPolicy):
         y: np.ndarray,
         human: np.ndarray | None = None,
         classes: Sequence[str] | None = None,
+        *,
         unfamiliarity: np.ndarray | None = None,
         features: np.ndarray | None = None,
         human_accuracy: np.ndarray | None = None,
@@ -79,19 +93,23 @@ class RejectorPolicy(ThresholdPolicy):
             raise PolicyError(f"a rejector policy takes N x C probabilities, got shape {np.shape(probs)}")
         self._fit_data = (np.asarray(features, dtype=np.float64), human_accuracy)
         try:
-            super().fit(probs, y, human, classes, unfamiliarity)
+            super().fit(probs, y, human, classes, unfamiliarity=unfamiliarity)
         finally:
             del self._fit_data
         self.report_.score = "rejector"
         self.report_.rule = "learned rejector, " + self.report_.rule
         return self
 
-    def refit_threshold(
-        self, probs: np.ndarray, y: np.ndarray, human: np.ndarray, scores: np.ndarray
+    logged_scores = True  # it decides on features the log does not keep: retune reads the scores it logged
+
+    def refit(
+        self, probs: np.ndarray, y: np.ndarray, human: np.ndarray, *, scores: np.ndarray | None = None, **params
     ) -> "RejectorPolicy":
-        """A copy with this rejector and guard, its threshold chosen again on items scored by this very rejector
-        (what `teaming retune` does with the scores the decision log keeps)."""
-        new = RejectorPolicy(**self.get_params())
+        """A copy with this rejector and guard, its threshold chosen again (with `params` changed) on items scored
+        by this very rejector: the scores the decision log keeps."""
+        if scores is None:
+            raise PolicyError("a rejector's threshold is refitted on its logged scores: pass them")
+        new = RejectorPolicy(**{**self.get_params(), **params})
         new._fixed = (self.rejector_, np.asarray(scores, dtype=np.float64))
         try:
             ThresholdPolicy.fit(new, probs, y, human, self.classes_)
@@ -101,6 +119,11 @@ class RejectorPolicy(ThresholdPolicy):
         new.report_.score = "rejector"
         new.report_.rule = "learned rejector, " + new.report_.rule
         return new
+
+    def decide_logged(
+        self, probs: np.ndarray, unfamiliarity: np.ndarray, scores: np.ndarray | None = None
+    ) -> np.ndarray:
+        return (scores < self.threshold_) | self._beyond_logged(unfamiliarity)
 
     def _fit_confidence(self, models: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
         if hasattr(self, "_fixed"):
@@ -127,4 +150,5 @@ class RejectorPolicy(ThresholdPolicy):
         return {"rejector": self.rejector_.to_dict()}
 
     def load_extra(self, d: dict) -> None:
+        super().load_extra(d)
         self.rejector_ = Rejector.from_dict(d["rejector"], C=self.C, random_state=self.random_state)

@@ -29,7 +29,7 @@ def audited_log(
     store = Store(db_url)
     store.add_policy(active.to_dict(), MODEL)
     known = None if unfamiliarity is None else np.nan_to_num(unfamiliarity, nan=0.0)  # NaN: logged without one
-    defer = active.decide(probs, known, features)
+    defer = active.decide(probs, unfamiliarity=known, features=features)
     u = [None] * len(probs) if unfamiliarity is None else [None if np.isnan(x) else float(x) for x in unfamiliarity]
     scores = active.confidence(probs, features)
     rows = [
@@ -109,7 +109,7 @@ def test_retune_estimates_count_what_the_guard_defers(db_url, toy_team):
     r = retune(db_url)
     beyond = u > guarded.unfamiliar_limit_
     assert beyond.any() and r.policy.unfamiliar_limit_ == guarded.unfamiliar_limit_
-    assert r.active_deferral.value == pytest.approx(guarded.decide(probs, u).mean())
+    assert r.active_deferral.value == pytest.approx(guarded.decide(probs, unfamiliarity=u).mean())
     assert r.deferral.value == pytest.approx((r.policy.decide(probs) | beyond).mean())
     assert r.deferral.value > r.policy.decide(probs).mean()
 

@@ -33,8 +33,8 @@ def test_certified_policy_holds_on_fresh_items(probs_with_confidence):
 
 def test_human_answers_only_feed_the_team_figures(toy_team):
     probs, y, human = toy_team(50)
-    alone = CertifiedPolicy(0.9, min_accepted=10).fit(probs, y)
-    with_people = CertifiedPolicy(0.9, min_accepted=10).fit(probs, y, human)
+    alone = CertifiedPolicy(target_accuracy=0.9, min_accepted=10).fit(probs, y)
+    with_people = CertifiedPolicy(target_accuracy=0.9, min_accepted=10).fit(probs, y, human)
     assert alone.threshold_ == with_people.threshold_
     assert with_people.report_.team_accuracy == 1.0 and with_people.report_.human_accuracy == 1.0
 

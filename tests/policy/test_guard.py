@@ -18,15 +18,15 @@ def team(toy_team):
     return probs, y, human, u
 
 
-@pytest.mark.parametrize("make", [lambda: ThresholdPolicy(), lambda: CertifiedPolicy(0.8)])
+@pytest.mark.parametrize("make", [lambda: ThresholdPolicy(), lambda: CertifiedPolicy(target_accuracy=0.8)])
 def test_limit_is_the_fitted_quantile_and_defers_beyond_it(team, make):
     probs, y, human, u = team
     policy = make().fit(probs, y, human, unfamiliarity=u)
     assert policy.unfamiliar_limit_ == pytest.approx(np.quantile(u, UNFAMILIAR_QUANTILE))
-    reasons = policy.reasons(probs, u)
+    reasons = policy.reasons(probs, unfamiliarity=u)
     assert set(reasons[u > policy.unfamiliar_limit_]) == {"unfamiliar"}
     assert set(reasons) <= {"", "unsure", "unfamiliar"}
-    assert (policy.decide(probs, u) == (reasons != "")).all()
+    assert (policy.decide(probs, unfamiliarity=u) == (reasons != "")).all()
     unsure = policy.decide(probs)  # without scores only confidence counts
     assert (unsure == (policy.reasons(probs) == "unsure")).all()
     assert policy.report_.unfamiliar_rate == pytest.approx(((u > policy.unfamiliar_limit_) & ~unsure).mean())
@@ -37,7 +37,7 @@ def test_without_scores_a_policy_has_no_guard(team):
     probs, y, human, u = team
     policy = ThresholdPolicy().fit(probs, y, human)
     assert policy.unfamiliar_limit_ is None and policy.report_.unfamiliar_limit is None
-    assert (policy.decide(probs, u) == policy.decide(probs)).all()
+    assert (policy.decide(probs, unfamiliarity=u) == policy.decide(probs)).all()
 
 
 def test_limit_survives_json_and_old_files_keep_their_version(team, tmp_path):
@@ -45,7 +45,7 @@ def test_limit_survives_json_and_old_files_keep_their_version(team, tmp_path):
     guarded = ThresholdPolicy().fit(probs, y, human, unfamiliarity=u)
     loaded = load_policy(save_policy(guarded, tmp_path / "p.json"))
     assert loaded.unfamiliar_limit_ == guarded.unfamiliar_limit_ and loaded.version == guarded.version
-    assert (loaded.reasons(probs, u) == guarded.reasons(probs, u)).all()
+    assert (loaded.reasons(probs, unfamiliarity=u) == guarded.reasons(probs, unfamiliarity=u)).all()
     plain = ThresholdPolicy().fit(probs, y, human).to_dict()
     assert "unfamiliar_limit" not in plain and policy_from_dict(plain).version == plain["version"]
     edited = json.loads((tmp_path / "p.json").read_text())

@@ -24,7 +24,7 @@ def test_json_round_trip(tmp_path, toy_team):
     assert back.version == pol.version and back.version.startswith("threshold-")
     assert back.report_ == pol.report_ and back.get_params() == pol.get_params() and back.model_ == {"name": "toy"}
     np.testing.assert_array_equal(back.decide(probs), pol.decide(probs))
-    cert = CertifiedPolicy(0.9, min_accepted=10).fit(probs, y, human)
+    cert = CertifiedPolicy(target_accuracy=0.9, min_accepted=10).fit(probs, y, human)
     back = load_policy(save_policy(cert, tmp_path / "c.json"))
     assert isinstance(back, CertifiedPolicy) and back.version == cert.version and back.report_ == cert.report_
     np.testing.assert_array_equal(back.decide(probs), cert.decide(probs))
@@ -66,7 +66,7 @@ def test_format_1_files_still_load(tmp_path):
             ],
         },
     }
-    from teaming.policy.base import content_digest
+    from teaming.policy.file import content_digest
 
     v1["version"] = "certified-" + content_digest({k: v1[k] for k in v1})
     pol = policy_from_dict(v1)
@@ -83,3 +83,18 @@ def test_the_shipped_policy_loads():
     pol = load_policy(SHIPPED)
     assert isinstance(pol, ThresholdPolicy) and pol.classes_[0] == "airplane"
     assert pol.report_.candidate(pol.threshold_).eligible
+
+
+def test_the_file_is_one_pydantic_model_per_kind_and_says_what_is_wrong():
+    """The written JSON re-validates to the same content and id; a body that lacks a field, or a rejector without
+    its weights, is refused in one line naming the field."""
+    from teaming.policy.file import read_policy_file
+
+    body = load_policy(SHIPPED).to_dict()
+    file = read_policy_file(body)
+    assert type(file).__name__ == "ThresholdFile" and file.version == body["version"] and file.to_json() == body
+    unversioned = {k: v for k, v in body.items() if k not in ("version", "threshold")}
+    with pytest.raises(PolicyError, match="^threshold: Field required"):
+        read_policy_file(unversioned)
+    with pytest.raises(PolicyError, match="^rejector: Field required"):
+        read_policy_file({**unversioned, "threshold": 0.5, "kind": "rejector"})

@@ -61,7 +61,7 @@ def test_rejector_policy_fits_saves_and_refits_its_threshold(tmp_path):
         policy.decide(probs)
     loaded = load_policy(save_policy(policy, tmp_path / "r.json"))
     assert loaded.version == policy.version and (loaded.decide(probs, features=feats) == defer).all()
-    again = loaded.refit_threshold(probs, y, human, loaded.confidence(probs, feats))
+    again = loaded.refit(probs, y, human, scores=loaded.confidence(probs, feats))
     assert again.rejector_ is loaded.rejector_ and abs(again.threshold_ - policy.threshold_) < 0.1
     with pytest.raises(PolicyError, match="features"):
         RejectorPolicy().fit(probs, y, human)

@@ -41,7 +41,7 @@ def test_summary_numbers_agree_with_the_policy(team):
 
 
 def test_every_section_renders_to_html_and_markdown(team, tmp_path):
-    for policy in (ThresholdPolicy(), CertifiedPolicy(0.95, min_accepted=20)):
+    for policy in (ThresholdPolicy(), CertifiedPolicy(target_accuracy=0.95, min_accepted=20)):
         policy.fit(team.probs, team.y, team.human, team.classes)
         report = build_report(summarize(team, policy, f"{policy.kind} report"))
         headings = [s.heading for s in report.sections]
