@@ -37,7 +37,8 @@ from teaming.model.calibration import fit_temperature, softmax
 from teaming.model.metrics import accuracy, cross_entropy
 from teaming.model.predict import predict_outputs
 from teaming.model.recipe import fit_guard, split_calibration
-from teaming.model.train import TrainConfig, interpolate_weights, train
+from teaming.model.train import TrainConfig, train
+from teaming.model.weights import interpolate_weights
 from teaming.policy import load_policy
 from teaming.probes import unfamiliar_sets
 

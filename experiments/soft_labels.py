@@ -20,10 +20,11 @@ from safetensors.torch import load_file, save_file
 from teaming.data import load_jpeg_pack
 from teaming.datasets import load_cifar10h, shared_data_dir
 from teaming.model.calibration import fit_temperature, softmax
+from teaming.model.crossfit import cross_fit, kfold_indices
 from teaming.model.metrics import accuracy, cross_entropy
 from teaming.model.nets import build_net
 from teaming.model.predict import predict_logits
-from teaming.model.train import TrainConfig, cross_fit, finetune_config, kfold_indices, resolve_device, train
+from teaming.model.train import TrainConfig, finetune_config, resolve_device, train
 
 
 def fold_calibrated(logits: np.ndarray, soft: np.ndarray, folds, scored: np.ndarray) -> np.ndarray:

@@ -84,50 +84,57 @@ class Admission:
         if s.max_unread_bodies and self.unread[client] >= s.max_unread_bodies:
             return await self._refuse(scope, receive, send, 429, "too many unfinished uploads from you", 1)
         self.unread[client] += 1
-        done = False
-        replied = False
-        received, limit = 0, body_limit(path)
-
-        def finish() -> None:
-            nonlocal done
-            if not done:
-                done = True
-                self.unread[client] -= 1
-                if self.unread[client] <= 0:
-                    del self.unread[client]
-
-        async def timed_receive():
-            nonlocal replied, received
-            if done:
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), s.body_idle_seconds)
-            except asyncio.TimeoutError:
-                finish()
-                replied = True
-                await self._refuse(scope, receive, send, 408, f"no body byte for {s.body_idle_seconds:g} s")
-                return {"type": "http.disconnect"}
-            received += len(message.get("body", b""))
-            if received > limit:  # a chunked body announces no length: count it as it comes
-                finish()
-                replied = True
-                await self._refuse(scope, receive, send, 413, f"a body of more than {limit} bytes is over the limit")
-                return {"type": "http.disconnect"}
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                finish()
-            return message
-
-        async def guarded_send(message) -> None:
-            if not replied:  # after a 408 the app only learns that the client is gone
-                await send(message)
-
+        upload = _Upload(self, scope, receive, send, client, body_limit(path), s.body_idle_seconds)
         try:
-            await self.app(scope, timed_receive, guarded_send)
+            await self.app(scope, upload.receive, upload.send)
         finally:
-            finish()
+            upload.finish()
 
     @staticmethod
     async def _refuse(scope, receive, send, status: int, message: str, retry_after: float | None = None) -> None:
         logger.warning("refused %s %s: %d %s", scope["method"], scope["path"], status, message)
         headers = {"Retry-After": str(int(retry_after))} if retry_after else None
         await JSONResponse({"detail": message}, status, headers=headers)(scope, receive, send)
+
+
+class _Upload:
+    """One admitted body as it arrives: refused with 408 when it stalls and 413 when it grows past its limit (a
+    chunked body announces no length), and counted among its client's unfinished uploads until it ends."""
+
+    def __init__(self, admission: Admission, scope, receive, send, client: str, limit: int, idle: float) -> None:
+        self.admission, self.scope, self._receive, self._send = admission, scope, receive, send
+        self.client, self.limit, self.idle = client, limit, idle
+        self.done = self.replied = False
+        self.received = 0
+
+    def finish(self) -> None:
+        if not self.done:
+            self.done = True
+            unread = self.admission.unread
+            unread[self.client] -= 1
+            if unread[self.client] <= 0:
+                del unread[self.client]
+
+    async def receive(self):
+        if self.done:
+            return await self._receive()
+        try:
+            message = await asyncio.wait_for(self._receive(), self.idle)
+        except asyncio.TimeoutError:
+            return await self._refuse(408, f"no body byte for {self.idle:g} s")
+        self.received += len(message.get("body", b""))
+        if self.received > self.limit:
+            return await self._refuse(413, f"a body of more than {self.limit} bytes is over the limit")
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.finish()
+        return message
+
+    async def send(self, message) -> None:
+        if not self.replied:  # after a refusal the app only learns that the client is gone
+            await self._send(message)
+
+    async def _refuse(self, status: int, why: str) -> dict:
+        self.finish()
+        self.replied = True
+        await self.admission._refuse(self.scope, self._receive, self._send, status, why)
+        return {"type": "http.disconnect"}

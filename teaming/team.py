@@ -12,7 +12,7 @@ import torch
 from teaming._validation import DataError, InputError, check_labels, check_probs
 from teaming.analysis import Interval, mean_interval
 from teaming.datasets import load_images, resolve_labels
-from teaming.items import parse_items
+from teaming.items import item_runs, parse_items
 from teaming.labels import HumanLabels, chance_right, vote
 from teaming.model import Model, load_model
 from teaming.model.base import outputs_in_chunks
@@ -47,6 +47,19 @@ class TeamData:
         if self.human_draws is None:
             self.human_draws = self.human[None]
         self.human_draws = check_labels(np.asarray(self.human_draws).T, n, c, "human answer draws").T
+
+    def provenance(self, art, model: Path | str, images: str, labels: str, items: str | None, reviewers: int) -> dict:
+        """What a policy fitted on these items records of them (its `model_`): the model, the images and labels,
+        and the positions, so that a report can leave them out."""
+        return {
+            "name": art.meta.name,
+            "path": str(model),
+            "created": art.meta.created,
+            "fitted_on": f"{labels} items {items} of {images}",
+            "images": images,
+            "fitted_items": item_runs(self.positions),
+            "reviewers": reviewers,
+        }
 
     def without(self, positions: np.ndarray) -> tuple["TeamData", int]:
         """These items less those at `positions` (e.g. the ones a policy was fitted on), and how many left."""
@@ -100,7 +113,7 @@ class TeamData:
 def team_warnings(data: TeamData, policy) -> list[str]:
     """A policy that does not pay, in plain words with the way out: a team less accurate than the model alone,
     a familiarity guard that sends ordinary items to people who then do worse, everything sent to people."""
-    reasons = policy.reasons(data.probs, data.unfamiliarity, data.features)
+    reasons = policy.reasons(data.probs, unfamiliarity=data.unfamiliarity, features=data.features)
     defer, machine = reasons != "", float((data.probs.argmax(1) == data.y).mean())
     out = []
     if defer.all():

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Bottom to top. A module may import from lower layers and from its own unit; units of one layer are independent.
 LAYERS = [
-    ["teaming", "teaming._validation", "teaming._plotting"],  # "teaming": the package face
+    ["teaming", "teaming._validation", "teaming._plotting", "teaming.templates"],  # "teaming": the package face
     ["teaming.preprocess"],  # how any photo becomes a model's input
     ["teaming.api", "teaming.decode"],
     ["teaming.data", "teaming.labels", "teaming.confidence", "teaming.client", "teaming.items"],
@@ -102,6 +102,19 @@ def test_modules_stay_small():
     sizes = {m: len(p.read_text().splitlines()) for m, p in modules().items()}
     assert {m: n for m, n in sizes.items() if n > 400} == {}
     assert sizes["service.app"] < 200  # the service entry module: the class, classify, the batch
+
+
+def test_functions_stay_short():
+    """Every function's body (its statements: not its signature, which for a command is its table of options, nor
+    its docstring) reads at once: 60 lines at most, in the library and the service."""
+    long = {}
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body[1:] if ast.get_docstring(node) is not None and len(node.body) > 1 else node.body
+                if (lines := node.end_lineno - body[0].lineno + 1) > 60:
+                    long[f"{name}.{node.name}"] = lines
+    assert long == {}
 
 
 def test_the_library_never_imports_the_service():

@@ -65,7 +65,7 @@ class Probabilities(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory) -> dict[str, Path]:
+def graphs(tmp_path_factory, cpu_training) -> dict[str, Path]:
     """The shipped net as someone else's files: ONNX with logits and features, TorchScript with both as a tuple,
     and TorchScript that gives probabilities only."""
     art = load_artifact(DEFAULT_MODEL)

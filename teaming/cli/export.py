@@ -38,15 +38,7 @@ def export_cmd(
     from teaming.model import load_artifact
     from teaming.model.artifact import save_meta
     from teaming.model.recipe import describe_items
-    from teaming.model.runtime import (
-        ONNX_FILES,
-        check,
-        device_name,
-        export_onnx,
-        float_batches,
-        quantize_onnx,
-        verify_policy,
-    )
+    from teaming.model.runtime import ONNX_FILES
     from teaming.model.train import resolve_device
     from teaming.team import unused_positions
 
@@ -65,28 +57,12 @@ def export_cmd(
             raise FileNotFoundError(f"{model} has no ONNX graphs yet: run without --no-onnx")
     except (ValueError, FileNotFoundError) as err:
         fail(err)
-    held_out = data.images[torch.from_numpy(idx)]
-    labels = data.labels[idx]
     if onnx:
-        try:
-            export_onnx(art.net.cpu(), art.meta.tta, art.meta.input_size, model / ONNX_FILES["onnx"])
-            art.net.to(resolve_device(device))
-        except ImportError as err:
-            fail(ValueError(f"{err}; install the onnx extra: pip install -e '.[onnx]' in this checkout"))
-        used = art.meta.used_positions()  # training items; without a record, any item but the checked ones
-        cal = used[:calibration] if len(used) else np.setdiff1d(np.arange(len(data)), idx)[:calibration]
-        quantize_onnx(
-            model / ONNX_FILES["onnx"],
-            model / ONNX_FILES["onnx-int8"],
-            float_batches(data.images[torch.from_numpy(cal)]),
-        )
-        console.print(
-            f"wrote {model / ONNX_FILES['onnx']} and {model / ONNX_FILES['onnx-int8']} ({len(cal)} calibration images)"
-        )
+        _write_graphs(art, model, data, idx, calibration, device)
         for stale in set(ONNX_FILES) - set(names):  # new graphs: an earlier graph's check says nothing of them
             art.meta.backends.pop(stale, None)
-
     policy = _policy(policy_path or model / "policy.json")
+    held_out = data.images[torch.from_numpy(idx)]
     ref = art.use("eager").outputs(held_out)
     where = items or describe_items(idx)
     table = Table(title=f"backends of {art.meta.name} against fp32 on {len(idx)} items ({where})")
@@ -94,22 +70,7 @@ def export_cmd(
     for col in ("top-1 same", "max |dp|", "accuracy", "ECE", "policy same", "img/s", "ok"):
         table.add_column(col, justify="right")
     for name in names:
-        console.print(f"checking {name} on {len(idx)} items", highlight=False)
-        art.use(name, checked=False)
-        art.runtime.warm_up(art.meta.input_size)
-        start = time.perf_counter()
-        out = art.outputs(held_out)
-        rate = len(idx) / (time.perf_counter() - start)
-        on = art.runtime.device
-        result = check(ref.probs, out.probs, labels) | {
-            "images_per_second": round(rate, 1),
-            "machine": device_name(on),
-            "device": "onnx-cpu" if name in ONNX_FILES else on.type,
-        }
-        if policy is not None:
-            result |= verify_policy(policy, ref, out)
-            result["failed"] += result.pop("policy_failed")
-            result["passed"] = not result["failed"]
+        result = _check_backend(art, name, held_out, data.labels[idx], ref, policy)
         result["checked_on"] = f"{data.source} items {where}"
         art.meta.backends[name] = result
         table.add_row(
@@ -119,12 +80,56 @@ def export_cmd(
             f"{result['accuracy']:.2%} ({100 * result['accuracy_change']:+.2f})",
             f"{result['ece']:.2%} ({100 * result['ece_change']:+.2f})",
             f"{result['policy_decision_agreement']:.2%}" if policy is not None else "-",
-            f"{rate:.0f}",
+            f"{result['images_per_second']:.0f}",
             "yes" if result["passed"] else "[red]no[/red]",
         )
     console.print(table)
     save_meta(art, model)
     console.print(f"recorded the checks in {model}/model.json and its card")
+
+
+def _write_graphs(art, model: Path, data, idx: np.ndarray, calibration: int, device: str) -> None:
+    """model.onnx from the net, and model.int8.onnx statically quantized on up to `calibration` training items."""
+    from teaming.model.runtime import ONNX_FILES, export_onnx, float_batches, quantize_onnx
+    from teaming.model.train import resolve_device
+
+    try:
+        export_onnx(art.net.cpu(), art.meta.tta, art.meta.input_size, model / ONNX_FILES["onnx"])
+        art.net.to(resolve_device(device))
+    except ImportError as err:
+        fail(ValueError(f"{err}; install the onnx extra: pip install -e '.[onnx]' in this checkout"))
+    used = art.meta.used_positions()  # training items; without a record, any item but the checked ones
+    cal = used[:calibration] if len(used) else np.setdiff1d(np.arange(len(data)), idx)[:calibration]
+    quantize_onnx(
+        model / ONNX_FILES["onnx"], model / ONNX_FILES["onnx-int8"], float_batches(data.images[torch.from_numpy(cal)])
+    )
+    console.print(
+        f"wrote {model / ONNX_FILES['onnx']} and {model / ONNX_FILES['onnx-int8']} ({len(cal)} calibration images)"
+    )
+
+
+def _check_backend(art, name: str, held_out: torch.Tensor, labels: np.ndarray, ref, policy) -> dict:
+    """One backend's outputs against eager fp32's (`ref`) on the held-out items, its speed, and the policy's
+    decisions on both."""
+    from teaming.model.runtime import ONNX_FILES, check, device_name, verify_policy
+
+    console.print(f"checking {name} on {len(labels)} items", highlight=False)
+    art.use(name, checked=False)
+    art.runtime.warm_up(art.meta.input_size)
+    start = time.perf_counter()
+    out = art.outputs(held_out)
+    rate = len(labels) / (time.perf_counter() - start)
+    on = art.runtime.device
+    result = check(ref.probs, out.probs, labels) | {
+        "images_per_second": round(rate, 1),
+        "machine": device_name(on),
+        "device": "onnx-cpu" if name in ONNX_FILES else on.type,
+    }
+    if policy is not None:
+        result |= verify_policy(policy, ref, out)
+        result["failed"] += result.pop("policy_failed")
+        result["passed"] = not result["failed"]
+    return result
 
 
 def _policy(path: Path):

@@ -16,7 +16,6 @@ from teaming.cli._common import HELD_OUT_HELP, command_line, console, default, f
 from teaming.model.train import (
     TrainConfig,
     auto_batch_size,
-    check_interpolation_share,
     finetune_config,
     pretrain_config,
 )
@@ -84,37 +83,19 @@ def train_cmd(
     force: bool = typer.Option(False, help="save even a model at chance or with an absurd temperature"),
 ) -> None:
     """Train a calibrated classifier on human labels and save it as an artifact with a model card."""
-    from teaming.data import load_jpeg_pack
-    from teaming.datasets import cifar10_train_pack, load_images, resolve_labels
-    from teaming.items import parse_items
-    from teaming.model import build_model, save_artifact
-    from teaming.model.card import metrics_table
-    from teaming.model.recipe import fit_problems
+    from teaming.datasets import load_images, resolve_labels
+    from teaming.model import build_model
+    from teaming.model.recipe import check_modes
 
     try:
-        if joint and not pretrain:
-            raise ValueError("--joint needs --pretrain")
-        if init is not None and pretrain:
-            raise ValueError("--init and --pretrain exclude each other: fine-tune a model, or pretrain a new one")
-        if interpolate is not None and init is None:
-            raise ValueError(
-                "--interpolate needs --init: it mixes the starting model's weights with the fine-tuned ones"
-            )
-        if interpolate is not None:
-            check_interpolation_share(interpolate)
+        check_modes(joint=joint, pretrain=bool(pretrain), start=init is not None, interpolate=interpolate)
         data = load_images(images, size)
         targets = resolve_labels(labels, data)
-        tr = parse_items(train_items or ("0:7000" if images == "default" else f"0:{int(0.8 * len(data))}"), len(data))
-        rest = np.setdiff1d(np.arange(len(data)), tr)
-        ev = None if eval_items == "none" else parse_items(eval_items, len(data)) if eval_items else rest
-        ev = None if ev is not None and not len(ev) else ev
-        if ev is not None and np.intersect1d(tr, ev).size:
-            raise ValueError("train and eval items overlap")
-        w = tuple(int(x) for x in widths.split(","))
+        tr, ev = _train_eval_items(images, train_items, eval_items, len(data))
         n_fit = len(tr) - max(1, int(round(len(tr) * calibration_fraction)))
         base = TrainConfig(
             arch=arch,
-            widths=w,
+            widths=tuple(int(x) for x in widths.split(",")),
             input_size=size,
             loss=loss,
             label_smoothing=label_smoothing,
@@ -128,18 +109,10 @@ def train_cmd(
             device=device,
             bf16=bf16,
         )
-        pre = pcfg = start = None
-        if pretrain:
-            pre = load_jpeg_pack(cifar10_train_pack() if pretrain == "shared" else Path(pretrain), size)
-            if pretrain == "shared":
-                pre.source = "CIFAR-10 train, shared/data/cifar10_train_jpeg.npz"
-            pcfg = pretrain_config(
-                replace(base, batch_size=batch_size or TrainConfig.batch_size), epochs=pretrain_epochs
-            )
-        if init is not None:
-            from teaming.model import load_artifact
-
-            start = load_artifact(init)  # on the CPU: training moves the net to its device
+        pre, pcfg = _pretraining(
+            pretrain, pretrain_epochs, replace(base, batch_size=batch_size or TrainConfig.batch_size)
+        )
+        start = None if init is None else _load_start(init)
         if pretrain or start is not None:
             base = finetune_config(base, loss=loss, epochs=epochs, lr_scale=finetune_lr_scale)
     except (ValueError, FileNotFoundError) as err:
@@ -151,11 +124,11 @@ def train_cmd(
         tr,
         ev,
         base,
-        pre,
-        pcfg,
-        calibration_fraction,
-        tta,
-        fgsm,
+        pretrain=pre,
+        pretrain_config=pcfg,
+        calibration_fraction=calibration_fraction,
+        tta=tta,
+        with_fgsm=fgsm,
         joint=joint,
         start=start,
         interpolate=interpolate,
@@ -163,12 +136,55 @@ def train_cmd(
     artifact.meta.training["command"] = command_line(ctx)
     if hardware_note:
         artifact.meta.training["hardware_note"] = hardware_note
-    problems = fit_problems(artifact.meta, None if ev is None else len(ev))
+    _save_if_sound(artifact, out, None if ev is None else len(ev), n_fit, base.batch_size, force)
+
+
+def _train_eval_items(
+    images: str, train_items: str | None, eval_items: str | None, n: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The training positions (default: 0:7000 of 'default', else the first 80%) and the held-out ones (default:
+    the rest; None for 'none' or an empty selection)."""
+    from teaming.items import parse_items
+
+    tr = parse_items(train_items or ("0:7000" if images == "default" else f"0:{int(0.8 * n)}"), n)
+    rest = np.setdiff1d(np.arange(n), tr)
+    ev = None if eval_items == "none" else parse_items(eval_items, n) if eval_items else rest
+    ev = None if ev is not None and not len(ev) else ev
+    if ev is not None and np.intersect1d(tr, ev).size:
+        raise ValueError("train and eval items overlap")
+    return tr, ev
+
+
+def _pretraining(pretrain: str | None, epochs: float, base: TrainConfig):
+    """(the pretraining images, their config), or (None, None) without --pretrain."""
+    if not pretrain:
+        return None, None
+    from teaming.data import load_jpeg_pack
+    from teaming.datasets import cifar10_train_pack
+
+    pre = load_jpeg_pack(cifar10_train_pack() if pretrain == "shared" else Path(pretrain), base.input_size)
+    if pretrain == "shared":
+        pre.source = "CIFAR-10 train, shared/data/cifar10_train_jpeg.npz"
+    return pre, pretrain_config(base, epochs=epochs)
+
+
+def _load_start(init: Path):
+    from teaming.model import load_artifact
+
+    return load_artifact(init)  # on the CPU: training moves the net to its device
+
+
+def _save_if_sound(artifact, out: Path, n_eval: int | None, n_fit: int, batch: int, force: bool) -> None:
+    """Save the artifact and show its metrics, unless it fits badly (at chance, or an absurd temperature)."""
+    from teaming.model import save_artifact
+    from teaming.model.card import metrics_table
+    from teaming.model.recipe import fit_problems
+
+    problems = fit_problems(artifact.meta, n_eval)
     if problems and not force:
-        per_epoch = n_fit // min(base.batch_size, n_fit)
+        per_epoch = n_fit // min(batch, n_fit)
         cause = (
-            f"It trained {per_epoch} optimizer step(s) an epoch (batch {base.batch_size} on {n_fit} items): "
-            "lower --batch-size"
+            f"It trained {per_epoch} optimizer step(s) an epoch (batch {batch} on {n_fit} items): lower --batch-size"
             if per_epoch < 8
             else "Check the labels and splits"
         )

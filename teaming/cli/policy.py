@@ -48,54 +48,69 @@ def fit_policy_cmd(
     from teaming.team import load_team, team_warnings
 
     try:
-        if certify is not None:
-            policy = CertifiedPolicy(certify, delta, score, unfamiliar_quantile=unfamiliar_quantile)
-        elif kind == "rejector":
-            policy = RejectorPolicy(
-                alpha,
-                resample,
-                n_resamples,
-                max_deferral,
-                min_accuracy,
-                random_state=seed,
-                unfamiliar_quantile=unfamiliar_quantile,
-            )
-        elif kind != "threshold":
-            raise ValueError(f"--kind must be threshold or rejector, got {kind!r} (--certify fits a certified policy)")
-        else:
-            policy = ThresholdPolicy(
-                score,
-                alpha,
-                resample,
-                n_resamples,
-                max_deferral,
-                min_accuracy,
-                per_class,
-                random_state=seed,
-                unfamiliar_quantile=unfamiliar_quantile,
-            )
+        policy = _new_policy(
+            kind,
+            certify,
+            delta,
+            score,
+            alpha,
+            resample,
+            n_resamples,
+            max_deferral,
+            min_accuracy,
+            per_class,
+            unfamiliar_quantile,
+            seed,
+        )
         policy.check_params()  # fail on bad settings before loading any data
         art, data = load_team(model, images, labels, items, reviewers, reference, seed, device, progress=True)
-        if isinstance(policy, RejectorPolicy):
-            hacc = data.human_accuracy_per_item() if reviewers == 1 else None
-            policy.fit(data.probs, data.y, data.human, art.classes, data.unfamiliarity, data.features, hacc)
-        else:
-            policy.fit(data.probs, data.y, data.human, art.classes, data.unfamiliarity)
+        hacc = data.human_accuracy_per_item() if kind == "rejector" and reviewers == 1 else None
+        policy.fit(
+            data.probs,
+            data.y,
+            data.human,
+            art.classes,
+            unfamiliarity=data.unfamiliarity,
+            features=data.features,
+            human_accuracy=hacc,
+        )
     except (ValueError, FileNotFoundError) as err:
         fail(err)
-    from teaming.items import item_runs
-
-    policy.model_ = {
-        "name": art.meta.name,
-        "path": str(model),
-        "created": art.meta.created,
-        "fitted_on": f"{labels} items {items} of {images}",
-        "images": images,
-        "fitted_items": item_runs(data.positions),
-        "reviewers": reviewers,
-        "command": command_line(ctx),
-    }
+    policy.model_ = {**data.provenance(art, model, images, labels, items, reviewers), "command": command_line(ctx)}
     save_policy(policy, out)
+    console.print(_fit_table(policy, data))
+    for warning in team_warnings(data, policy):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(
+        "fitted on these items: score it on others (teaming report leaves them out) or cross-fit (EXPERIMENTS.md)"
+    )
+    console.print(f"wrote {out}")
+
+
+def _new_policy(
+    kind, certify, delta, score, alpha, resample, n_resamples, max_deferral, min_accuracy, per_class, quantile, seed
+):
+    """The policy the options ask for: certified with --certify, else a threshold or learned-rejector rule."""
+    if certify is not None:
+        return CertifiedPolicy(target_accuracy=certify, delta=delta, score=score, unfamiliar_quantile=quantile)
+    if kind not in ("threshold", "rejector"):
+        raise ValueError(f"--kind must be threshold or rejector, got {kind!r} (--certify fits a certified policy)")
+    common = dict(
+        alpha=alpha,
+        resample=resample,
+        n_resamples=n_resamples,
+        max_deferral=max_deferral,
+        min_accuracy=min_accuracy,
+        random_state=seed,
+        unfamiliar_quantile=quantile,
+    )
+    if kind == "rejector":
+        return RejectorPolicy(**common)
+    return ThresholdPolicy(score=score, per_class=per_class, **common)
+
+
+def _fit_table(policy, data) -> Table:
+    """The fitted policy's figures on the items it was fitted on."""
     r = policy.report_
     table = Table(title=f"policy {policy.version} on {r.n_items} items")
     table.add_column("")
@@ -103,20 +118,14 @@ def fit_policy_cmd(
     table.add_row("threshold", f"{policy.threshold_:.2f}")
     if r.best_threshold is not None:
         table.add_row("best threshold by mean", f"{r.best_threshold:.2f}")
-    defer = policy.decide(data.probs, data.unfamiliarity, data.features)
+    defer = policy.decide(data.probs, unfamiliarity=data.unfamiliarity, features=data.features)
     table.add_row("machine accuracy", fmt(r.machine_accuracy))
     table.add_row("human accuracy", str(data.human_accuracy()))
     table.add_row("team accuracy", str(data.human_accuracy(defer)))
     table.add_row("deferral rate", fmt(r.deferral_rate))
     if r.unfamiliar_limit is not None:
         table.add_row("deferred as unfamiliar only", fmt(r.unfamiliar_rate))
-    console.print(table)
-    for warning in team_warnings(data, policy):
-        console.print(f"[yellow]warning:[/yellow] {warning}")
-    console.print(
-        "fitted on these items: score it on others (teaming report leaves them out) or cross-fit (EXPERIMENTS.md)"
-    )
-    console.print(f"wrote {out}")
+    return table
 
 
 def report_cmd(

@@ -25,13 +25,12 @@ from teaming.model.predict import predict_logits, predict_outputs
 from teaming.model.train import (
     TrainConfig,
     batch_targets,
-    check_interpolation_share,
-    interpolate_weights,
     resolve_device,
     target_distribution,
     train,
 )
 from teaming.model.train import pretrain_config as pretrain_defaults
+from teaming.model.weights import check_interpolation_share, interpolate_weights
 
 
 @dataclass
@@ -68,6 +67,67 @@ def describe_items(idx: np.ndarray) -> str:
     return f"{len(idx)} items within {idx.min()}..{idx.max()}"
 
 
+def check_modes(*, joint: bool, pretrain: bool, start: bool, interpolate: float | None) -> None:
+    """Refuse a combination of building modes that cannot work, before any data is loaded or net trained."""
+    if joint and not pretrain:
+        raise ValueError("joint training needs pretraining images (--joint needs --pretrain)")
+    if start and pretrain:
+        raise ValueError(
+            "start from an artifact or pretrain, not both (--init and --pretrain exclude each other: fine-tune a "
+            "model, or pretrain a new one)"
+        )
+    if interpolate is not None:
+        if not start:
+            raise ValueError(
+                "weight interpolation needs a starting model to interpolate from (--interpolate needs --init: it "
+                "mixes the starting model's weights with the fine-tuned ones)"
+            )
+        check_interpolation_share(interpolate)
+
+
+@dataclass(kw_only=True)
+class Recipe:
+    """How a model is built from its training items: the training config and the optional modes (pretraining,
+    joint training, fine-tuning a starting artifact, weight interpolation), calibration and evaluation."""
+
+    name: str
+    config: TrainConfig
+    pretrain: ImageSet | None = None
+    pretrain_config: TrainConfig | None = None
+    calibration_fraction: float = 0.1
+    tta: bool = True
+    with_fgsm: bool = True
+    progress: bool = True
+    joint: bool = False
+    start: Artifact | None = None
+    interpolate: float | None = None
+
+
+@dataclass
+class _Build:
+    """One build in progress: the recipe, the images and targets, the split, and the stages so far."""
+
+    recipe: Recipe
+    config: TrainConfig  # the recipe's, with the starting artifact's net when there is one
+    images: ImageSet
+    targets: HumanLabels | np.ndarray
+    fit_idx: np.ndarray
+    cal_idx: np.ndarray
+    stages: list[Stage]
+    device: str
+
+    @property
+    def human(self) -> HumanLabels | None:
+        return self.targets if isinstance(self.targets, HumanLabels) else None
+
+    def pick(self, idx: np.ndarray) -> HumanLabels | np.ndarray:
+        return self.targets.subset(idx) if self.human is not None else np.asarray(self.targets)[idx]
+
+    @property
+    def fit_images(self) -> torch.Tensor:
+        return self.images.images[torch.from_numpy(self.fit_idx)]
+
+
 def build_model(
     name: str,
     images: ImageSet,
@@ -75,120 +135,142 @@ def build_model(
     train_items: np.ndarray,
     eval_items: np.ndarray | None,
     config: TrainConfig,
-    pretrain: ImageSet | None = None,
-    pretrain_config: TrainConfig | None = None,
-    calibration_fraction: float = 0.1,
-    tta: bool = True,
-    with_fgsm: bool = True,
-    progress: bool = True,
-    joint: bool = False,
-    start: Artifact | None = None,
-    interpolate: float | None = None,
+    **recipe,
 ) -> Artifact:
     """Train (fine-tuning from a pretrained net if `pretrain` is given), fit the temperature and score held-out items.
 
-    `targets` are aligned with `images`: human vote counts or hard label ids. `joint` trains once on the
-    pretraining images and the training items together, under `pretrain_config`, instead of pretraining then
-    fine-tuning (`config` then only names the net). `start` fine-tunes an artifact's net instead, and records
-    its stages and command before this run's; `interpolate` then keeps the net that share of the way from the
-    start's weights to the fine-tuned ones (WiSE-FT).
+    `targets` are aligned with `images`: human vote counts or hard label ids. The keyword arguments are a
+    `Recipe`'s: `joint` trains once on the pretraining images and the training items together, under
+    `pretrain_config`, instead of pretraining then fine-tuning (`config` then only names the net). `start`
+    fine-tunes an artifact's net instead, and records its stages and command before this run's; `interpolate`
+    then keeps the net that share of the way from the start's weights to the fine-tuned ones (WiSE-FT).
     """
-    device = resolve_device(config.device)
-    human = targets if isinstance(targets, HumanLabels) else None
-    pick = (lambda idx: targets.subset(idx)) if human is not None else (lambda idx: np.asarray(targets)[idx])
-    fit_pos, cal_pos = split_calibration(len(train_items), calibration_fraction, config.seed)
-    fit_idx, cal_idx = np.asarray(train_items)[fit_pos], np.asarray(train_items)[cal_pos]
-    t_fit = torch.from_numpy(fit_idx)
-    num_classes = len(images.classes)
-    stages: list[Stage] = []
-    init = None
-    if joint and pretrain is None:
-        raise ValueError("joint training needs pretraining images")
-    if interpolate is not None:
-        if start is None:
-            raise ValueError("weight interpolation needs a starting model to interpolate from")
-        check_interpolation_share(interpolate)
-    if start is not None:
-        if pretrain is not None:
-            raise ValueError("start from an artifact or pretrain, not both")
-        if list(start.meta.classes) != list(images.classes):
-            raise ValueError(f"the starting model's classes {start.meta.classes} are not the images' {images.classes}")
-        widths = tuple(start.meta.widths) if start.meta.widths else config.widths
-        config = replace(config, arch=start.meta.arch, widths=widths, input_size=start.meta.input_size)
-        init = start.net
-        stages = [Stage(**stage) for stage in start.meta.training.get("stages", [])]
-    if pretrain is not None:
-        if pretrain.labels is None:
-            raise ValueError("pretraining images need hard labels")
-        net_only = TrainConfig(config.arch, config.widths, config.input_size, seed=config.seed, device=config.device)
-        pcfg = pretrain_config or pretrain_defaults(net_only)
-        what = (
-            f"{len(pretrain)} images from {pretrain.source}, {pcfg.loss} labels, label smoothing {pcfg.label_smoothing}"
-        )
-        if joint:
-            pre_rows = batch_targets(
-                torch.from_numpy(target_distribution(pretrain.labels, num_classes)), pcfg.loss, pcfg.label_smoothing
-            ).numpy()
-            rows = np.concatenate([pre_rows, target_distribution(pick(fit_idx), num_classes)])
-            config = replace(pcfg, loss="soft", label_smoothing=0.0)
-            res = train(torch.cat([pretrain.images, images.images[t_fit]]), rows, config, progress=progress)
-            what += f", together with {len(fit_idx)} images' {'human' if human is not None else 'hard'} targets"
-        else:
-            res = train(pretrain.images, pretrain.labels, pcfg, num_classes=num_classes, progress=progress)
-            init = res.net
-        stages.append(
-            Stage(
-                "joint" if joint else "pretrain",
-                f"{what}, {epochs_of(pcfg)}",
-                res.seconds,
-                str(device),
-                res.history,
-            )
-        )
-    if not joint:
-        res = train(
-            images.images[t_fit],
-            pick(fit_idx),
-            config,
-            init=copy.deepcopy(init) if init is not None else None,
-            num_classes=num_classes,
-            progress=progress,
-        )
-        stages.append(
-            Stage(
-                "fine-tune" if init is not None else "train",
-                f"{len(fit_idx)} images, {config.loss} targets, {epochs_of(config)}",
-                res.seconds,
-                str(device),
-                res.history,
-            )
-        )
-    net = res.net
-    if interpolate is not None:
-        began = time.perf_counter()
-        net = interpolate_weights(start.net, net, interpolate, images.images[t_fit])
-        what = f"weights {interpolate:g} of the way from the starting net to the fine-tuned one (WiSE-FT)"
-        what += f", BatchNorm statistics re-estimated on the {len(fit_idx)} training images"
-        stages.append(Stage("interpolate", what, time.perf_counter() - began, str(device), []))
-    guard = fit_guard(net, images.images[t_fit], pick(fit_idx), len(images.classes), tta)
+    r = Recipe(name=name, config=config, **recipe)
+    check_modes(joint=r.joint, pretrain=r.pretrain is not None, start=r.start is not None, interpolate=r.interpolate)
+    build = _begin(r, images, targets, train_items)
+    net = _fine_tune(build, _pretrain(build))
+    net = _interpolate(build, net)
+    guard = fit_guard(net, build.fit_images, build.pick(build.fit_idx), len(images.classes), r.tta)
+    temperature = _calibrate(build, net)
+    metrics, figures, held_out = _evaluate(build, net, eval_items, temperature)
+    meta = _meta(build, net, temperature, metrics, held_out)
+    return Artifact(net.eval(), meta, figures, guard)
 
-    cal_logits = predict_logits(net, images.images[torch.from_numpy(cal_idx)], tta=tta)
-    cal_targets = human.subset(cal_idx).soft() if human is not None else np.asarray(targets)[cal_idx]
-    temperature = fit_temperature(cal_logits, cal_targets)
 
-    metrics: dict = {}
-    figures: dict[str, bytes] = {}
-    held_out = describe_items(eval_items) if eval_items is not None and len(eval_items) else None
-    earlier = start.meta.data if start is not None else {}
-    lineage = start.meta.training if start is not None else {}
-    if held_out is not None:
-        evaluation = evaluate_items(net, images, human, np.asarray(eval_items), temperature, tta, with_fgsm)
-        metrics = evaluation.metrics
-        if evaluation.labels is not None:
-            figures["reliability.png"] = evaluation.reliability_png(f"{name}: held-out items {held_out}")
-    meta = ModelMeta(
-        name=name,
-        classes=list(images.classes),
+def _begin(r: Recipe, images: ImageSet, targets: HumanLabels | np.ndarray, train_items: np.ndarray) -> _Build:
+    """The split into fitting and calibration items, and the net and stages a starting artifact hands on."""
+    fit_pos, cal_pos = split_calibration(len(train_items), r.calibration_fraction, r.config.seed)
+    config, stages = r.config, []
+    if r.start is not None:
+        if list(r.start.meta.classes) != list(images.classes):
+            raise ValueError(
+                f"the starting model's classes {r.start.meta.classes} are not the images' {images.classes}"
+            )
+        widths = tuple(r.start.meta.widths) if r.start.meta.widths else config.widths
+        config = replace(config, arch=r.start.meta.arch, widths=widths, input_size=r.start.meta.input_size)
+        stages = [Stage(**stage) for stage in r.start.meta.training.get("stages", [])]
+    if r.pretrain is not None and r.pretrain.labels is None:
+        raise ValueError("pretraining images need hard labels")
+    train_items = np.asarray(train_items)
+    device = str(resolve_device(config.device))
+    return _Build(r, config, images, targets, train_items[fit_pos], train_items[cal_pos], stages, device)
+
+
+def _pretrain(build: _Build) -> torch.nn.Module | None:
+    """Pretraining on the hard-labelled images, or joint training on them and the human-labelled items together
+    (then the build's net is final and its config the joint one); the net to fine-tune, if any."""
+    r, config, c = build.recipe, build.config, len(build.images.classes)
+    if r.pretrain is None:
+        return None if r.start is None else r.start.net
+    net_only = TrainConfig(
+        arch=config.arch, widths=config.widths, input_size=config.input_size, seed=config.seed, device=config.device
+    )
+    pcfg = r.pretrain_config or pretrain_defaults(net_only)
+    what = (
+        f"{len(r.pretrain)} images from {r.pretrain.source}, {pcfg.loss} labels, label smoothing {pcfg.label_smoothing}"
+    )
+    if r.joint:
+        pre_rows = batch_targets(
+            torch.from_numpy(target_distribution(r.pretrain.labels, c)), pcfg.loss, pcfg.label_smoothing
+        ).numpy()
+        rows = np.concatenate([pre_rows, target_distribution(build.pick(build.fit_idx), c)])
+        build.config = replace(pcfg, loss="soft", label_smoothing=0.0)
+        res = train(torch.cat([r.pretrain.images, build.fit_images]), rows, build.config, progress=r.progress)
+        what += f", together with {len(build.fit_idx)} images' {'human' if build.human is not None else 'hard'} targets"
+    else:
+        res = train(r.pretrain.images, r.pretrain.labels, pcfg, num_classes=c, progress=r.progress)
+    stage = Stage(
+        "joint" if r.joint else "pretrain", f"{what}, {epochs_of(pcfg)}", res.seconds, build.device, res.history
+    )
+    build.stages.append(stage)
+    return res.net
+
+
+def _fine_tune(build: _Build, init: torch.nn.Module | None) -> torch.nn.Module:
+    """Training on the human-labelled fitting items, from `init` when given (after joint training: `init` as is)."""
+    if build.recipe.joint:
+        return init
+    config = build.config
+    res = train(
+        build.fit_images,
+        build.pick(build.fit_idx),
+        config,
+        init=copy.deepcopy(init) if init is not None else None,
+        num_classes=len(build.images.classes),
+        progress=build.recipe.progress,
+    )
+    what = f"{len(build.fit_idx)} images, {config.loss} targets, {epochs_of(config)}"
+    build.stages.append(
+        Stage("fine-tune" if init is not None else "train", what, res.seconds, build.device, res.history)
+    )
+    return res.net
+
+
+def _interpolate(build: _Build, net: torch.nn.Module) -> torch.nn.Module:
+    """With `interpolate`: the net that share of the way from the starting artifact's weights to `net`'s."""
+    share = build.recipe.interpolate
+    if share is None:
+        return net
+    began = time.perf_counter()
+    net = interpolate_weights(build.recipe.start.net, net, share, build.fit_images)
+    what = f"weights {share:g} of the way from the starting net to the fine-tuned one (WiSE-FT)"
+    what += f", BatchNorm statistics re-estimated on the {len(build.fit_idx)} training images"
+    build.stages.append(Stage("interpolate", what, time.perf_counter() - began, build.device, []))
+    return net
+
+
+def _calibrate(build: _Build, net: torch.nn.Module) -> float:
+    """The temperature fitted on the calibration items (their vote distributions, or hard labels)."""
+    logits = predict_logits(net, build.images.images[torch.from_numpy(build.cal_idx)], tta=build.recipe.tta)
+    human = build.human
+    targets = human.subset(build.cal_idx).soft() if human is not None else np.asarray(build.targets)[build.cal_idx]
+    return fit_temperature(logits, targets)
+
+
+def _evaluate(
+    build: _Build, net: torch.nn.Module, eval_items: np.ndarray | None, temperature: float
+) -> tuple[dict, dict[str, bytes], str | None]:
+    """(metrics, figures, the held-out items described) on the held-out items, when there are any."""
+    if eval_items is None or not len(eval_items):
+        return {}, {}, None
+    held_out = describe_items(eval_items)
+    r = build.recipe
+    evaluation = evaluate_items(net, build.images, build.human, np.asarray(eval_items), temperature, r.tta, r.with_fgsm)
+    figures = {}
+    if evaluation.labels is not None:
+        figures["reliability.png"] = evaluation.reliability_png(f"{r.name}: held-out items {held_out}")
+    return evaluation.metrics, figures, held_out
+
+
+def _meta(build: _Build, net: torch.nn.Module, temperature: float, metrics: dict, held_out: str | None) -> ModelMeta:
+    """model.json: what was built, from which items, by which stages (after the starting artifact's)."""
+    r, config = build.recipe, build.config
+    earlier = r.start.meta.data if r.start is not None else {}
+    lineage = r.start.meta.training if r.start is not None else {}
+    used = np.concatenate([build.fit_idx, build.cal_idx, run_positions(earlier.get("used_positions"))])
+    return ModelMeta(
+        name=r.name,
+        classes=list(build.images.classes),
         arch=config.arch,
         input_size=config.input_size,
         widths=list(config.widths) if config.arch == "fastnet" else None,
@@ -198,29 +280,26 @@ def build_model(
             "input": "RGB float in [0, 1]",
         },
         temperature=temperature,
-        tta=tta,
+        tta=r.tta,
         data={
-            "images": images.source,
-            "labels": "human vote counts" if human is not None else "hard labels",
-            "train_items": describe_items(fit_idx),
-            "used_positions": item_runs(
-                np.concatenate([fit_idx, cal_idx, run_positions(earlier.get("used_positions"))])
-            ),
-            "calibration_items": describe_items(cal_idx),
+            "images": build.images.source,
+            "labels": "human vote counts" if build.human is not None else "hard labels",
+            "train_items": describe_items(build.fit_idx),
+            "used_positions": item_runs(used),
+            "calibration_items": describe_items(build.cal_idx),
             "eval_items": held_out,
             "held_out_items": held_out,
         },
         training={
-            "joint": joint or lineage.get("joint", False),
+            "joint": r.joint or lineage.get("joint", False),
             "config": config.to_dict(),
-            "pretrain_config": pretrain_config.to_dict() if pretrain_config else lineage.get("pretrain_config"),
-            "stages": [s.__dict__ for s in stages],
-            **({"init": starting_model(start.meta.name, lineage)} if start is not None else {}),
+            "pretrain_config": r.pretrain_config.to_dict() if r.pretrain_config else lineage.get("pretrain_config"),
+            "stages": [s.__dict__ for s in build.stages],
+            **({"init": starting_model(r.start.meta.name, lineage)} if r.start is not None else {}),
         },
         metrics=metrics,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    return Artifact(net.eval(), meta, figures, guard)
 
 
 def starting_model(name: str, training: dict) -> dict:

@@ -6,12 +6,11 @@ airbench94; the whole dataset stays on the device as uint8 and is augmented ther
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,12 +24,13 @@ from teaming.model.nets import FastNet, build_net
 from teaming.model.outliers import synthetic_outliers
 from teaming.model.predict import predict_logits, to_float
 from teaming.model.runtime import cpu_has_bf16
+from teaming.model.weights import measure_batchnorm
 from teaming.preprocess import luma
 
 LossKind = Literal["soft", "hard", "sampled"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
     """Hyper-parameters of one run; lr and weight_decay are per 1024 examples (airbench's decoupled form)."""
 
@@ -197,117 +197,152 @@ def train(
     `val` is (images, hard labels) scored after each epoch. Returns the net on the training device.
     """
     config = config or TrainConfig()
+    dist, c = _target_distribution(images, targets, num_classes)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    data = images.to(device)
+    loop = _Loop(config, _start_net(config, c, init, data), data, torch.from_numpy(dist).to(device), gen, c)
+    history: list[dict] = []
+    start = time.perf_counter()
+    with tqdm(total=loop.total_steps, desc="train", unit="step", disable=not progress, leave=False) as bar:
+        for epoch in range(math.ceil(config.epochs)):
+            row = loop.epoch(images, epoch, fresh=init is None, bar=bar)
+            row["seconds"] = time.perf_counter() - start
+            bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.3f}")
+            if val is not None:
+                logits = predict_logits(loop.net, val[0])
+                row["val_acc"] = float((logits.argmax(1).numpy() == np.asarray(val[1])).mean())
+            history.append(row)
+    if config.outlier_exposure:  # the running statistics saw outliers in every batch: measure them on the images
+        measure_batchnorm(loop.net, data)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    loop.net.eval()
+    return TrainResult(loop.net, config, history, time.perf_counter() - start)
+
+
+def _target_distribution(
+    images: torch.Tensor, targets: HumanLabels | np.ndarray, num_classes: int | None
+) -> tuple[np.ndarray, int]:
+    """The targets as N x C distributions, and C; one per image."""
     if len(images) == 0:
         raise DataError("no training images")
     c = num_classes or (targets.counts.shape[1] if isinstance(targets, HumanLabels) else None)
     if c is None:
         arr = np.asarray(targets)
         c = arr.shape[1] if arr.ndim == 2 else int(arr.max()) + 1
-    dist_np = target_distribution(targets, c)
-    if len(dist_np) != len(images):
-        raise DataError(f"{len(images)} images but {len(dist_np)} targets")
+    dist = target_distribution(targets, c)
+    if len(dist) != len(images):
+        raise DataError(f"{len(images)} images but {len(dist)} targets")
+    return dist, c
 
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    gen = torch.Generator(device=device).manual_seed(config.seed)
-    data = images.to(device)
-    dist = torch.from_numpy(dist_np).to(device)
 
+def _start_net(config: TrainConfig, c: int, init: nn.Module | None, data: torch.Tensor) -> nn.Module:
+    """The net to train, channels-last on the data's device: `init`, or a new one (whitened on the data)."""
     if init is None:
-        net = build_net(config.arch, c, config.input_size, config.widths).to(device)
+        net = build_net(config.arch, c, config.input_size, config.widths).to(data.device)
         if isinstance(net, FastNet):
             net.init_whitening(to_float(data[:5000]))
     else:
-        net = init.to(device)
-    net = net.to(memory_format=torch.channels_last)
+        net = init.to(data.device)
+    return net.to(memory_format=torch.channels_last)
 
-    n = len(data)
-    bs = min(config.batch_size, n)
-    steps_per_epoch = max(1, n // bs)
-    total_steps = math.ceil(steps_per_epoch * config.epochs)
+
+class _Loop:
+    """One training run's state from step to step: the net, its optimizer and schedule, and the data on the
+    device."""
+
+    def __init__(
+        self, config: TrainConfig, net: nn.Module, data: torch.Tensor, dist: torch.Tensor, gen: torch.Generator, c: int
+    ) -> None:
+        self.config, self.net, self.data, self.dist, self.gen = config, net, data, dist, gen
+        self.device = data.device
+        self.batch = min(config.batch_size, len(data))
+        self.steps_per_epoch = max(1, len(data) // self.batch)
+        self.total_steps = math.ceil(self.steps_per_epoch * config.epochs)
+        self.opt = _optimizer(net, config, self.batch)
+        self.schedule = _triangle(self.total_steps)
+        self.base_lrs = [g["lr"] for g in self.opt.param_groups]
+        self.alpha = 0.95**5 * (np.arange(self.total_steps + 1) / self.total_steps) ** 3
+        self.ema = {k: v.detach().clone() for k, v in net.state_dict().items()} if config.lookahead else None
+        self.uniform = torch.full((1, c), 1 / c, device=self.device)
+        self.step = 0
+        self.bf16 = config.bf16 if config.bf16 is not None else self.device.type == "cuda"
+        if self.bf16 and self.device.type == "cpu" and not cpu_has_bf16():
+            warnings.warn(
+                "bf16 on a CPU without AVX512-BF16 or AMX is emulated and slower than fp32: leave it off here",
+                stacklevel=3,
+            )
+
+    def epoch(self, images: torch.Tensor, epoch: int, fresh: bool, bar) -> dict:
+        """One pass over the shuffled data (fewer steps if the run ends within it); its mean loss and accuracy."""
+        config, net = self.config, self.net
+        net.train()
+        whiten = getattr(net, "whiten", None)
+        if whiten is not None and whiten.bias is not None:
+            whiten.bias.requires_grad = fresh and epoch < config.whiten_bias_epochs
+        order = torch.randperm(len(self.data), device=self.device, generator=self.gen)
+        loss_sum = torch.zeros((), device=self.device)  # summed on the device: no host sync per step
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen, bs, half = 0, self.batch, max(1, self.batch // 2)
+        pool = None
+        if config.outlier_exposure:  # this epoch's outliers, made on the CPU at once: half a batch per step
+            pool = synthetic_outliers(images, self.steps_per_epoch * half, seed=config.seed * 1_000_003 + epoch)
+            pool = pool.to(self.device)
+        for b in range(self.steps_per_epoch):
+            if self.step >= self.total_steps:
+                break
+            idx = order[b * bs : (b + 1) * bs]
+            fit, own = self.train_step(idx, None if pool is None else pool[b * half : (b + 1) * half])
+            loss_sum += fit.detach()
+            correct += (own.argmax(1) == self.dist[idx].argmax(1)).sum()
+            seen += len(idx)
+            bar.update(1)
+        return {
+            "epoch": epoch + 1,
+            "train_loss": float(loss_sum) / max(seen, 1),
+            "train_acc": int(correct) / max(seen, 1),
+        }
+
+    def train_step(self, idx: torch.Tensor, outliers: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step on the items `idx` (and outliers pushed toward uniform): (their summed loss, logits)."""
+        config = self.config
+        raw = self.data[idx] if outliers is None else torch.cat([self.data[idx], outliers])
+        x = augment(to_float(raw), config.flip, config.translate, self.gen, config.grayscale, config.soften)
+        target = batch_targets(self.dist[idx], config.loss, config.label_smoothing, self.gen)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.net(x)
+        own = logits[: len(idx)]  # the labelled items' logits; any after them are the outliers'
+        fit = soft_cross_entropy(own, target).sum()
+        loss = fit
+        if outliers is not None:  # the outliers' loss, weighted per item against the labelled items'
+            away = soft_cross_entropy(logits[len(idx) :], self.uniform)
+            loss = fit + config.outlier_exposure * len(idx) * away.mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for g, base in zip(self.opt.param_groups, self.base_lrs):
+            g["lr"] = base * self.schedule[self.step]
+        self.opt.step()
+        self.step += 1
+        if self.ema is not None and (self.step % 5 == 0 or self.step == self.total_steps):
+            decay = 1.0 if self.step == self.total_steps else float(self.alpha[self.step])
+            _lookahead(self.net, self.ema, decay)
+        return fit, own
+
+
+def _optimizer(net: nn.Module, config: TrainConfig, batch: int) -> torch.optim.SGD:
+    """Nesterov SGD with airbench's decoupled learning rate and weight decay; norm biases on their own scale."""
     kilostep = 1024 * (1 + 1 / (1 - config.momentum))
     lr = config.lr / kilostep
-    wd = config.weight_decay * bs / kilostep
+    wd = config.weight_decay * batch / kilostep
     norm_biases = [p for k, p in net.named_parameters() if "norm" in k and p.requires_grad]
     others = [p for k, p in net.named_parameters() if "norm" not in k and p.requires_grad]
     groups = [dict(params=others, lr=lr, weight_decay=wd / lr)]
     if norm_biases:
         lr_b = lr * config.bias_scaler
         groups.append(dict(params=norm_biases, lr=lr_b, weight_decay=wd / lr_b))
-    opt = torch.optim.SGD(groups, momentum=config.momentum, nesterov=True)
-    schedule = _triangle(total_steps)
-    base_lrs = [g["lr"] for g in opt.param_groups]
-    alpha = 0.95**5 * (np.arange(total_steps + 1) / total_steps) ** 3
-    ema = {k: v.detach().clone() for k, v in net.state_dict().items()} if config.lookahead else None
-
-    half = max(1, bs // 2)
-    uniform = torch.full((1, c), 1 / c, device=device)
-    history: list[dict] = []
-    start = time.perf_counter()
-    step = 0
-    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress, leave=False)
-    use_bf16 = config.bf16 if config.bf16 is not None else device.type == "cuda"
-    if use_bf16 and device.type == "cpu" and not cpu_has_bf16():
-        warnings.warn(
-            "bf16 on a CPU without AVX512-BF16 or AMX is emulated and slower than fp32: leave it off here", stacklevel=2
-        )
-    for epoch in range(math.ceil(config.epochs)):
-        net.train()
-        whiten = getattr(net, "whiten", None)
-        if whiten is not None and whiten.bias is not None:
-            whiten.bias.requires_grad = init is None and epoch < config.whiten_bias_epochs
-        order = torch.randperm(n, device=device, generator=gen)
-        loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        if config.outlier_exposure:  # this epoch's outliers, made on the CPU at once: half a batch per step
-            pool = synthetic_outliers(images, steps_per_epoch * half, seed=config.seed * 1_000_003 + epoch).to(device)
-        for b in range(steps_per_epoch):
-            if step >= total_steps:
-                break
-            idx = order[b * bs : (b + 1) * bs]
-            raw = torch.cat([data[idx], pool[b * half : (b + 1) * half]]) if config.outlier_exposure else data[idx]
-            x = augment(to_float(raw), config.flip, config.translate, gen, config.grayscale, config.soften)
-            target = batch_targets(dist[idx], config.loss, config.label_smoothing, gen)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = net(x)
-            own = logits[: len(idx)]  # the labelled items' logits; any after them are the outliers'
-            fit = soft_cross_entropy(own, target).sum()
-            loss = fit
-            if config.outlier_exposure:  # the outliers' loss, weighted per item against the labelled items'
-                away = soft_cross_entropy(logits[len(idx) :], uniform)
-                loss = fit + config.outlier_exposure * len(idx) * away.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for g, base in zip(opt.param_groups, base_lrs):
-                g["lr"] = base * schedule[step]
-            opt.step()
-            step += 1
-            if ema is not None and (step % 5 == 0 or step == total_steps):
-                decay = 1.0 if step == total_steps else float(alpha[step])
-                _lookahead(net, ema, decay)
-            loss_sum += fit.detach()
-            correct += (own.argmax(1) == dist[idx].argmax(1)).sum()
-            seen += len(idx)
-            bar.update(1)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": float(loss_sum) / max(seen, 1),
-            "train_acc": int(correct) / max(seen, 1),
-            "seconds": time.perf_counter() - start,
-        }
-        bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.3f}")
-        if val is not None:
-            logits = predict_logits(net, val[0])
-            row["val_acc"] = float((logits.argmax(1).numpy() == np.asarray(val[1])).mean())
-        history.append(row)
-    bar.close()
-    if config.outlier_exposure:  # the running statistics saw outliers in every batch: measure them on the images
-        measure_batchnorm(net, data)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    net.eval()
-    return TrainResult(net, config, history, time.perf_counter() - start)
+    return torch.optim.SGD(groups, momentum=config.momentum, nesterov=True)
 
 
 @torch.no_grad()
@@ -316,83 +351,3 @@ def _lookahead(net: nn.Module, ema: dict[str, torch.Tensor], decay: float) -> No
         if v.dtype.is_floating_point:
             e.lerp_(v, 1 - decay)
             v.copy_(e)
-
-
-def check_interpolation_share(share: float) -> None:
-    """Refuse a weight-interpolation share outside (0, 1] (callers check before training, not after)."""
-    if not 0 < share <= 1:
-        raise ValueError(f"the interpolation share must be in (0, 1], got {share}")
-
-
-@torch.no_grad()
-def interpolate_weights(start: nn.Module, tuned: nn.Module, share: float, images: torch.Tensor) -> nn.Module:
-    """The net `share` of the way from `start`'s weights to `tuned`'s (WiSE-FT, Wortsman et al., 2022), with its
-    BatchNorm statistics re-estimated on uint8 `images` and their mirrors (averaged statistics do not fit averaged
-    weights). `start` and `tuned` share an architecture; neither is changed."""
-    check_interpolation_share(share)
-    net = copy.deepcopy(tuned)
-    device = next(tuned.parameters()).device
-    a, b = start.state_dict(), tuned.state_dict()
-    net.load_state_dict({k: a[k].to(device).lerp(b[k], share) if b[k].is_floating_point() else b[k] for k in b})
-    return measure_batchnorm(net, images)
-
-
-@torch.no_grad()
-def measure_batchnorm(net: nn.Module, images: torch.Tensor) -> nn.Module:
-    """`net` (changed in place, returned in eval mode) with its BatchNorm running statistics measured afresh on
-    uint8 `images` and their mirrors, a plain average over batches of 500."""
-    device = next(net.parameters()).device
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a plain average over the batches below
-    net.train()
-    for chunk in images.split(500):
-        x = to_float(chunk.to(device))
-        net(x)
-        net(x.flip(-1))
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    return net.eval()
-
-
-def kfold_indices(n: int, k: int = 10, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """K disjoint held-out folds over n items (shuffled with seed): [(train_idx, test_idx), ...]."""
-    from sklearn.model_selection import KFold
-
-    if not 2 <= k <= n:
-        raise ValueError(f"k must be between 2 and the number of items ({n}), got {k}")
-    return [(tr, te) for tr, te in KFold(k, shuffle=True, random_state=seed).split(np.arange(n))]
-
-
-def cross_fit(
-    images: torch.Tensor,
-    targets: HumanLabels | np.ndarray,
-    config: TrainConfig,
-    k: int = 10,
-    pretrained: nn.Module | None = None,
-    folds: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-    num_classes: int | None = None,
-    tta: bool = False,
-    progress: bool = True,
-) -> np.ndarray:
-    """Out-of-fold logits (N x C): train on k-1 folds (from a copy of `pretrained` if given), predict the held-out one.
-
-    Peterson et al.'s CIFAR-10H protocol: with `pretrained` trained on CIFAR-10 train, this is their fine-tune setup.
-    """
-    import copy
-
-    folds = folds or kfold_indices(len(images), k, config.seed)
-    out: np.ndarray | None = None
-    sub = targets.subset if isinstance(targets, HumanLabels) else (lambda idx: np.asarray(targets)[idx])
-    for fold, (tr, te) in enumerate(tqdm(folds, desc="folds", disable=not progress)):
-        init = copy.deepcopy(pretrained) if pretrained is not None else None
-        cfg = TrainConfig(**{**config.to_dict(), "seed": config.seed + fold})
-        res = train(images[torch.from_numpy(tr)], sub(tr), cfg, init=init, num_classes=num_classes, progress=False)
-        logits = predict_logits(res.net, images[torch.from_numpy(te)], tta=tta).numpy()
-        if out is None:
-            out = np.zeros((len(images), logits.shape[1]), dtype=np.float32)
-        out[te] = logits
-    assert out is not None
-    return out

@@ -100,14 +100,7 @@ def simulate(
 ) -> SimulationResult:
     """Replay photos `items` (positions in `replay`, CIFAR-10 test images by default) through the service at
     `url` in two halves; see the module doc."""
-    store = Store(db_url, must_exist=True)  # the service made it; another file is a typo
-    foreign = store.log.count_items(exclude_prefix=PREFIX)
-    store.dispose()
-    if foreign:
-        raise ValueError(
-            f"the log at {db_url.split('@')[-1]} holds {foreign} decisions that teaming simulate did not make; "
-            "it runs only on a fresh database (serve with e.g. TEAMING_DB_URL=sqlite:///runs/simulate.db)"
-        )
+    _check_fresh(db_url)
     replay = replay or cifar_replay()
     run = f"{PREFIX}{uuid.uuid4().hex[:8]}/"
     order = list(items)
@@ -126,11 +119,7 @@ def simulate(
     live_idx = np.array(order[half:])
     truth = replay.truth[live_idx]
     served = [-1 if (f := finals[d.decision_id].final_label) is None else replay.classes.index(f) for d in live]
-    store = Store(db_url)
-    logged = store.log.decisions_for([d.item_id for d in live])
-    store.dispose()
-    probs = np.array([logged[d.item_id][0] for d in live], dtype=np.float64)
-    probs /= probs.sum(1, keepdims=True)
+    probs = _logged_probs(db_url, [d.item_id for d in live])
     sampled = HumanLabels.from_counts(replay.counts[live_idx], replay.classes).sample(np.random.default_rng(seed))
     deferred = np.array([d.decision == "deferred" for d in live])
     best = best_in_hindsight(probs, sampled, truth)
@@ -159,6 +148,27 @@ def simulate(
         hindsight_accuracy=best.accuracy,
         hindsight_deferral=best.deferral_rate,
     )
+
+
+def _check_fresh(db_url: str) -> None:
+    """Refuse a log with decisions that simulate did not make: it runs only on a fresh database."""
+    store = Store(db_url, must_exist=True)  # the service made it; another file is a typo
+    foreign = store.log.count_items(exclude_prefix=PREFIX)
+    store.dispose()
+    if foreign:
+        raise ValueError(
+            f"the log at {db_url.split('@')[-1]} holds {foreign} decisions that teaming simulate did not make; "
+            "it runs only on a fresh database (serve with e.g. TEAMING_DB_URL=sqlite:///runs/simulate.db)"
+        )
+
+
+def _logged_probs(db_url: str, item_ids: list[str]) -> np.ndarray:
+    """The probabilities the log holds for these items, renormalised (the log keeps them rounded)."""
+    store = Store(db_url)
+    logged = store.log.decisions_for(item_ids)
+    store.dispose()
+    probs = np.array([logged[i][0] for i in item_ids], dtype=np.float64)
+    return probs / probs.sum(1, keepdims=True)
 
 
 def _bar(iterable=None, **kwargs) -> tqdm:

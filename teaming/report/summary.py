@@ -65,6 +65,17 @@ def _bar(desc: str, on: bool):
     return (lambda it: tqdm(it, desc=desc, disable=None)) if on else None
 
 
+def error_shares(pred: np.ndarray, human: np.ndarray, y: np.ndarray, c: int) -> dict[str, np.ndarray]:
+    """Each one's mistakes as shares by (true class, wrong answer), titled with their count."""
+    shares = {}
+    for name, ans in (("machine", pred), ("human", human)):
+        m = np.zeros((c, c))
+        wrong = ans != y
+        np.add.at(m, (y[wrong], ans[wrong]), 1)
+        shares[f"{name} errors ({int(wrong.sum())})"] = m / max(wrong.sum(), 1)
+    return shares
+
+
 def summarize(
     data: TeamData, policy: DeferralPolicy, title: str, left_out: int = 0, progress: bool = False
 ) -> TeamSummary:
@@ -76,7 +87,7 @@ def summarize(
     p, y, h = data.probs, data.y, data.human
     pred = p.argmax(1)
     conf = confidence(p, policy.score)
-    reasons = policy.reasons(p, data.unfamiliarity, data.features)
+    reasons = policy.reasons(p, unfamiliarity=data.unfamiliarity, features=data.features)
     defer = reasons != ""
     human, team = data.human_accuracy(), data.human_accuracy(defer)
     edges = np.linspace(conf.min(), 1, 11) if policy.score == "max_prob" else np.linspace(0, 1, 11)
@@ -93,12 +104,6 @@ def summarize(
             "human": accuracy_by_bins(h == y, ent, bins),
         }
     c = len(data.classes)
-    shares = {}
-    for name, ans in (("machine", pred), ("human", h)):
-        m = np.zeros((c, c))
-        wrong = ans != y
-        np.add.at(m, (y[wrong], ans[wrong]), 1)
-        shares[f"{name} errors ({int(wrong.sum())})"] = m / max(wrong.sum(), 1)
     return TeamSummary(
         title=title,
         data=data,
@@ -121,7 +126,7 @@ def summarize(
         curve=ThresholdPolicy(score=policy.score).fit(p, y, h, data.classes).report_,
         by_confidence=by_confidence,
         by_disagreement=by_disagreement,
-        error_shares=shares,
+        error_shares=error_shares(pred, h, y, c),
         both_wrong=float(((pred != y) & (h != y)).mean()),
         same_wrong_answer=float(np.trace(error_confusion(pred, h, y, c))),
         matching=matching_percentage(pred, h, y),

@@ -17,7 +17,7 @@ DEFAULT_MODEL = ROOT / "models" / "cifar10h-default"
 
 
 @pytest.fixture(scope="module")
-def tiny_artifact(cifar_test, cifar10h):
+def tiny_artifact(cifar_test, cifar10h, cpu_training):
     cfg = TrainConfig(widths=(8, 16, 16), batch_size=200, epochs=1)
     return build_model("tiny", cifar_test, cifar10h, np.arange(1000), np.arange(7000, 7300), cfg, progress=False)
 
@@ -95,7 +95,7 @@ def test_shipped_default_model_loads_and_is_calibrated(cifar_test, cifar10h):
     assert acc > 0.8 and abs(acc - stored) < 0.03
 
 
-def test_resnet_on_a_larger_image_folder_round_trips(tmp_path, cifar_test):
+def test_resnet_on_a_larger_image_folder_round_trips(tmp_path, cifar_test, cpu_training):
     from PIL import Image
 
     from teaming.data import load_image_folder
@@ -138,7 +138,9 @@ def test_model_card_says_what_the_model_is_and_how_it_scored(tiny_artifact):
     assert "train" in card and f"{meta.training['stages'][0]['seconds']:.0f} s" in card
 
 
-def test_joint_training_learns_the_pretraining_images_and_the_human_items_in_one_run(cifar_test, cifar10h):
+def test_joint_training_learns_the_pretraining_images_and_the_human_items_in_one_run(
+    cifar_test, cifar10h, cpu_training
+):
     """--joint: one stage on both sets (the pretraining images' smoothed hard labels, the items' vote shares);
     the items used are recorded and the held-out items stay out."""
     from teaming.model.train import pretrain_config
@@ -153,8 +155,8 @@ def test_joint_training_learns_the_pretraining_images_and_the_human_items_in_one
         np.arange(1000),
         np.arange(7000, 7300),
         cfg,
-        pre,
-        pcfg,
+        pretrain=pre,
+        pretrain_config=pcfg,
         with_fgsm=False,
         progress=False,
         joint=True,
@@ -218,7 +220,14 @@ def test_fine_tuning_an_artifact_records_its_stages_command_and_items(tiny_artif
         )
     with pytest.raises(ValueError, match="an artifact or pretrain"):
         build_model(
-            "x", cifar_test, cifar10h, np.arange(100), None, cfg, pre_stand_in(cifar_test, 0, 10), start=tiny_artifact
+            "x",
+            cifar_test,
+            cifar10h,
+            np.arange(100),
+            None,
+            cfg,
+            pretrain=pre_stand_in(cifar_test, 0, 10),
+            start=tiny_artifact,
         )
 
 

@@ -52,7 +52,7 @@ def test_guard_needs_labelled_features():
 
 
 @pytest.fixture(scope="module")
-def small_model(cifar_test, cifar10h):
+def small_model(cifar_test, cifar10h, cpu_training):
     cfg = TrainConfig(widths=(16, 32, 32), batch_size=250, epochs=3)
     return build_model("small", cifar_test, cifar10h, np.arange(2000), None, cfg, with_fgsm=False, progress=False)
 

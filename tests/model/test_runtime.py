@@ -20,7 +20,7 @@ from tests.conftest import DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")
-def tiny(cifar_test, cifar10h, tmp_path_factory):
+def tiny(cifar_test, cifar10h, tmp_path_factory, cpu_training):
     cfg = TrainConfig(widths=(8, 16, 16), batch_size=200, epochs=1)
     art = build_model("tiny", cifar_test, cifar10h, np.arange(1000), np.arange(7000, 7300), cfg, progress=False)
     return save_artifact(art, tmp_path_factory.mktemp("rt") / "tiny")

@@ -10,6 +10,7 @@ import torch
 
 from teaming._validation import DataError
 from teaming.model.calibration import softmax
+from teaming.model.crossfit import cross_fit, kfold_indices
 from teaming.model.metrics import accuracy, cross_entropy
 from teaming.model.outliers import synthetic_outliers
 from teaming.model.predict import predict_logits
@@ -17,20 +18,18 @@ from teaming.model.train import (
     TrainConfig,
     augment,
     batch_targets,
-    cross_fit,
     finetune_config,
-    interpolate_weights,
-    kfold_indices,
     pretrain_config,
     soft_cross_entropy,
     train,
 )
+from teaming.model.weights import interpolate_weights
 
 TINY = dict(widths=(16, 32, 64), batch_size=200, epochs=4)
 
 
 @pytest.fixture(scope="module")
-def small(cifar_test, cifar10h):
+def small(cifar_test, cifar10h, cpu_training):
     idx = np.arange(3000)
     return cifar_test.subset(idx), cifar10h.subset(idx), cifar_test.subset(np.arange(7000, 8000))
 
