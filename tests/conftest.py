@@ -4,6 +4,7 @@ started in a subprocess on a free loopback port."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,11 +17,50 @@ from teaming.datasets import load_cifar10h, load_default_test, shared_data_dir
 from teaming.labels import HumanLabels
 
 torch.set_num_threads(2)
+training = importlib.import_module("teaming.model.train")  # the module (teaming.model.train is also a function)
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "cifar10h-default"
 REVIEWERS = {"alice": "tok-alice", "bob": "tok-bob", "carol": "tok-carol", "dave": "tok-dave"}
 ADMIN = "tok-admin"
 LEASE_SECONDS = 8  # long enough for a slow CI machine between claim and label
+
+
+# Tests are marked by what they stand on, so a person can leave out the slow kinds:
+#   pytest -m "not service and not train and not postgres"
+MARKED_BY_FIXTURE = {"service_process": "service", "cpu_training": "train", "postgres_url": "postgres"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the fixtures it uses, directly or through other fixtures (and by a PostgreSQL param)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "postgresql" in params.values():
+            names.add("postgres_url")
+        for fixture, mark in MARKED_BY_FIXTURE.items():
+            if fixture in names:
+                item.add_marker(mark)
+
+
+@pytest.fixture(scope="session")
+def service_process() -> None:
+    """Stands for "this test starts the service in a subprocess" (marks it `service`)."""
+
+
+@pytest.fixture(scope="session")
+def cpu_training() -> None:
+    """Stands for "this test trains a net on the CPU" (marks it `train`)."""
+
+
+@pytest.fixture(autouse=True)
+def _training_is_marked(request, monkeypatch) -> None:
+    """A test that trains without the `cpu_training` fixture fails, so the fast loop stays fast."""
+    if request.node.get_closest_marker("train") is None:
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("this test trains a net: give it the cpu_training fixture (it marks it `train`)")
+
+        monkeypatch.setattr(training._Loop, "epoch", refuse)
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +87,7 @@ def rng() -> np.random.Generator:
 
 
 def _postgres() -> str:
-    from bench.common import scratch_postgres
+    from tests.support.common import scratch_postgres
 
     try:
         return scratch_postgres("teaming_test")
@@ -58,7 +98,7 @@ def _postgres() -> str:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty database on the local PostgreSQL server (skips when the server is absent)."""
-    from bench.common import drop_postgres
+    from tests.support.common import drop_postgres
 
     url = _postgres()
     yield url
@@ -71,7 +111,7 @@ def db_url(request, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'log.db'}"
         return
-    from bench.common import drop_postgres
+    from tests.support.common import drop_postgres
 
     url = _postgres()
     yield url
@@ -116,13 +156,13 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def serve(tmp_path_factory) -> Iterator[Callable[..., Served]]:
+def serve(tmp_path_factory, service_process) -> Iterator[Callable[..., Served]]:
     """Start `bentoml serve` with test settings (keyword arguments override them); stopped after the module.
 
     serve(audit_rate=0.25, db=None, **env) -> a Served service; reviewers are REVIEWERS, the admin ADMIN.
     """
     pytest.importorskip("bentoml", reason="the service extra (pip install -e '.[serve]') is not installed")
-    from bench.process import ServiceProcess
+    from tests.support.process import ServiceProcess
 
     started = []
 

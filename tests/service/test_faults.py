@@ -8,12 +8,12 @@ pytest.importorskip("bentoml", reason="the service extra is not installed")
 
 from sqlalchemy import create_engine  # noqa: E402
 
-from bench.common import PG_ADMIN  # noqa: E402
-from bench.faults import kill_under_load, replicas  # noqa: E402
+from tests.support.common import PG_ADMIN  # noqa: E402
+from tests.support.faults import kill_under_load, replicas  # noqa: E402
 
 
 @pytest.mark.slow
-def test_sigkill_under_load_loses_nothing(tmp_path):
+def test_sigkill_under_load_loses_nothing(tmp_path, service_process):
     c = kill_under_load(tmp_path, seconds=4)
     assert c.answered > 0 and c.tasks > 0
     assert c.missing == 0  # every answer a client received is in the log
@@ -22,7 +22,8 @@ def test_sigkill_under_load_loses_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_replicas_on_one_postgres(tmp_path):
+@pytest.mark.postgres
+def test_two_replicas_on_one_postgres(tmp_path, service_process):
     try:
         create_engine(PG_ADMIN).connect().close()
     except Exception as err:

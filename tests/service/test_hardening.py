@@ -182,7 +182,7 @@ def test_an_unreachable_database_at_start_exits_with_one_line(tmp_path, service_
     assert log.count("Traceback") == 0
 
 
-def test_a_database_path_that_is_no_url_stops_the_start_at_once():
+def test_a_database_path_that_is_no_url_stops_the_start_at_once(service_process):
     env = {**os.environ, "TEAMING_DB_URL": "runs/teaming.db"}
     code = "from service.preflight import preflight; preflight()"  # what `bentoml serve` runs before any worker
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

@@ -26,7 +26,7 @@ def run(*args: str, cwd: Path = ROOT) -> str:
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
+def digits(tmp_path_factory, cpu_training) -> Path:
     """The example's photos, votes and the two exported graphs (about a minute of training)."""
     out = tmp_path_factory.mktemp("digits")
     run(str(ROOT / "examples" / "digits.py"), "data", "--out", str(out))
