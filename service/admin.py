@@ -1,4 +1,4 @@
-"""The admin's routes (under /v1): reviewer skills and an immediate policy reload."""
+"""The admin's routes (under /v1): reviewer skills, an immediate policy reload, and the alarms (see and clear)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from service import auth
 from service.schemas import GUARDED, errors
-from teaming.api import PolicyInfo, ReviewerOut
+from teaming.api import AlarmOut, AlarmsOut, BookedAlarm, PolicyInfo, ReviewerOut
 from teaming.ops.consensus import reviewer_skills, unreliable_reviewers, with_work
+from teaming.ops.watch import alarm_dict, clear, monitors
 
 router = APIRouter(tags=["admin"])
 
@@ -42,3 +43,34 @@ def reload() -> PolicyInfo:
     except ValueError as err:
         raise HTTPException(409, str(err)) from None
     return PolicyInfo(policy_version=version, threshold=policy.threshold_)
+
+
+@router.get("/alarms", dependencies=[Depends(auth.bearer)], responses=errors(*GUARDED))
+def alarms() -> AlarmsOut:
+    """The active policy version's monitors (harm, early warnings, waiting) as of now, the alarms raised and not
+    yet cleared with what the service did, and the fallback record when a fallback is being served."""
+    svc = _service()
+    body = svc.store.active_policy(svc.model_version)
+    now = [] if body is None else monitors(svc.store, body, svc.watch_rules, svc.loop.vote)
+    booked = svc.store.alarms.of(None, open_only=True)
+    return AlarmsOut(
+        policy_version=None if body is None else body["version"],
+        monitors=[AlarmOut(**alarm_dict(a)) for a in now],
+        open=[
+            BookedAlarm(
+                policy_version=b.policy_version, name=b.name, raised_at=b.raised_at, says=b.says, action=b.action
+            )
+            for b in booked
+        ],  # fmt: skip
+        fallback=None if body is None else (body.get("model") or {}).get("fallback"),
+    )
+
+
+@router.post("/alarms/clear", dependencies=[Depends(auth.bearer)], responses=errors(*GUARDED))
+def clear_alarms() -> AlarmsOut:
+    """All clear: open alarms are marked cleared (webhook `alarm.cleared`), a fallback gives way to the policy it
+    replaced on every replica, and that policy's monitors start again."""
+    svc = _service()
+    clear(svc.store, svc.model_version, "admin")
+    svc.policy.reload()
+    return alarms()

@@ -31,6 +31,7 @@ from teaming.model import Model, Outputs, load_model
 from teaming.ops.log import NewDecision
 from teaming.ops.loop import ReviewLoop
 from teaming.ops.review import LoopRules
+from teaming.ops.watch import WatchRules, look
 from teaming.ops.webhooks import Deliverer
 
 logger = logging.getLogger("bentoml.teaming")  # under bentoml so its log config shows it
@@ -80,7 +81,10 @@ class Teaming:
                 s.webhook_max_attempts,
                 retry_seconds=s.webhook_retry_seconds,
             )
-        self.background = Background(self.loop, deliverer, s.close_after_seconds).start()
+        self.watch_rules = WatchRules(alpha=s.alarm_alpha, harm_tolerance=s.harm_tolerance,
+                                      max_wait_seconds=s.max_wait_seconds, on_harm=s.on_harm)  # fmt: skip
+        watch = lambda: look(self.store, self.model_version, self.watch_rules, self.loop.vote)  # noqa: E731
+        self.background = Background(self.loop, deliverer, s.close_after_seconds, watch, s.watch_seconds).start()
         logger.info(
             "serving %s on %s with backend %s (%s; %d threads), policy %s (familiarity guard %s), log %s",
             self.model_version,

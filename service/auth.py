@@ -46,7 +46,7 @@ ACCESS = [
     ("POST", re.compile(r"/classify/?", re.DOTALL), {CALLER}, True),
     ("GET", re.compile(r"/v1/model/?", re.DOTALL), {CALLER, REVIEWER, ADMIN}, True),
     (None, re.compile(r"/v1/outcomes(/.*)?", re.DOTALL), {CALLER, ADMIN}, False),
-    (None, re.compile(r"/v1/(admin/.*|reviewers/?)", re.DOTALL), {ADMIN}, False),
+    (None, re.compile(r"/v1/(admin/.*|reviewers/?|alarms(/.*)?)", re.DOTALL), {ADMIN}, False),
     (None, re.compile(r"/v1/queue/(stats/?|tasks/[^/]+/image/?)", re.DOTALL), {REVIEWER, ADMIN}, False),
     (None, re.compile(r"/v1/queue(/.*)?", re.DOTALL), {REVIEWER}, False),
     (None, re.compile(r".*", re.DOTALL), {ADMIN}, False),  # anything else: denied to all but the admin

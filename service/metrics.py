@@ -16,6 +16,15 @@ queue_depth = Gauge("teaming_queue_depth", "Open review tasks", multiprocess_mod
 deferral_rate = Gauge(
     "teaming_deferral_rate", "Share of logged decisions deferred to people", multiprocess_mode="mostrecent"
 )
+alarm_raised = Gauge("teaming_alarm", "1 while a monitor's alarm is raised", ["name"], multiprocess_mode="mostrecent")
+alarm_evidence = Gauge(
+    "teaming_alarm_evidence", "A monitor's evidence (its wealth; the alarm needs 1/alpha)", ["name"],
+    multiprocess_mode="mostrecent",
+)  # fmt: skip
+alarm_bound = Gauge(
+    "teaming_alarm_bound", "What a monitor tests its stream against", ["name"], multiprocess_mode="mostrecent"
+)
+alarm_estimate = Gauge("teaming_alarm_estimate", "A monitor's stream mean", ["name"], multiprocess_mode="mostrecent")
 batch_requests = Histogram("teaming_batch_requests", "Requests merged into one model call", buckets=SIZES)
 batch_images = Histogram("teaming_batch_images", "Images in one model call", buckets=SIZES)
 review_latency = Histogram(
@@ -34,6 +43,16 @@ def observe_stats(stats: dict) -> None:
     """Queue depth and deferral rate from a fresh look at the log."""
     queue_depth.set(stats["queue_open"])
     deferral_rate.set(stats["deferral_rate"])
+
+
+def observe_alarms(alarms) -> None:
+    """Each monitor's state (teaming.ops.monitors.Alarm)."""
+    for a in alarms:
+        alarm_raised.labels(a.name).set(int(a.raised))
+        alarm_evidence.labels(a.name).set(min(a.evidence, 1e12))
+        alarm_bound.labels(a.name).set(a.bound)
+        if a.estimate is not None:
+            alarm_estimate.labels(a.name).set(a.estimate)
 
 
 def own_prometheus_dir() -> None:

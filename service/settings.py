@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     )
     webhook_max_attempts: int | None = Field(None, ge=1, description="give an event up after this many attempts")
     policy_poll_seconds: float = Field(5.0, gt=0, description="how soon a policy activated elsewhere is taken up")
+    on_harm: Literal["alert", "defer-all", "previous"] = Field(
+        "defer-all", description="when the harm alarm fires: alert only, send everything to people, or go back"
+    )
+    alarm_alpha: float = Field(0.05, gt=0, lt=1, description="each alarm's false-alarm probability, however watched")
+    harm_tolerance: float = Field(0.02, ge=0, lt=1, description="accuracy auto-answers may lose before harm")
+    max_wait_seconds: float = Field(3600.0, gt=0, description="a deferred item waiting longer raises `waiting`")
+    watch_seconds: float = Field(5.0, gt=0, description="how often the monitors look at the log")
     max_images: int = Field(64, ge=1, description="images per classify request")
     max_image_bytes: int = Field(16_000_000, ge=1, description="bytes per image: a phone photo is 3-6 MB")
     max_pixels: int = Field(

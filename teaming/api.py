@@ -235,6 +235,42 @@ class ModelInfo(BaseModel):
     guard_active: bool = Field(..., description="the served policy defers images past the guard's limit as unfamiliar")
 
 
+class AlarmOut(BaseModel):
+    """One monitor: whether its alarm is raised, its evidence (the bettor's wealth) against what it needs, and
+    the stream's mean against its bound."""
+
+    name: str
+    raised: bool
+    estimate: float | None
+    bound: float
+    side: Literal["above", "below"]
+    evidence: float
+    needed: float
+    n: int
+    at: int | None
+    says: str
+
+
+class BookedAlarm(BaseModel):
+    """An alarm raised and not yet cleared, with what the service did."""
+
+    policy_version: str
+    name: str
+    raised_at: float
+    says: str
+    action: str | None
+
+
+class AlarmsOut(BaseModel):
+    """The active policy version's monitors, the alarms still open, and the fallback record when the active
+    policy is a fallback."""
+
+    policy_version: str | None
+    monitors: list[AlarmOut]
+    open: list[BookedAlarm]
+    fallback: dict | None
+
+
 class PolicyInfo(BaseModel):
     policy_version: str
     threshold: float

@@ -10,6 +10,7 @@ import httpx
 from pydantic import BaseModel
 
 from teaming.api import (
+    AlarmsOut,
     Claimed,
     Decision,
     Labelled,
@@ -109,6 +110,12 @@ class TeamingClient:
 
     def reload_policy(self) -> PolicyInfo:
         return self._call("POST", "/v1/admin/policy/reload", PolicyInfo)
+
+    def alarms(self) -> AlarmsOut:
+        return self._call("GET", "/v1/alarms", AlarmsOut)
+
+    def clear_alarms(self) -> AlarmsOut:
+        return self._call("POST", "/v1/alarms/clear", AlarmsOut)
 
     def ready(self) -> bool:
         try:

@@ -30,6 +30,41 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
     return to_uint8(luma(images.float())).expand_as(images).contiguous()
 
 
+def blur(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """A Gaussian blur of `sigma` pixels (a camera out of focus)."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    k = 2 * int(np.ceil(2 * sigma)) + 1
+    return to_uint8(gaussian_blur(images.float(), [k, k], [sigma, sigma]))
+
+
+def upside_down(images: torch.Tensor) -> torch.Tensor:
+    """Turned 180 degrees (a camera mounted the other way up)."""
+    return images.flip(-2, -1).contiguous()
+
+
+PHOTO_SHIFTS = {
+    "jpeg50": lambda x: jpeg(x, 50),
+    "grayscale": grayscale,
+    "blur": lambda x: blur(x, 1.0),
+    "upside-down": upside_down,
+}
+
+
+def shift_photos(kind: str, photos: list[bytes]) -> list[bytes]:
+    """Encoded photos changed as a drifting world changes them (`PHOTO_SHIFTS`), encoded again as PNG."""
+    if kind not in PHOTO_SHIFTS:
+        raise ValueError(f"unknown shift {kind!r}; choose from {sorted(PHOTO_SHIFTS)} or unfamiliar:SHARE")
+    out = []
+    for data in photos:
+        img = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)[None]
+        changed = PHOTO_SHIFTS[kind](img.contiguous())[0].permute(1, 2, 0).numpy()
+        buf = io.BytesIO()
+        Image.fromarray(changed).save(buf, "PNG")
+        out.append(buf.getvalue())
+    return out
+
+
 def resample(images: torch.Tensor, factor: int = 2) -> torch.Tensor:
     """Upsampled by `factor` (bilinear) and back down (antialiased): the 32 -> 64 -> 32 round trip of a thumbnail."""
     h, w = images.shape[-2:]

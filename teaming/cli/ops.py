@@ -127,6 +127,10 @@ def simulate_cmd(
     classes: Optional[Path] = typer.Option(None, help="class names, one per line (a flat folder needs them)"),
     items: Optional[str] = typer.Option(None, help="positions to replay (default: 7000:10000 of CIFAR-10, else all)"),
     seed: int = typer.Option(0),
+    shift: Optional[str] = typer.Option(
+        None, help="change the photos part-way: jpeg50, grayscale, blur, upside-down or unfamiliar:SHARE"
+    ),
+    at: int = typer.Option(0, help="with --shift: the first replayed photo (counted from 0) that is changed"),
 ) -> None:
     """Replay labelled photos through the service with simulated reviewers who answer from their votes: retune
     on the first half, measure the retuned policy live on the second."""
@@ -147,6 +151,8 @@ def simulate_cmd(
             seed,
             classify_token=classify_token,
             replay=replay,
+            shift=shift,
+            shift_at=at,
         )
     except ValueError as err:
         fail(err)
@@ -166,6 +172,8 @@ def simulate_cmd(
         f"{r.human_accuracy:.4f}, best threshold in hindsight {r.hindsight_accuracy:.4f} at "
         f"{r.hindsight_deferral:.1%} deferred"
     )
+    for alarm in r.alarms:
+        console.print(f"[yellow]alarm[/yellow] {alarm}", highlight=False)
 
 
 def redeliver_cmd(

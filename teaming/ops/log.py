@@ -183,18 +183,29 @@ class DecisionLog:
                     out[item] = (probs, outcome, did)
         return out
 
-    def audited(self, model_version: str | None = None) -> list[AuditedDecision]:
-        """The audited decisions whose tasks are all finished, oldest first."""
+    def audited(self, model_version: str | None = None, since: float = 0.0) -> list[AuditedDecision]:
+        """The audited decisions (logged since then) whose tasks are all finished, oldest first."""
         pending = select(tasks.c.decision_id).where(tasks.c.status.in_((OPEN, CLAIMED)))
         columns = (decisions.c.id, decisions.c.probs, decisions.c.outcome, decisions.c.policy_version)
         query = select(*columns, decisions.c.policy_score, decisions.c.unfamiliarity).where(
-            decisions.c.audit.is_(True), decisions.c.id.not_in(pending)
+            decisions.c.audit.is_(True), decisions.c.id.not_in(pending), decisions.c.created_at >= since
         )
         if model_version is not None:
             query = query.where(decisions.c.model_version == model_version)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(decisions.c.id))
             return [AuditedDecision(r[0], r[1], r[2] == "deferred", r[3], r[4], r[5]) for r in rows]
+
+    def flags(self, policy_version: str, since: float = 0.0) -> list[tuple[bool, bool]]:
+        """(deferred, deferred as unfamiliar) of each decision logged under one policy version since then, oldest
+        first."""
+        query = (
+            select(decisions.c.outcome, decisions.c.defer_reason)
+            .where(decisions.c.policy_version == policy_version, decisions.c.created_at >= since)
+            .order_by(decisions.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [(o == "deferred", r == "unfamiliar") for o, r in conn.execute(query)]
 
     def answers_by_item(self, decision_ids: Sequence[int]) -> dict[int, list]:
         """(reviewer, task kind, verdict, label) rows per decision, oldest first."""

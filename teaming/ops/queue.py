@@ -278,6 +278,13 @@ class ReviewQueue:
             ).all()
         return [(r[0], r[1]) for r in rows]
 
+    def oldest_waiting(self, kind: str) -> float | None:
+        """The creation time of the oldest task of `kind` still open or claimed (None when none waits)."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.min(tasks.c.created_at)).where(tasks.c.kind == kind, tasks.c.status.in_((OPEN, CLAIMED)))
+            ).scalar()
+
     def class_answers(self) -> list[tuple[int, str, int]]:
         """(decision id, reviewer, label) of every class answer, for reviewer skills and consensus."""
         with self.engine.connect() as conn:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    UniqueConstraint,
     inspect,
     text,
 )
@@ -111,7 +112,7 @@ events = Table(  # the webhook outbox: written with the outcome it announces, de
     metadata,
     Column("id", RowId, primary_key=True, autoincrement=True),
     Column("event_id", String(36), nullable=False, unique=True),  # the idempotency key receivers see
-    Column("decision_id", RowId, ForeignKey("decisions.id"), nullable=False, index=True),
+    Column("decision_id", RowId, ForeignKey("decisions.id"), nullable=True, index=True),  # None: an alarm's
     Column("kind", String(32), nullable=False),
     Column("body", JSON, nullable=False),
     Column("created_at", Float, nullable=False),
@@ -122,6 +123,20 @@ events = Table(  # the webhook outbox: written with the outcome it announces, de
     Column("last_error", String(256), nullable=True),
     Column("retry_from", Float, nullable=True),  # retries began: at redelivery, else when written (created_at)
 )
+alarms = Table(  # one row per policy version and monitor that raised its alarm: replicas raise each once
+    "alarms",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("policy_version", String(128), nullable=False),
+    Column("name", String(32), nullable=False),
+    Column("raised_at", Float, nullable=False),
+    Column("says", String(512), nullable=False),
+    Column("evidence", Float, nullable=False),
+    Column("action", String(128), nullable=True),  # what the service did: the fallback policy's version
+    Column("cleared_at", Float, nullable=True),
+    Column("cleared_by", String(64), nullable=True),
+    UniqueConstraint("policy_version", "name", name="uq_alarms_policy_name"),
+)
 policies = Table(
     "policies",
     metadata,
@@ -130,6 +145,7 @@ policies = Table(
     Column("body", JSON, nullable=False),
     Column("active", Boolean, nullable=False, default=False),  # one active version per model
     Column("model_version", String(256), nullable=True, index=True),  # the model it was fitted for
+    Column("activated_at", Float, nullable=True),  # when it last became active: its monitors watch from then
 )
 
 

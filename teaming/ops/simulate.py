@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -84,6 +84,7 @@ class SimulationResult:
     human_accuracy: float  # one sampled CIFAR-10H annotator per live item
     hindsight_accuracy: float  # the best threshold on the live half in hindsight, with that annotator
     hindsight_deferral: float
+    alarms: list[str] = field(default_factory=list)  # alarms open at the end, with what the service did
 
 
 def simulate(
@@ -97,13 +98,17 @@ def simulate(
     progress: bool = True,
     classify_token: str | None = None,
     replay: Replay | None = None,
+    shift: str | None = None,
+    shift_at: int = 0,
 ) -> SimulationResult:
     """Replay photos `items` (positions in `replay`, CIFAR-10 test images by default) through the service at
     `url` in two halves; see the module doc."""
     _check_fresh(db_url)
     replay = replay or cifar_replay()
-    run = f"{PREFIX}{uuid.uuid4().hex[:8]}/"
     order = list(items)
+    if shift is not None:
+        replay = shifted(replay, shift, set(order[shift_at:]), seed)
+    run = f"{PREFIX}{uuid.uuid4().hex[:8]}/"
     half = len(order) // 2
     with TeamingClient(url, classify_token, timeout=120) as caller:
         fitted = _classify(caller, run, replay, order[:half], batch, progress)
@@ -116,6 +121,8 @@ def simulate(
     with TeamingClient(url, admin_token) as admin:
         stats = admin.stats()
         finals = {o.decision_id: o for o in admin.all_outcomes()}
+        raised = [f"{a.name} on {a.policy_version}: {a.says}" + (f" ({a.action})" if a.action else "")
+                  for a in admin.alarms().open]  # fmt: skip
     live_idx = np.array(order[half:])
     truth = replay.truth[live_idx]
     served = [-1 if (f := finals[d.decision_id].final_label) is None else replay.classes.index(f) for d in live]
@@ -147,7 +154,63 @@ def simulate(
         human_accuracy=float((sampled == truth).mean()),
         hindsight_accuracy=best.accuracy,
         hindsight_deferral=best.deferral_rate,
+        alarms=raised,
     )
+
+
+def shifted(replay: Replay, kind: str, items: set[int], seed: int = 0) -> Replay:
+    """The replay with the photos of `items` changed as a drifting world would change them: `jpeg50`,
+    `grayscale`, `blur`, `upside-down`, or `unfamiliar:SHARE` (that share replaced by images of no class)."""
+    from teaming.probes import PHOTO_SHIFTS, shift_photos
+
+    if kind.startswith("unfamiliar:"):
+        share = float(kind.split(":", 1)[1])
+        if not 0 < share <= 1:
+            raise ValueError(f"unfamiliar:SHARE takes a share in (0, 1], got {share}")
+        return Replay(
+            _unfamiliar_photos(replay.photos, items, share, seed), replay.counts, replay.truth, replay.classes
+        )
+    if kind not in PHOTO_SHIFTS:
+        raise ValueError(f"unknown shift {kind!r}; choose from {sorted(PHOTO_SHIFTS)} or unfamiliar:SHARE")
+
+    def photos(idx: Sequence[int]) -> list[bytes]:
+        data = replay.photos(idx)
+        moved = [k for k, i in enumerate(idx) if i in items]
+        for k, changed in zip(moved, shift_photos(kind, [data[k] for k in moved])):
+            data[k] = changed
+        return data
+
+    return Replay(photos, replay.counts, replay.truth, replay.classes)
+
+
+def _unfamiliar_photos(photos: Callable, items: set[int], share: float, seed: int) -> Callable:
+    """Photos of which `share` of `items` (drawn by seed) are swapped for images of none of the classes."""
+    import io
+
+    from PIL import Image
+
+    from teaming.probes import unfamiliar_sets
+
+    rng = np.random.default_rng(seed)
+    swapped = {i for i in sorted(items) if rng.random() < share}
+    pool = None
+
+    def read(idx: Sequence[int]) -> list[bytes]:
+        nonlocal pool
+        data = photos(idx)
+        for k, i in enumerate(idx):
+            if i in swapped:
+                if pool is None:  # made once, on the first swap
+                    import torch
+
+                    sets = unfamiliar_sets(torch.zeros(8, 3, 32, 32, dtype=torch.uint8))
+                    pool = torch.cat(list(sets.values())).permute(0, 2, 3, 1).numpy()
+                buf = io.BytesIO()
+                Image.fromarray(pool[i % len(pool)]).save(buf, "PNG")
+                data[k] = buf.getvalue()
+        return data
+
+    return read
 
 
 def _check_fresh(db_url: str) -> None:

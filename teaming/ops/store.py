@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from teaming._validation import InputError
+from teaming.ops.alarmbook import AlarmBook
 from teaming.ops.log import DecisionLog
 from teaming.ops.queue import ReviewQueue
 from teaming.ops.schema import policies, upgrade
@@ -53,7 +54,7 @@ def connect(url: str, must_exist: bool = False) -> Engine:
 
 
 class Store:
-    """The log, the queue, the outbox and the policy versions behind one SQLAlchemy engine."""
+    """The log, the queue, the outbox, the alarms and the policy versions behind one SQLAlchemy engine."""
 
     def __init__(self, url: str, must_exist: bool = False) -> None:
         self.url = url
@@ -62,6 +63,7 @@ class Store:
         self.log = DecisionLog(self.engine)
         self.queue = ReviewQueue(self.engine)
         self.outbox = Outbox(self.engine)
+        self.alarms = AlarmBook(self.engine)
 
     def begin(self):
         """A transaction for the parts to share (the loop's answer, skip and close)."""
@@ -97,19 +99,28 @@ class Store:
             exists = conn.execute(select(policies.c.version).where(policies.c.version == body["version"])).first()
             if activate:
                 conn.execute(update(policies).where(_of(model_version)).values(active=False))
+            now = time.time()
             if exists:
-                conn.execute(update(policies).where(policies.c.version == body["version"]).values(active=activate))
+                values = {"active": True, "activated_at": now} if activate else {"active": False}
+                conn.execute(update(policies).where(policies.c.version == body["version"]).values(**values))
             else:
                 conn.execute(
                     policies.insert().values(
                         version=body["version"],
-                        created_at=time.time(),
+                        created_at=now,
                         body=body,
                         active=activate,
                         model_version=model_version,
+                        activated_at=now if activate else None,
                     )
                 )
         return body["version"]
+
+    def activated_at(self, version: str) -> float:
+        """When a policy version last became active (0 for one stored before the time was kept)."""
+        with self.engine.connect() as conn:
+            at = conn.execute(select(policies.c.activated_at).where(policies.c.version == version)).scalar()
+        return at or 0.0
 
     def active_policy_version(self, model_version: str | None = None) -> str | None:
         """The active policy's version id alone: cheap enough for every replica to poll."""
@@ -123,6 +134,17 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(select(policies.c.version, policies.c.body).where(policies.c.version.in_(versions)))
             return {r.version: r.body for r in rows}
+
+    def previous_policies(self, model_version: str | None, before: str) -> list[dict]:
+        """The model's other policy versions stored before `before`, newest first."""
+        with self.engine.connect() as conn:
+            at = select(policies.c.created_at).where(policies.c.version == before).scalar_subquery()
+            rows = conn.execute(
+                select(policies.c.body)
+                .where(_of(model_version), policies.c.version != before, policies.c.created_at <= at)
+                .order_by(policies.c.created_at.desc())
+            )
+            return [r.body for r in rows]
 
     def active_policy(self, model_version: str | None = None) -> dict | None:
         with self.engine.connect() as conn:
