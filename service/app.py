@@ -82,7 +82,8 @@ class Teaming:
                 retry_seconds=s.webhook_retry_seconds,
             )
         self.watch_rules = WatchRules(alpha=s.alarm_alpha, harm_tolerance=s.harm_tolerance,
-                                      max_wait_seconds=s.max_wait_seconds, on_harm=s.on_harm)  # fmt: skip
+                                      max_wait_seconds=s.max_wait_seconds, min_agreement=s.min_agreement,
+                                      on_harm=s.on_harm)  # fmt: skip
         watch = lambda: look(self.store, self.model_version, self.watch_rules, self.loop.vote)  # noqa: E731
         self.background = Background(self.loop, deliverer, s.close_after_seconds, watch, s.watch_seconds).start()
         logger.info(

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     alarm_alpha: float = Field(0.05, gt=0, lt=1, description="each alarm's false-alarm probability, however watched")
     harm_tolerance: float = Field(0.02, ge=0, lt=1, description="accuracy auto-answers may lose before harm")
     max_wait_seconds: float = Field(3600.0, gt=0, description="a deferred item waiting longer raises `waiting`")
+    min_agreement: float = Field(
+        0.8, ge=0, lt=1, description="reviewers agreeing with the others' majority less often raise `agreement`"
+    )
     watch_seconds: float = Field(5.0, gt=0, description="how often the monitors look at the log")
     max_images: int = Field(64, ge=1, description="images per classify request")
     max_image_bytes: int = Field(16_000_000, ge=1, description="bytes per image: a phone photo is 3-6 MB")

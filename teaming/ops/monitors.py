@@ -92,8 +92,9 @@ def harm(
     bound = interval(accepted_accuracy, fitted_on)[0] - tolerance
     a = bet_alarm("harm", machine_right, bound, "below", alpha)
     a.says = (
-        f"auto-answers are {a.estimate:.1%} right on {a.n} audited items, below the {bound:.1%} the policy was fitted "
-        f"to keep (evidence {a.evidence:.0f} of {a.needed:.0f})"
+        f"auto-answers are {a.estimate:.1%} right on {a.n} audited items, below the {bound:.1%} bound (fitted "
+        f"{accepted_accuracy:.1%}, less its 95% interval and {100 * tolerance:g} points; evidence {a.evidence:.3g} of "
+        f"{a.needed:.0f})"
         if a.raised
         else f"auto-answers hold: {_rate(a.estimate)} right on {a.n} audited items against {bound:.1%}"
     )
@@ -114,7 +115,8 @@ def drift(
     a = min(raised, key=lambda s: s.at) if raised else max(sides, key=lambda s: s.evidence / s.needed)
     what = name.replace("_", " ")
     a.says = (
-        f"{what} is {a.estimate:.1%} over {a.n} items, {a.side} the {a.bound:.1%} the policy was fitted with"
+        f"{what} is {a.estimate:.1%} over {a.n} items, {a.side} the {a.bound:.1%} bound (fitted {fitted_rate:.1%}, "
+        f"its 95% interval widened by {100 * tolerance:g} points)"
         if a.raised
         else f"{what} holds: {_rate(a.estimate)} over {a.n} items (fitted {fitted_rate:.1%})"
     )

@@ -29,7 +29,7 @@ def test_harm_fires_when_auto_answers_get_worse_and_not_when_they_hold():
     worse = harm(rng.random(600) < 0.85, accepted_accuracy=0.97, fitted_on=1200)
     assert worse.raised and worse.at < 300 and worse.side == "below"
     assert worse.bound == pytest.approx(interval(0.97, 1200)[0] - 0.02)
-    assert "below the" in worse.says and "the policy was fitted to keep" in worse.says
+    assert "below the 93.9% bound (fitted 97.0%, less its 95% interval and 2 points;" in worse.says
 
 
 def test_the_evidence_does_not_expire():

@@ -61,7 +61,7 @@ def test_harm_is_raised_once_announced_and_falls_back_until_cleared(db_url, on_h
         assert record["action"] == f"previous {earlier.version}"
         assert policy_from_dict(fallback).threshold_ == earlier.threshold_
     again = look(store, MODEL, rules)  # another look (or replica): the fallback is watched for waiting alone
-    assert again.raised == [] and [a.name for a in again.alarms] == ["waiting"]
+    assert again.raised == [] and [a.name for a in again.alarms] == ["agreement", "waiting"]
     booked = {b.name: b for b in store.alarms.of(None, open_only=True)}
     assert set(booked) == {a.name for a in first.raised} and booked["harm"].action.endswith(fallback["version"])
     events = [e[2] for e in store.outbox.claim_due(10, 5.0)]
@@ -95,5 +95,13 @@ def test_a_steady_log_raises_nothing(db_url):
     audited_log(db_url, probs, np.stack([y, y, y], 1), active)
     store = Store(db_url)
     watched = look(store, MODEL, WatchRules())
-    assert watched.raised == [] and {a.name for a in watched.alarms} >= {"harm", "deferral_rate", "waiting"}
+    names = [a.name for a in watched.alarms]
+    assert watched.raised == [] and names == ["harm", "deferral_rate", "agreement", "waiting"]
     store.dispose()
+
+
+def test_agreement_leaves_each_answer_out_of_its_own_majority():
+    from teaming.ops.watch import agreements
+
+    said = [(1, "a", 0), (1, "b", 0), (1, "c", 1), (2, "a", 2)]  # item 2 has one answer: nothing to agree with
+    assert agreements(said).tolist() == [1.0, 1.0, 0.0]
