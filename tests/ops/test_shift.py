@@ -12,13 +12,17 @@ from PIL import Image
 from teaming.ops.simulate import cifar_replay, shifted
 
 
+@pytest.fixture(scope="module")
+def replay():
+    return cifar_replay()
+
+
 def pixels(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 @pytest.mark.parametrize("kind", ["jpeg50", "grayscale", "blur", "upside-down"])
-def test_a_shift_changes_the_photos_after_it_and_no_others(kind):
-    replay = cifar_replay()
+def test_a_shift_changes_the_photos_after_it_and_no_others(kind, replay):
     order = [7000, 7001, 7002, 7003]
     moved = shifted(replay, kind, set(order[2:]))
     before, after = replay.photos(order), moved.photos(order)
@@ -32,9 +36,8 @@ def test_a_shift_changes_the_photos_after_it_and_no_others(kind):
         assert (pixels(after[3]) == np.rot90(pixels(before[3]), 2)).mean() > 0.9  # JPEG noise aside
 
 
-def test_an_unfamiliar_share_swaps_that_share_for_images_of_no_class():
+def test_an_unfamiliar_share_swaps_that_share_for_images_of_no_class(replay):
     pytest.importorskip("skimage", reason="the unfamiliar photos come from scikit-image")
-    replay = cifar_replay()
     order = list(range(7000, 7200))
     moved = shifted(replay, "unfamiliar:0.5", set(order[100:]), seed=1)
     before, after = replay.photos(order), moved.photos(order)
@@ -42,8 +45,8 @@ def test_an_unfamiliar_share_swaps_that_share_for_images_of_no_class():
     assert not any(swapped[:100]) and 30 < sum(swapped[100:]) < 70
 
 
-def test_an_unknown_shift_is_refused_in_one_line():
+def test_an_unknown_shift_is_refused_in_one_line(replay):
     with pytest.raises(ValueError, match="unknown shift 'fog'"):
-        shifted(cifar_replay(), "fog", {1})
+        shifted(replay, "fog", {1})
     with pytest.raises(ValueError, match=r"a share in \(0, 1\]"):
-        shifted(cifar_replay(), "unfamiliar:2", {1})
+        shifted(replay, "unfamiliar:2", {1})
