@@ -128,8 +128,10 @@ def retune(
 def audited_items(store: Store, model_version: str, active, body: dict | None) -> AuditedItems:
     """The fully audited items of `model_version`, with the reviewers' answers weighed: unreliable reviewers
     left out, the reference voted with their fitted skills. A policy that needs its logged scores keeps only the
-    items its very rejector scored."""
-    rows = store.log.audited(model_version)
+    items its very rejector scored. Under a fallback (the harm alarm fired) only audits made since it count: the
+    world the refit is for is the one after the change."""
+    fallback = body is not None and (body.get("model") or {}).get("fallback")
+    rows = store.log.audited(model_version, store.activated_at(body["version"]) if fallback else 0.0)
     answers = store.log.answers_by_item([r.decision_id for r in rows])
     items = [(r.probs, r.deferred, [Answer(*a) for a in answers[r.decision_id]]) for r in rows]
     class_answers = store.queue.class_answers()
@@ -139,7 +141,8 @@ def audited_items(store: Store, model_version: str, active, body: dict | None) -
     probs, human, ref = audit_answers(items, None if skills is None else skills.vote, kept, frozenset(unreliable))
     if len(ref) < MIN_AUDITED:
         raise PolicyError(
-            f"only {len(ref)} fully audited items of {model_version} in the log; retuning needs {MIN_AUDITED} "
+            f"only {len(ref)} fully audited items of {model_version} in the log"
+            f"{' since the fallback after the harm alarm' if fallback else ''}; retuning needs {MIN_AUDITED} "
             "(audits are on with TEAMING_AUDIT_RATE > 0; /v1/queue/stats shows their progress)"
         )
     rows = [rows[i] for i in kept]

@@ -105,3 +105,18 @@ def test_agreement_leaves_each_answer_out_of_its_own_majority():
 
     said = [(1, "a", 0), (1, "b", 0), (1, "c", 1), (2, "a", 2)]  # item 2 has one answer: nothing to agree with
     assert agreements(said).tolist() == [1.0, 1.0, 0.0]
+
+
+def test_a_retune_under_a_fallback_counts_only_the_audits_made_since(db_url):
+    from teaming._validation import PolicyError
+    from teaming.ops.retune import retune
+
+    rng = np.random.default_rng(4)
+    active = fitted_policy(rng)
+    probs, answers = shifted_items(rng)
+    audited_log(db_url, probs, answers, active)
+    store = Store(db_url)
+    assert look(store, MODEL, WatchRules()).fell_back_to is not None
+    store.dispose()
+    with pytest.raises(PolicyError, match="only 0 fully audited items of toy@1 in the log since the fallback"):
+        retune(db_url)
