@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from teaming.ops.simulate import cifar_replay, shifted
+from teaming.datasets import default_test_jpegs
+from teaming.ops.simulate import Replay, shifted
 
 
 @pytest.fixture(scope="module")
-def replay():
-    return cifar_replay()
+def replay() -> Replay:
+    """The embedded CIFAR-10 test photos as they are sent (no labels needed here)."""
+    return Replay(default_test_jpegs, np.ones((10000, 10)), np.zeros(10000, int), [str(c) for c in range(10)])
 
 
 def pixels(data: bytes) -> np.ndarray:

@@ -26,7 +26,7 @@ def fitted_policy(rng: np.random.Generator) -> ThresholdPolicy:
     return ThresholdPolicy(n_resamples=5).fit(probs, y, human)
 
 
-def shifted_items(rng: np.random.Generator, n: int = 80) -> tuple[np.ndarray, np.ndarray]:
+def shifted_items(rng: np.random.Generator, n: int = 48) -> tuple[np.ndarray, np.ndarray]:
     """Items the machine answers surely and wrongly two times in five; people answer them right."""
     y = rng.integers(0, 3, n)
     pred = np.where(rng.random(n) < 0.4, (y + 1) % 3, y)
