@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from teaming.datasets import load_cifar10h, load_default_test
 from teaming.labels import earliest_majority
 from teaming.model import load_artifact
-from teaming.ops.monitors import drift, harm
+from teaming.ops.monitors import drift, harm, interval
 from teaming.policy import load_policy
 from teaming.probes import blur, grayscale, jpeg, upside_down
 
@@ -123,8 +123,8 @@ def run(worlds_: dict[str, World], policy, shift: str | None, args, seed: int) -
 
 def rate(hits: list[bool]) -> str:
     k, n = int(sum(hits)), len(hits)
-    ci = stats.binomtest(k, n).proportion_ci(method="wilson")
-    return f"{k / n:.3f} (95% {ci.low:.3f} to {ci.high:.3f}, {k} of {n})"
+    low, high = interval(k / n, n)
+    return f"{k / n:.3f} (95% {low:.3f} to {high:.3f}, {k} of {n})"
 
 
 def median(values: list) -> str:

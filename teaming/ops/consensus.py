@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -12,6 +12,7 @@ import numpy as np
 from scipy import stats
 
 from teaming.labels import earliest_majority
+from teaming.ops.monitors import interval
 
 MIN_ITEMS = 30  # items with two or more class answers before Dawid-Skene is fitted; majority below
 EPS = 1e-6
@@ -86,26 +87,34 @@ class ReviewerSkill:
     flags: list[str] = field(default_factory=list)
 
 
-def reviewer_skills(answers: Sequence[tuple[int, str, int]], skills: Skills | None = None) -> list[ReviewerSkill]:
-    """Per reviewer: agreement with the consensus of the other answers on each shared item (leave-one-out, so
-    nobody agrees with themselves), majority of the others with ties to the earliest."""
+def agreements(answers: Sequence[tuple[int, str, int]]) -> list[tuple[str, bool]]:
+    """(reviewer, agrees) for each class answer on an item others answered too, items in id order: whether it is
+    the majority of the other answers, ties to the earliest (leave-one-out, so nobody agrees with themselves)."""
     by_item: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for item, reviewer, label in answers:
         by_item[item].append((reviewer, label))
-    hits: dict[str, list[int]] = defaultdict(list)
-    counts: dict[str, int] = defaultdict(int)
-    for given in by_item.values():
+    out = []
+    for item in sorted(by_item):
+        given = by_item[item]
         for i, (reviewer, label) in enumerate(given):
-            counts[reviewer] += 1
             others = [lab for j, (_, lab) in enumerate(given) if j != i]
             if others:
-                hits[reviewer].append(int(label == earliest_majority(others)))
+                out.append((reviewer, label == earliest_majority(others)))
+    return out
+
+
+def reviewer_skills(answers: Sequence[tuple[int, str, int]], skills: Skills | None = None) -> list[ReviewerSkill]:
+    """Per reviewer: agreement with the consensus of the other answers on each shared item (`agreements`)."""
+    counts = Counter(reviewer for _, reviewer, _ in answers)
+    hits: dict[str, list[int]] = defaultdict(list)
+    for reviewer, agrees in agreements(answers):
+        hits[reviewer].append(int(agrees))
     out = []
     for reviewer in sorted(counts):
         h = hits.get(reviewer, [])
         if h:
-            ci = stats.binomtest(sum(h), len(h)).proportion_ci(method="wilson")
-            agreement, low, high = sum(h) / len(h), float(ci.low), float(ci.high)
+            low, high = interval(sum(h) / len(h), len(h))
+            agreement = sum(h) / len(h)
         else:
             agreement = low = high = None
         acc = None if skills is None else skills.accuracy(reviewer)

@@ -9,7 +9,7 @@ A monitor's stream starts when its policy version becomes active.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
@@ -59,7 +59,6 @@ class Alarm:
     n: int  # outcomes since the policy became active
     at: int | None = None  # the outcome at which it was raised
     says: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def bet_alarm(name: str, x: Sequence[float], bound: float, side: Side, alpha: float = ALPHA, says: str = "") -> Alarm:

@@ -15,6 +15,7 @@ from scipy import stats
 
 from teaming._validation import PolicyError
 from teaming.ops.consensus import fit_skills, unreliable_reviewers
+from teaming.ops.monitors import interval
 from teaming.ops.review import DEFER, Answer, audit_answers
 from teaming.ops.store import Store
 from teaming.policy import ThresholdPolicy, policy_from_dict, save_policy
@@ -35,8 +36,7 @@ class Estimate:
     @classmethod
     def of(cls, hits: np.ndarray) -> "Estimate":
         k, n = int(np.sum(hits)), len(hits)
-        ci = stats.binomtest(k, n).proportion_ci(method="wilson")
-        return cls(k / n, float(ci.low), float(ci.high), n)
+        return cls(k / n, *interval(k / n, n), n)
 
     def __str__(self) -> str:
         return f"{self.value:.1%} (95% {self.low:.1%} to {self.high:.1%}, n={self.n})"
