@@ -51,14 +51,20 @@ PHOTO_SHIFTS = {
 }
 
 
-def shift_photos(kind: str, photos: list[bytes]) -> list[bytes]:
-    """Encoded photos changed as a drifting world changes them (`PHOTO_SHIFTS`), encoded again as PNG."""
+def photo_shift(kind: str):
+    """The change `kind` names (`PHOTO_SHIFTS`); ValueError naming the choices for any other."""
     if kind not in PHOTO_SHIFTS:
         raise ValueError(f"unknown shift {kind!r}; choose from {sorted(PHOTO_SHIFTS)} or unfamiliar:SHARE")
+    return PHOTO_SHIFTS[kind]
+
+
+def shift_photos(kind: str, photos: list[bytes]) -> list[bytes]:
+    """Encoded photos changed as a drifting world changes them (`PHOTO_SHIFTS`), encoded again as PNG."""
+    change = photo_shift(kind)
     out = []
     for data in photos:
         img = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)[None]
-        changed = PHOTO_SHIFTS[kind](img.contiguous())[0].permute(1, 2, 0).numpy()
+        changed = change(img.contiguous())[0].permute(1, 2, 0).numpy()
         buf = io.BytesIO()
         Image.fromarray(changed).save(buf, "PNG")
         out.append(buf.getvalue())

@@ -161,7 +161,7 @@ def simulate(
 def shifted(replay: Replay, kind: str, items: set[int], seed: int = 0) -> Replay:
     """The replay with the photos of `items` changed as a drifting world would change them: `jpeg50`,
     `grayscale`, `blur`, `upside-down`, or `unfamiliar:SHARE` (that share replaced by images of no class)."""
-    from teaming.probes import PHOTO_SHIFTS, shift_photos
+    from teaming.probes import photo_shift, shift_photos
 
     if kind.startswith("unfamiliar:"):
         share = float(kind.split(":", 1)[1])
@@ -170,8 +170,7 @@ def shifted(replay: Replay, kind: str, items: set[int], seed: int = 0) -> Replay
         return Replay(
             _unfamiliar_photos(replay.photos, items, share, seed), replay.counts, replay.truth, replay.classes
         )
-    if kind not in PHOTO_SHIFTS:
-        raise ValueError(f"unknown shift {kind!r}; choose from {sorted(PHOTO_SHIFTS)} or unfamiliar:SHARE")
+    photo_shift(kind)  # refused now, not at the first photo it would change
 
     def photos(idx: Sequence[int]) -> list[bytes]:
         data = replay.photos(idx)

@@ -9,14 +9,14 @@ them up as they take up retunes; `clear` undoes one.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 
-from teaming.labels import earliest_majority
+from teaming.ops.consensus import agreements
 from teaming.ops.monitors import ALPHA, DRIFT_TOLERANCE, HARM_TOLERANCE, Alarm, agreement, drift, harm, waiting
-from teaming.ops.review import DEFER, Answer, consensus
+from teaming.ops.review import CLASS, DEFER, Answer, consensus
 from teaming.ops.store import Store
 from teaming.policy import policy_from_dict
 
@@ -68,26 +68,28 @@ def look(store: Store, model_version: str, rules: WatchRules, vote=None) -> Watc
 def monitors(store: Store, body: dict, rules: WatchRules, vote=None) -> list[Alarm]:
     """The monitors' states on the streams of one policy version since it became active, and the reviewers'
     agreement over all their answers. A fallback is watched for staffing alone: it defers by design."""
-    version, report = body["version"], body["report"]
-    since = store.activated_at(version)
     oldest = store.queue.oldest_waiting(DEFER)
-    out = [
-        agreement(agreements(store.queue.class_answers()), rules.min_agreement, rules.alpha),
+    agreed = [agrees for _, agrees in agreements(store.queue.class_answers())]
+    staffing = [
+        agreement(agreed, rules.min_agreement, rules.alpha),
         waiting(None if oldest is None else time.time() - oldest, rules.max_wait_seconds),
     ]
     if (body.get("model") or {}).get("fallback"):
-        return out
+        return staffing
+    version, report = body["version"], body["report"]
+    since = store.activated_at(version)
     flags = np.array(store.log.flags(version, since), dtype=bool).reshape(-1, 2)
     n = int(report["n_items"])
+    out = []
     if report.get("accepted_accuracy") is not None:
         answered = max(1, round(n * (1 - report["deferral_rate"])))
         right = auto_answers_right(store, body, since, vote)
-        out.insert(0, harm(right, report["accepted_accuracy"], answered, rules.harm_tolerance, rules.alpha))
-    out.insert(-2, drift("deferral_rate", flags[:, 0], report["deferral_rate"], n, rules.drift_tolerance, rules.alpha))
+        out.append(harm(right, report["accepted_accuracy"], answered, rules.harm_tolerance, rules.alpha))
+    out.append(drift("deferral_rate", flags[:, 0], report["deferral_rate"], n, rules.drift_tolerance, rules.alpha))
     if body.get("unfamiliar_limit") is not None:
         beyond = 1 - float(body["params"].get("unfamiliar_quantile", 0.9))  # the limit is this quantile's complement
-        out.insert(-2, drift("unfamiliar_rate", flags[:, 1], beyond, n, rules.drift_tolerance, rules.alpha, False))
-    return out
+        out.append(drift("unfamiliar_rate", flags[:, 1], beyond, n, rules.drift_tolerance, rules.alpha, False))
+    return out + staffing
 
 
 def auto_answers_right(store: Store, body: dict, since: float, vote=None) -> np.ndarray:
@@ -97,25 +99,9 @@ def auto_answers_right(store: Store, body: dict, since: float, vote=None) -> np.
     right = []
     for r in rows:
         said = [Answer(*a) for a in answers[r.decision_id]]
-        if any(a.verdict == "class" for a in said):
+        if any(a.verdict == CLASS for a in said):
             right.append(int(np.argmax(r.probs)) == consensus(said, vote)[0])
     return np.array(right, dtype=np.float64)
-
-
-def agreements(class_answers: list[tuple[int, str, int]]) -> np.ndarray:
-    """For each class answer on an item others answered too, oldest item first: whether it agrees with the
-    majority of the others' answers (leaving it out, so that it does not vote for itself)."""
-    by_item: dict[int, list[int]] = {}
-    for decision_id, _, label in class_answers:
-        by_item.setdefault(decision_id, []).append(label)
-    out = []
-    for decision_id in sorted(by_item):
-        labels = by_item[decision_id]
-        for k, label in enumerate(labels):
-            others = labels[:k] + labels[k + 1 :]
-            if others:
-                out.append(label == earliest_majority(others))
-    return np.array(out, dtype=np.float64)
 
 
 def _book(store: Store, version: str, a: Alarm) -> bool:
@@ -165,16 +151,5 @@ def clear(store: Store, model_version: str, by: str) -> str | None:
 
 
 def alarm_dict(a: Alarm) -> dict:
-    """An alarm as JSON (webhook events, /v1/alarms)."""
-    return {
-        "name": a.name,
-        "raised": a.raised,
-        "estimate": a.estimate,
-        "bound": a.bound,
-        "side": a.side,
-        "evidence": min(a.evidence, 1e12),
-        "needed": a.needed,
-        "n": a.n,
-        "at": a.at,
-        "says": a.says,
-    }
+    """An alarm as JSON (webhook events, /v1/alarms); evidence capped where JSON numbers stop."""
+    return {**asdict(a), "evidence": min(a.evidence, 1e12)}

@@ -35,6 +35,15 @@ def shifted_items(rng: np.random.Generator, n: int = 48) -> tuple[np.ndarray, np
     return probs, np.stack([y, y, y], 1)
 
 
+def harmed_log(db_url: str, seed: int) -> tuple[ThresholdPolicy, Store]:
+    """A log of items the machine answers surely and often wrongly under a policy fitted on a clean team."""
+    rng = np.random.default_rng(seed)
+    active = fitted_policy(rng)
+    probs, answers = shifted_items(rng)
+    audited_log(db_url, probs, answers, active)
+    return active, Store(db_url)
+
+
 @pytest.mark.parametrize("on_harm", ["defer-all", "previous"])
 def test_harm_is_raised_once_announced_and_falls_back_until_cleared(db_url, on_harm):
     rng = np.random.default_rng(0)
@@ -75,11 +84,7 @@ def test_harm_is_raised_once_announced_and_falls_back_until_cleared(db_url, on_h
 
 
 def test_alert_only_keeps_the_policy(db_url):
-    rng = np.random.default_rng(2)
-    active = fitted_policy(rng)
-    probs, answers = shifted_items(rng)
-    audited_log(db_url, probs, answers, active)
-    store = Store(db_url)
+    active, store = harmed_log(db_url, 2)
     watched = look(store, MODEL, WatchRules(on_harm="alert"))
     assert "harm" in [a.name for a in watched.raised] and watched.fell_back_to is None
     assert store.active_policy_version(MODEL) == active.version
@@ -101,21 +106,17 @@ def test_a_steady_log_raises_nothing(db_url):
 
 
 def test_agreement_leaves_each_answer_out_of_its_own_majority():
-    from teaming.ops.watch import agreements
+    from teaming.ops.consensus import agreements
 
     said = [(1, "a", 0), (1, "b", 0), (1, "c", 1), (2, "a", 2)]  # item 2 has one answer: nothing to agree with
-    assert agreements(said).tolist() == [1.0, 1.0, 0.0]
+    assert [agrees for _, agrees in agreements(said)] == [True, True, False]
 
 
 def test_a_retune_under_a_fallback_counts_only_the_audits_made_since(db_url):
     from teaming._validation import PolicyError
     from teaming.ops.retune import retune
 
-    rng = np.random.default_rng(4)
-    active = fitted_policy(rng)
-    probs, answers = shifted_items(rng)
-    audited_log(db_url, probs, answers, active)
-    store = Store(db_url)
+    _, store = harmed_log(db_url, 4)
     assert look(store, MODEL, WatchRules()).fell_back_to is not None
     store.dispose()
     with pytest.raises(PolicyError, match="only 0 fully audited items of toy@1 in the log since the fallback"):
