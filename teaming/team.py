@@ -194,12 +194,7 @@ def load_team(
     `draws` times (seeds seed, seed + 1, ...); the first draw is the one policies are fitted on. Items the model
     was trained or calibrated on are refused unless `allow_trained`.
     """
-    if reviewers < 1:
-        raise DataError(f"--reviewers must be at least 1, got {reviewers}")
-    if reference not in ("hard", "majority"):
-        raise DataError(f"--reference must be 'hard' or 'majority', got {reference!r}")
-    if labels == "hard":
-        raise DataError("--labels must name human labels (cifar10h, cifar10n:COL or a CSV), not 'hard'")
+    _check_team_specs(labels, reviewers, reference)
     art = load_model(model, resolve_device(device))
     data = load_images(images, art.contract, art.classes)
     if data.classes != art.classes:
@@ -211,12 +206,7 @@ def load_team(
         refuse_used_items(art.meta, data.source, [data.ids[i] for i in idx], idx)
     human = human.subset(idx)
     single = bool(np.all(human.votes == 1))
-
-    def draw(s: int) -> np.ndarray:
-        rng = np.random.default_rng(s)
-        return vote(np.stack([human.sample(rng) for _ in range(reviewers)], 1), len(art.classes))
-
-    answer_draws = human.majority()[None] if single else np.stack([draw(seed + k) for k in range(max(draws, 1))])
+    answer_draws = human.majority()[None] if single else _answer_draws(human, reviewers, seed, draws, len(art.classes))
     if reference == "hard":
         if data.labels is None:
             raise DataError("these images carry no hard labels; use --reference majority")
@@ -225,16 +215,27 @@ def load_team(
         y = human.majority()
     out = outputs_in_chunks(art, data.images[torch.from_numpy(idx)], "running the model" if progress else None)
     counts = None if single else human.counts
-    team = TeamData(
-        out.probs,
-        answer_draws[0],
-        y,
-        art.classes,
-        counts,
-        answer_draws,
-        out.unfamiliarity,
-        idx,
-        out.features,
-        [data.ids[i] for i in idx],
-    )
+    ids = [data.ids[i] for i in idx]
+    extras = (answer_draws, out.unfamiliarity, idx, out.features, ids)
+    team = TeamData(out.probs, answer_draws[0], y, art.classes, counts, *extras)
     return art, team
+
+
+def _check_team_specs(labels: str, reviewers: int, reference: str) -> None:
+    """Refuse (DataError) what `load_team` cannot build a team from, before anything is loaded."""
+    if reviewers < 1:
+        raise DataError(f"--reviewers must be at least 1, got {reviewers}")
+    if reference not in ("hard", "majority"):
+        raise DataError(f"--reference must be 'hard' or 'majority', got {reference!r}")
+    if labels == "hard":
+        raise DataError("--labels must name human labels (cifar10h, cifar10n:COL or a CSV), not 'hard'")
+
+
+def _answer_draws(human: HumanLabels, reviewers: int, seed: int, draws: int, n_classes: int) -> np.ndarray:
+    """draws x items: each the majority of `reviewers` annotators sampled in proportion to the votes (seed + k)."""
+
+    def draw(s: int) -> np.ndarray:
+        rng = np.random.default_rng(s)
+        return vote(np.stack([human.sample(rng) for _ in range(reviewers)], 1), n_classes)
+
+    return np.stack([draw(seed + k) for k in range(max(draws, 1))])

@@ -73,6 +73,26 @@ def cifar10h() -> HumanLabels:
     return load_cifar10h()
 
 
+SHIPPED_HELD_OUT = range(7000, 8500)
+
+
+@pytest.fixture(scope="session")
+def shipped_probs(cifar_test) -> Callable[[np.ndarray], np.ndarray]:
+    """items -> the shipped default model's probabilities on those held-out items (7000..8499): the net runs over
+    them once per session, however many tests read them."""
+    from teaming.model import load_artifact
+
+    lo, hi = SHIPPED_HELD_OUT.start, SHIPPED_HELD_OUT.stop
+    probs = load_artifact(DEFAULT_MODEL).predict_proba(cifar_test.images[lo:hi])
+
+    def lookup(items: np.ndarray) -> np.ndarray:
+        items = np.asarray(items)
+        assert items.min() >= lo and items.max() < hi, f"shipped_probs holds items {lo}..{hi - 1}"
+        return probs[items - lo].copy()
+
+    return lookup
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     path = shared_data_dir()

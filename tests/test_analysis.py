@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from teaming._validation import InputError
 from teaming.analysis import (
@@ -24,7 +23,6 @@ from teaming.analysis import (
 from teaming.confidence import confidence
 from teaming.datasets import load_cifar10n
 from teaming.labels import vote
-from teaming.model import load_artifact
 from teaming.policy import ThresholdPolicy
 
 ITEMS = np.arange(7000, 8500)
@@ -32,10 +30,9 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "cifar10h-defau
 
 
 @pytest.fixture(scope="module")
-def cifar10h_team(cifar_test, cifar10h):
+def cifar10h_team(cifar_test, cifar10h, shipped_probs):
     """Shipped model probabilities, one sampled CIFAR-10H annotator and the CIFAR-10 label for 1,500 held-out items."""
-    art = load_artifact(DEFAULT_MODEL)
-    probs = art.predict_proba(cifar_test.images[torch.from_numpy(ITEMS)])
+    probs = shipped_probs(ITEMS)
     human = cifar10h.subset(ITEMS)
     return probs, human.sample(0), cifar_test.labels[ITEMS], human
 

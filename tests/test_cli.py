@@ -190,21 +190,20 @@ def test_report_html_and_markdown(fitted, tmp_path):
 
 def test_certified_policy_from_the_cli(tmp_path):
     out = tmp_path / "cert.json"
-    r = cli("fit-policy", MODEL, "--out", str(out), "--items", "7000:8000", "--certify", "0.97", "--reviewers", "3")
+    r = cli("fit-policy", MODEL, "--out", str(out), "--items", "7000:7600", "--certify", "0.97", "--reviewers", "3")
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
     assert d["kind"] == "certified" and d["report"]["accepted_accuracy"] >= 0.97
     assert d["model"]["reviewers"] == 3
-    r = cli("report", MODEL, "--policy", str(out), "--out", str(tmp_path / "c.html"), "--items", "9000:9300")
-    assert r.returncode == 0, r.stderr
-    assert "Binomial tests from the policy" in (tmp_path / "c.html").read_text()
+    # what `teaming report` reads; its certified section renders in tests/report (the report's cost is paid there)
+    assert load_policy(out).kind == "certified"
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--alpha", "2"], "alpha"),
-        (["--max-deferral", "0.0", "--min-accuracy", "0.99", "--items", "7000:8000"], "reaches team accuracy"),
+        (["--max-deferral", "0.0", "--min-accuracy", "0.99", "--items", "7000:7300"], "reaches team accuracy"),
         (["--items", "9990:20000", "--n-resamples", "20"], "20 folds need at least 20 items"),
         (["--labels", "hard"], "must name human labels"),
         (["--reviewers", "0"], "at least 1"),

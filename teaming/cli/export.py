@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from teaming.cli._common import console, fail
+from teaming.model.artifact import save_meta
 
 
 def export_cmd(
@@ -33,28 +34,11 @@ def export_cmd(
 ) -> None:
     """Export the ONNX graphs and check each backend: top-1 agreement with fp32 >= 99.5%, accuracy and ECE
     within 0.3 points, and the model's policy deciding the same on >= 99% of items."""
-    from teaming.datasets import load_images
-    from teaming.items import parse_items
-    from teaming.model import load_artifact
-    from teaming.model.artifact import save_meta
-    from teaming.model.recipe import describe_items
     from teaming.model.runtime import ONNX_FILES
-    from teaming.model.train import resolve_device
-    from teaming.team import unused_positions
 
+    names = [b.strip() for b in backends.split(",") if b.strip()]
     try:
-        art = load_artifact(model, resolve_device(device))
-        data = load_images(images, art.meta.input_size, art.classes)
-        idx = parse_items(items, len(data)) if items else unused_positions(art.meta, data)
-        names = [b.strip() for b in backends.split(",") if b.strip()]
-        if data.labels is None:
-            raise ValueError(f"{images} has no labels to check the backends against")
-        if set(art.meta.used_positions()) & set(idx.tolist()):
-            raise ValueError(f"items {items} overlap the items {model} was trained or calibrated on")
-        if policy_path is not None and not policy_path.exists():
-            raise FileNotFoundError(f"no policy at {policy_path}")
-        if not onnx and any(b in ONNX_FILES and not (model / ONNX_FILES[b]).exists() for b in names):
-            raise FileNotFoundError(f"{model} has no ONNX graphs yet: run without --no-onnx")
+        art, data, idx = _checked_inputs(model, images, items, names, device, policy_path, onnx)
     except (ValueError, FileNotFoundError) as err:
         fail(err)
     if onnx:
@@ -62,6 +46,38 @@ def export_cmd(
         for stale in set(ONNX_FILES) - set(names):  # new graphs: an earlier graph's check says nothing of them
             art.meta.backends.pop(stale, None)
     policy = _policy(policy_path or model / "policy.json")
+    console.print(_check_backends(art, names, data, idx, items, policy))
+    save_meta(art, model)
+    console.print(f"recorded the checks in {model}/model.json and its card")
+
+
+def _checked_inputs(model: Path, images: str, items: str | None, names: list[str], device: str, policy_path, onnx):
+    """(artifact, images, held-out positions), refused (ValueError, FileNotFoundError) before anything is written."""
+    from teaming.datasets import load_images
+    from teaming.items import parse_items
+    from teaming.model import load_artifact
+    from teaming.model.runtime import ONNX_FILES
+    from teaming.model.train import resolve_device
+    from teaming.team import unused_positions
+
+    art = load_artifact(model, resolve_device(device))
+    data = load_images(images, art.meta.input_size, art.classes)
+    idx = parse_items(items, len(data)) if items else unused_positions(art.meta, data)
+    if data.labels is None:
+        raise ValueError(f"{images} has no labels to check the backends against")
+    if set(art.meta.used_positions()) & set(idx.tolist()):
+        raise ValueError(f"items {items} overlap the items {model} was trained or calibrated on")
+    if policy_path is not None and not policy_path.exists():
+        raise FileNotFoundError(f"no policy at {policy_path}")
+    if not onnx and any(b in ONNX_FILES and not (model / ONNX_FILES[b]).exists() for b in names):
+        raise FileNotFoundError(f"{model} has no ONNX graphs yet: run without --no-onnx")
+    return art, data, idx
+
+
+def _check_backends(art, names: list[str], data, idx: np.ndarray, items: str | None, policy) -> Table:
+    """Check each named backend against eager fp32 on the held-out items, record it on the artifact, and tabulate."""
+    from teaming.model.recipe import describe_items
+
     held_out = data.images[torch.from_numpy(idx)]
     ref = art.use("eager").outputs(held_out)
     where = items or describe_items(idx)
@@ -83,9 +99,7 @@ def export_cmd(
             f"{result['images_per_second']:.0f}",
             "yes" if result["passed"] else "[red]no[/red]",
         )
-    console.print(table)
-    save_meta(art, model)
-    console.print(f"recorded the checks in {model}/model.json and its card")
+    return table
 
 
 def _write_graphs(art, model: Path, data, idx: np.ndarray, calibration: int, device: str) -> None:

@@ -45,28 +45,27 @@ def import_cmd(
     """Import a trained classifier: check its contract, calibrate it, fit its familiarity guard and its deferral
     policy on your labelled photos (each on items of its own), check its backends, and write a servable folder."""
     from teaming.importer import ImportConfig, import_model
-    from teaming.model import save_artifact
-    from teaming.model.imported import INT8_FILE
-    from teaming.policy import save_policy
 
-    cfg = ImportConfig(
-        model_file=model_file,
-        out=out,
-        images=images,
-        labels=labels,
-        classes=classes,
-        preprocess=preprocess,
-        features=features,
-        name=name,
-        certify=certify,
-        seed=seed,
-        force=force,
-        command=command_line(ctx),
-    )
+    cfg = ImportConfig(**ctx.params, command=command_line(ctx))
     try:
         done = import_model(cfg, say=lambda line: console.print(line, highlight=False))
     except (ValueError, FileNotFoundError) as err:
         fail(err)
+    _write_folder(done, model_file, out)
+    for name_, result in done.model.meta.backends.items():
+        state = "passed" if result.get("passed") else "failed: " + "; ".join(result.get("failed", []))
+        console.print(f"backend {name_}: {state}", highlight=False)
+    for warning in done.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(f"wrote [bold]{out}[/bold]: serve it with TEAMING_MODEL_DIR={out} (its card: {out}/MODEL_CARD.md)")
+
+
+def _write_folder(done, model_file: Path, out: Path) -> None:
+    """The servable folder: the user's graph (and its int8 copy), model.json, the card, the guard, policy.json."""
+    from teaming.model import save_artifact
+    from teaming.model.imported import INT8_FILE
+    from teaming.policy import save_policy
+
     tmp = out.parent / f".{out.name}.policy.json"
     save_policy(done.policy, tmp)
     files: dict[str, bytes | Path] = {done.model.meta.graph.file: model_file, "policy.json": tmp.read_bytes()}
@@ -74,9 +73,3 @@ def import_cmd(
     if done.int8 is not None:
         files[INT8_FILE] = done.int8
     save_artifact(done.model, out, files=files)
-    for name_, result in done.model.meta.backends.items():
-        state = "passed" if result.get("passed") else "failed: " + "; ".join(result.get("failed", []))
-        console.print(f"backend {name_}: {state}", highlight=False)
-    for warning in done.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
-    console.print(f"wrote [bold]{out}[/bold]: serve it with TEAMING_MODEL_DIR={out} (its card: {out}/MODEL_CARD.md)")

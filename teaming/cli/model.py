@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
@@ -20,24 +21,33 @@ from teaming.model.train import (
     pretrain_config,
 )
 
+LABELS_HELP = (
+    "'cifar10h', 'cifar10n[:cols]', 'hard', or a votes CSV, one row per vote, columns item_id, annotator_id, label "
+    "(a class name or id), seconds (optional); an ImageFolder item's id is '<class folder>/<file name>'"
+)
+HELP = {
+    "images": "'default' (embedded CIFAR-10 test), a JPEG pack .npz, or an ImageFolder",
+    "train_items": "positions to train and calibrate on (default: 0:7000 of 'default', else the first 80%)",
+    "eval_items": "held-out positions to score (default: every other position; 'none' to skip)",
+    "batch_size": "images per step (default: 1024 from 4,096 training items up, else 16 steps an epoch)",
+    "outlier_exposure": "weight of a loss pushing synthetic outliers toward uniform probabilities (measured in "
+    "BENCHMARKS.md)",
+    "finetune_lr_scale": "fine-tuning learning rate as a share of --lr",
+    "pretrain": "JPEG pack with hard labels to pretrain on, or 'shared' for CIFAR-10 train",
+    "joint": "train once on the pretraining images and the human-labelled items together (no fine-tuning)",
+    "init": "fine-tune this artifact's net instead of a new one (its stages and command are recorded)",
+    "interpolate": "with --init: keep the net this share of the way from the start to the fine-tuned weights (WiSE-FT)",
+    "bf16": "bfloat16 autocast (default: on GPUs only; 1.7x on AVX512-BF16 CPUs)",
+}
+
 
 def train_cmd(
     ctx: typer.Context,
     out: Path = typer.Option(..., help="artifact folder to write, e.g. models/my-model"),
-    images: str = typer.Option(
-        "default", help="'default' (embedded CIFAR-10 test), a JPEG pack .npz, or an ImageFolder"
-    ),
-    labels: str = typer.Option(
-        "cifar10h",
-        help="'cifar10h', 'cifar10n[:cols]', 'hard', or a votes CSV, one row per vote, columns item_id, annotator_id, "
-        "label (a class name or id), seconds (optional); an ImageFolder item's id is '<class folder>/<file name>'",
-    ),
-    train_items: Optional[str] = typer.Option(
-        None, help="positions to train and calibrate on (default: 0:7000 of 'default', else the first 80%)"
-    ),
-    eval_items: Optional[str] = typer.Option(
-        None, help="held-out positions to score (default: every other position; 'none' to skip)"
-    ),
+    images: str = typer.Option("default", help=HELP["images"]),
+    labels: str = typer.Option("cifar10h", help=LABELS_HELP),
+    train_items: Optional[str] = typer.Option(None, help=HELP["train_items"]),
+    eval_items: Optional[str] = typer.Option(None, help=HELP["eval_items"]),
     loss: str = typer.Option(TrainConfig.loss, help="soft | hard | sampled"),
     epochs: float = typer.Option(default(finetune_config, "epochs"), help="epochs on the human labels"),
     lr: float = typer.Option(TrainConfig.lr, help="learning rate per 1024 examples"),
@@ -45,80 +55,52 @@ def train_cmd(
     arch: str = typer.Option(TrainConfig.arch, help="fastnet | resnet18"),
     widths: str = typer.Option(",".join(map(str, TrainConfig.widths)), help="fastnet widths"),
     size: int = typer.Option(TrainConfig.input_size, help="input size (images are resized to it)"),
-    batch_size: Optional[int] = typer.Option(
-        None, help="images per step (default: 1024 from 4,096 training items up, else 16 steps an epoch)"
-    ),
+    batch_size: Optional[int] = typer.Option(None, help=HELP["batch_size"]),
     grayscale: float = typer.Option(TrainConfig.grayscale, help="share of training images made colourless"),
     soften: float = typer.Option(TrainConfig.soften, help="share of training images resampled down and up"),
-    outlier_exposure: float = typer.Option(
-        TrainConfig.outlier_exposure,
-        help="weight of a loss pushing synthetic outliers toward uniform probabilities (measured in BENCHMARKS.md)",
-    ),
-    pretrain: Optional[str] = typer.Option(
-        None, help="JPEG pack with hard labels to pretrain on, or 'shared' for CIFAR-10 train"
-    ),
+    outlier_exposure: float = typer.Option(TrainConfig.outlier_exposure, help=HELP["outlier_exposure"]),
+    pretrain: Optional[str] = typer.Option(None, help=HELP["pretrain"]),
     pretrain_epochs: float = typer.Option(default(pretrain_config, "epochs")),
-    joint: bool = typer.Option(
-        False, help="train once on the pretraining images and the human-labelled items together (no fine-tuning)"
-    ),
-    init: Optional[Path] = typer.Option(
-        None, help="fine-tune this artifact's net instead of a new one (its stages and command are recorded)"
-    ),
-    finetune_lr_scale: float = typer.Option(
-        default(finetune_config, "lr_scale"), help="fine-tuning learning rate as a share of --lr"
-    ),
-    interpolate: Optional[float] = typer.Option(
-        None, help="with --init: keep the net this share of the way from the start to the fine-tuned weights (WiSE-FT)"
-    ),
+    joint: bool = typer.Option(False, help=HELP["joint"]),
+    init: Optional[Path] = typer.Option(None, help=HELP["init"]),
+    finetune_lr_scale: float = typer.Option(default(finetune_config, "lr_scale"), help=HELP["finetune_lr_scale"]),
+    interpolate: Optional[float] = typer.Option(None, help=HELP["interpolate"]),
     calibration_fraction: float = typer.Option(0.1, help="share of training items kept aside to fit the temperature"),
     tta: bool = typer.Option(True, help="average the image and its mirror at prediction time"),
     fgsm: bool = typer.Option(True, help="also score FGSM robustness"),
     seed: int = typer.Option(TrainConfig.seed),
     device: str = typer.Option(TrainConfig.device),
-    bf16: Optional[bool] = typer.Option(
-        None, "--bf16/--no-bf16", help="bfloat16 autocast (default: on GPUs only; 1.7x on AVX512-BF16 CPUs)"
-    ),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help=HELP["bf16"]),
     name: Optional[str] = typer.Option(None, help="model name (default: the folder name)"),
     hardware_note: str = typer.Option("", help="a sentence for the model card about where it was trained"),
     force: bool = typer.Option(False, help="save even a model at chance or with an absurd temperature"),
 ) -> None:
     """Train a calibrated classifier on human labels and save it as an artifact with a model card."""
+    _train(SimpleNamespace(**ctx.params), command_line(ctx))
+
+
+def _train(o: SimpleNamespace, command: str) -> None:
+    """`teaming train` with its options `o`: check them, load the data, build the model, save it if sound."""
     from teaming.datasets import load_images, resolve_labels
     from teaming.model import build_model
     from teaming.model.recipe import check_modes
 
     try:
-        check_modes(joint=joint, pretrain=bool(pretrain), start=init is not None, interpolate=interpolate)
-        data = load_images(images, size)
-        targets = resolve_labels(labels, data)
-        tr, ev = _train_eval_items(images, train_items, eval_items, len(data))
-        n_fit = len(tr) - max(1, int(round(len(tr) * calibration_fraction)))
-        base = TrainConfig(
-            arch=arch,
-            widths=tuple(int(x) for x in widths.split(",")),
-            input_size=size,
-            loss=loss,
-            label_smoothing=label_smoothing,
-            epochs=epochs,
-            batch_size=batch_size or auto_batch_size(n_fit),
-            grayscale=grayscale,
-            soften=soften,
-            outlier_exposure=outlier_exposure,
-            lr=lr,
-            seed=seed,
-            device=device,
-            bf16=bf16,
-        )
-        pre, pcfg = _pretraining(
-            pretrain, pretrain_epochs, replace(base, batch_size=batch_size or TrainConfig.batch_size)
-        )
-        start = None if init is None else _load_start(init)
-        if pretrain or start is not None:
-            base = finetune_config(base, loss=loss, epochs=epochs, lr_scale=finetune_lr_scale)
+        check_modes(joint=o.joint, pretrain=bool(o.pretrain), start=o.init is not None, interpolate=o.interpolate)
+        data = load_images(o.images, o.size)
+        targets = resolve_labels(o.labels, data)
+        tr, ev = _train_eval_items(o.images, o.train_items, o.eval_items, len(data))
+        n_fit = len(tr) - max(1, int(round(len(tr) * o.calibration_fraction)))
+        base = _train_config(o, n_fit)
+        pre_base = replace(base, batch_size=o.batch_size or TrainConfig.batch_size)
+        pre, pcfg = _pretraining(o.pretrain, o.pretrain_epochs, pre_base)
+        start = None if o.init is None else _load_start(o.init)
+        if o.pretrain or start is not None:
+            base = finetune_config(base, loss=o.loss, epochs=o.epochs, lr_scale=o.finetune_lr_scale)
     except (ValueError, FileNotFoundError) as err:
         fail(err)
     artifact = build_model(
-        name or out.name,
+        o.name or o.out.name,
         data,
         targets,
         tr,
@@ -126,17 +108,37 @@ def train_cmd(
         base,
         pretrain=pre,
         pretrain_config=pcfg,
-        calibration_fraction=calibration_fraction,
-        tta=tta,
-        with_fgsm=fgsm,
-        joint=joint,
+        calibration_fraction=o.calibration_fraction,
+        tta=o.tta,
+        with_fgsm=o.fgsm,
+        joint=o.joint,
         start=start,
-        interpolate=interpolate,
+        interpolate=o.interpolate,
     )
-    artifact.meta.training["command"] = command_line(ctx)
-    if hardware_note:
-        artifact.meta.training["hardware_note"] = hardware_note
-    _save_if_sound(artifact, out, None if ev is None else len(ev), n_fit, base.batch_size, force)
+    artifact.meta.training["command"] = command
+    if o.hardware_note:
+        artifact.meta.training["hardware_note"] = o.hardware_note
+    _save_if_sound(artifact, o.out, None if ev is None else len(ev), n_fit, base.batch_size, o.force)
+
+
+def _train_config(o: SimpleNamespace, n_fit: int) -> TrainConfig:
+    """The training settings `teaming train`'s options name."""
+    return TrainConfig(
+        arch=o.arch,
+        widths=tuple(int(x) for x in o.widths.split(",")),
+        input_size=o.size,
+        loss=o.loss,
+        label_smoothing=o.label_smoothing,
+        epochs=o.epochs,
+        batch_size=o.batch_size or auto_batch_size(n_fit),
+        grayscale=o.grayscale,
+        soften=o.soften,
+        outlier_exposure=o.outlier_exposure,
+        lr=o.lr,
+        seed=o.seed,
+        device=o.device,
+        bf16=o.bf16,
+    )
 
 
 def _train_eval_items(

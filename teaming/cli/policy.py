@@ -48,32 +48,12 @@ def fit_policy_cmd(
     from teaming.team import load_team, team_warnings
 
     try:
-        policy = _new_policy(
-            kind,
-            certify,
-            delta,
-            score,
-            alpha,
-            resample,
-            n_resamples,
-            max_deferral,
-            min_accuracy,
-            per_class,
-            unfamiliar_quantile,
-            seed,
-        )
+        policy = _new_policy(**ctx.params)
         policy.check_params()  # fail on bad settings before loading any data
         art, data = load_team(model, images, labels, items, reviewers, reference, seed, device, progress=True)
         hacc = data.human_accuracy_per_item() if kind == "rejector" and reviewers == 1 else None
-        policy.fit(
-            data.probs,
-            data.y,
-            data.human,
-            art.classes,
-            unfamiliarity=data.unfamiliarity,
-            features=data.features,
-            human_accuracy=hacc,
-        )
+        extra = dict(unfamiliarity=data.unfamiliarity, features=data.features, human_accuracy=hacc)
+        policy.fit(data.probs, data.y, data.human, art.classes, **extra)
     except (ValueError, FileNotFoundError) as err:
         fail(err)
     policy.model_ = {**data.provenance(art, model, images, labels, items, reviewers), "command": command_line(ctx)}
@@ -88,10 +68,12 @@ def fit_policy_cmd(
 
 
 def _new_policy(
-    kind, certify, delta, score, alpha, resample, n_resamples, max_deferral, min_accuracy, per_class, quantile, seed
+    *, kind, certify, delta, score, alpha, resample, n_resamples, max_deferral, min_accuracy, per_class, **options
 ):
-    """The policy the options ask for: certified with --certify, else a threshold or learned-rejector rule."""
+    """The policy `fit-policy`'s options (all of them, by name) ask for: certified with --certify, else a threshold
+    or learned-rejector rule."""
     if certify is not None:
+        quantile = options["unfamiliar_quantile"]
         return CertifiedPolicy(target_accuracy=certify, delta=delta, score=score, unfamiliar_quantile=quantile)
     if kind not in ("threshold", "rejector"):
         raise ValueError(f"--kind must be threshold or rejector, got {kind!r} (--certify fits a certified policy)")
@@ -101,8 +83,8 @@ def _new_policy(
         n_resamples=n_resamples,
         max_deferral=max_deferral,
         min_accuracy=min_accuracy,
-        random_state=seed,
-        unfamiliar_quantile=quantile,
+        random_state=options["seed"],
+        unfamiliar_quantile=options["unfamiliar_quantile"],
     )
     if kind == "rejector":
         return RejectorPolicy(**common)

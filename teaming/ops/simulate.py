@@ -27,7 +27,7 @@ from teaming.client import TeamingClient
 from teaming.data import list_image_folder
 from teaming.datasets import default_test_jpegs, load_cifar10h, load_default_test
 from teaming.labels import HumanLabels, read_classes
-from teaming.ops.retune import Estimate, retune
+from teaming.ops.retune import Estimate, Retuned, retune
 from teaming.ops.store import Store
 
 PREFIX = "sim/"  # every item a simulation creates: sim/<run>/<position among the replayed photos>
@@ -118,12 +118,32 @@ def simulate(
             policy_version = admin.reload_policy().policy_version
         live = _classify(caller, run, replay, order[half:], batch, progress)
     answers += _review(url, reviewer_tokens, run, replay.counts, seed + 1, progress)
+    done = _Run(fitted, live, answers, tuned, policy_version)
+    return _score(url, admin_token, db_url, replay, order[half:], seed, done)
+
+
+@dataclass
+class _Run:
+    """What a simulated run did: the decisions of each half, the answers given, and the retune between them."""
+
+    fitted: list[Decision]
+    live: list[Decision]
+    answers: int
+    tuned: Retuned
+    policy_version: str
+
+
+def _score(
+    url: str, admin_token: str, db_url: str, replay: Replay, live_items: list[int], seed: int, r: _Run
+) -> SimulationResult:
+    """The run's figures: what the service served on the live half against the truth, and the loop's counts."""
+    fitted, live, answers, tuned, policy_version = r.fitted, r.live, r.answers, r.tuned, r.policy_version
     with TeamingClient(url, admin_token) as admin:
         stats = admin.stats()
         finals = {o.decision_id: o for o in admin.all_outcomes()}
         raised = [f"{a.name} on {a.policy_version}: {a.says}" + (f" ({a.action})" if a.action else "")
                   for a in admin.alarms().open]  # fmt: skip
-    live_idx = np.array(order[half:])
+    live_idx = np.array(live_items)
     truth = replay.truth[live_idx]
     served = [-1 if (f := finals[d.decision_id].final_label) is None else replay.classes.index(f) for d in live]
     probs = _logged_probs(db_url, [d.item_id for d in live])

@@ -40,13 +40,15 @@ def test_folded_net_computes_what_the_trained_net_does(cifar_test):
 
 
 def test_bf16_agrees_with_fp32_on_held_out_images(cifar_test):
+    """Same answers, not the same numbers. `check`'s own limits need hundreds of items (tested on their own
+    below); emulated bf16 is slow on a CPU without it, so this compares one TTA-free batch."""
     art = load_artifact(DEFAULT_MODEL)
-    x = cifar_test.images[9000:9500]
-    ref = art.use("eager").predict_proba(x)
-    probs = art.use("bf16", checked=False).predict_proba(x)
-    result = check(ref, probs, cifar_test.labels[9000:9500])
-    assert result["top1_agreement"] >= 0.995 and result["passed"], result
-    assert 0 < result["max_prob_difference"] < 0.05  # bf16 rounds: not the same numbers, the same answers
+    x = cifar_test.images[9000:9128]
+    ref, _ = Runtime(art.net, False, "eager")(x)
+    out, _ = Runtime(art.net, False, "bf16")(x)
+    agree = (out.argmax(1) == ref.argmax(1)).float().mean().item()
+    assert agree >= 127 / 128, agree
+    assert 0 < (out - ref).abs().max().item() < 0.1  # logits: bf16 rounds them, and keeps the answers
 
 
 def test_check_refuses_a_backend_that_changes_answers(rng):

@@ -15,7 +15,7 @@ from tests.support.logs import MODEL, audited_log
 
 
 def test_retune_refits_estimates_and_activates_a_significant_change(db_url, tmp_path, toy_team):
-    probs, y, human = toy_team(20)  # 180 items; the machine is wrong below 0.6, people always right
+    probs, y, human = toy_team(10)  # 90 items; the machine is wrong below 0.6, people always right
     grid = [0.3, 0.65, 0.9]
     active = ThresholdPolicy(candidates=grid).fit(probs, y, (y + 2) % 10)  # fitted where people were wrong
     assert active.threshold_ == pytest.approx(0.3)
@@ -38,7 +38,7 @@ def test_retune_refits_estimates_and_activates_a_significant_change(db_url, tmp_
 
 
 def test_retune_keeps_the_active_version_without_a_significant_change(db_url, toy_team):
-    probs, y, human = toy_team(20)
+    probs, y, human = toy_team(10)
     active = ThresholdPolicy().fit(probs, y, human)
     audited_log(db_url, probs, np.stack([human, y, y], 1), active)
     r = retune(db_url)
@@ -49,7 +49,7 @@ def test_retune_keeps_the_active_version_without_a_significant_change(db_url, to
 
 
 def test_retune_keeps_the_guard(db_url, toy_team):
-    probs, y, human = toy_team(20)
+    probs, y, human = toy_team(10)
     u = np.random.default_rng(0).gamma(2.0, 1.0, len(y))
     guarded = ThresholdPolicy(candidates=[0.3, 0.65, 0.9]).fit(probs, y, (y + 2) % 10, unfamiliarity=u)
     audited_log(db_url, probs, np.stack([human, y, y], 1), guarded)
@@ -58,7 +58,7 @@ def test_retune_keeps_the_guard(db_url, toy_team):
 
 def test_retune_estimates_count_what_the_guard_defers(db_url, toy_team):
     """Items beyond the guard's limit (logged scores) stay deferred under both policies' estimates."""
-    probs, y, human = toy_team(20)
+    probs, y, human = toy_team(10)
     u = np.random.default_rng(0).gamma(2.0, 1.0, len(y))
     guarded = ThresholdPolicy(candidates=[0.3, 0.65, 0.9]).fit(probs, y, (y + 2) % 10, unfamiliarity=u)
     audited_log(db_url, probs, np.stack([human, y, y], 1), guarded, unfamiliarity=u)
@@ -72,7 +72,7 @@ def test_retune_estimates_count_what_the_guard_defers(db_url, toy_team):
 
 def test_retune_reads_a_missing_guard_score_as_familiar(db_url, toy_team):
     """Rows logged without a score (before the model had a guard) do not switch the guard off for the others."""
-    probs, y, human = toy_team(20)
+    probs, y, human = toy_team(10)
     u = np.random.default_rng(0).gamma(2.0, 1.0, len(y))
     guarded = ThresholdPolicy(candidates=[0.3, 0.65, 0.9]).fit(probs, y, (y + 2) % 10, unfamiliarity=u)
     logged = u.copy()
@@ -84,7 +84,7 @@ def test_retune_reads_a_missing_guard_score_as_familiar(db_url, toy_team):
 
 
 def test_retune_refits_a_rejector_on_the_scores_it_logged(db_url, toy_team):
-    probs, y, human = toy_team(20)
+    probs, y, human = toy_team(10)
     feats = np.random.default_rng(1).normal(size=(len(y), 4))
     rejector = RejectorPolicy(n_resamples=5).fit(probs, y, (y + 2) % 10, features=feats)
     audited_log(db_url, probs, np.stack([human, y, y], 1), rejector, feats)
@@ -129,7 +129,7 @@ def test_estimates_and_the_change_test():
 def test_one_careless_reviewer_who_claims_first_is_left_out_and_named(db_url, toy_team):
     """reviewer-0 claims first and always answers class 0: as "the person" of every item she would make deferral
     look useless. Retune leaves her out, names her, and keeps the honest team's policy."""
-    probs, y, human = toy_team(20)
+    probs, y, human = toy_team(10)
     active = ThresholdPolicy().fit(probs, y, human)
     audited_log(db_url, probs, np.stack([np.zeros_like(y), y, y], 1), active)
     r = retune(db_url)

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from teaming._validation import InputError
-from teaming.model import load_artifact
 from teaming.policy import CertifiedPolicy, ThresholdPolicy
 from teaming.report import build_report, summarize, write_report
 from teaming.report.plots import binned_accuracy_png, confusion_png, threshold_curve_png
@@ -19,9 +17,9 @@ MODEL = Path(__file__).resolve().parents[2] / "models" / "cifar10h-default"
 
 
 @pytest.fixture(scope="module")
-def team(cifar_test, cifar10h) -> TeamData:
+def team(cifar_test, cifar10h, shipped_probs) -> TeamData:
     idx = np.arange(7000, 8000)
-    probs = load_artifact(MODEL).predict_proba(cifar_test.images[torch.from_numpy(idx)])
+    probs = shipped_probs(idx)
     human = cifar10h.subset(idx)
     return TeamData(probs, human.sample(0), cifar_test.labels[idx], cifar_test.classes, human.counts)
 
