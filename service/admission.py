@@ -17,6 +17,8 @@ import json
 import logging
 from collections import Counter
 
+import bentoml
+from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
 from service.auth import Denied, authorize
@@ -58,6 +60,33 @@ def as_json(send, path: str):
     return sending
 
 
+def with_alarms(send, lines: list[str]):
+    """`send` with /readyz's 200 body saying "ready" and one line for each open alarm: the service stays ready
+    (a fallback sends people the items; it does not stop serving), and whoever reads the probe sees why."""
+    said = {}
+
+    async def sending(message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 200:
+            said["body"] = ("ready\n" + "".join(f"alarm: {line}\n" for line in lines)).encode()
+            kept = [(k, v) for k, v in message.get("headers") or [] if k != b"content-length"]
+            message = {**message, "headers": kept + [(b"content-length", str(len(said["body"])).encode())]}
+        elif message["type"] == "http.response.body" and "body" in said:
+            if message.get("more_body"):
+                return
+            message = {**message, "body": said.pop("body")}
+        await send(message)
+
+    return sending
+
+
+def open_alarm_lines() -> list[str]:
+    """The open alarms as of this replica's last look at the log (none before the service is up)."""
+    try:
+        return list(bentoml.get_current_service().background.open_alarms)
+    except (BentoMLException, AttributeError):
+        return []
+
+
 class Admission:
     def __init__(self, app) -> None:
         self.app = app
@@ -69,6 +98,8 @@ class Admission:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
         path, method = scope["path"], scope["method"]
         send = as_json(send, path)
+        if path == "/readyz":
+            send = with_alarms(send, open_alarm_lines())
         try:
             scope.setdefault("state", {})["principal"] = authorize(method, path, headers.get("authorization"))
         except Denied as err:

@@ -38,6 +38,7 @@ class Background:
         self.watch, self.watch_seconds = watch, watch_seconds
         self.stopped = threading.Event()
         self.last = {"close": 0.0, "skills": 0.0, "watch": 0.0}
+        self.open_alarms: list[str] = []  # as of the last look: what /readyz's body says
         self.threads = [threading.Thread(target=self._run, name="teaming-background", daemon=True)]
         if deliverer is not None:
             self.threads.append(threading.Thread(target=self._deliver, name="teaming-webhooks", daemon=True))
@@ -71,6 +72,7 @@ class Background:
         """The monitors' look at the log: gauges always, one WARNING line per alarm this replica raised."""
         watched = self.watch()
         metrics.observe_alarms(watched.alarms)
+        self.open_alarms = [a.line() for a in watched.open]
         for a in watched.raised:
             logger.warning("alarm %s raised on policy %s: %s", a.name, watched.policy_version, a.says)
         if watched.fell_back_to:

@@ -26,6 +26,10 @@ class RaisedAlarm:
     cleared_at: float | None
     cleared_by: str | None
 
+    def line(self) -> str:
+        """One line for a person reading a probe or a log: which alarm, on which policy, why, what was done."""
+        return f"{self.name} on {self.policy_version}: {self.says}" + (f" ({self.action})" if self.action else "")
+
 
 class AlarmBook:
     def __init__(self, engine: Engine) -> None:

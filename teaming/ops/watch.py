@@ -9,11 +9,12 @@ them up as they take up retunes; `clear` undoes one.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from teaming.ops.alarmbook import RaisedAlarm
 from teaming.ops.consensus import agreements
 from teaming.ops.monitors import ALPHA, DRIFT_TOLERANCE, HARM_TOLERANCE, Alarm, agreement, drift, harm, waiting
 from teaming.ops.review import CLASS, DEFER, Answer, consensus
@@ -45,6 +46,7 @@ class Watched:
     fallback: dict | None  # the active policy's fallback record, when it is a fallback
     raised: list[Alarm]
     fell_back_to: str | None = None
+    open: list[RaisedAlarm] = field(default_factory=list)  # booked and not cleared, on any version, by any replica
 
 
 def look(store: Store, model_version: str, rules: WatchRules, vote=None) -> Watched:
@@ -62,6 +64,7 @@ def look(store: Store, model_version: str, rules: WatchRules, vote=None) -> Watc
             out.raised.append(a)
             if a.name == "harm" and rules.on_harm != "alert":
                 out.fell_back_to = fall_back(store, model_version, body, rules.on_harm, a.says)
+    out.open = store.alarms.of(None, open_only=True)
     return out
 
 

@@ -10,6 +10,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -84,12 +85,16 @@ def test_a_shift_raises_harm_falls_back_on_both_replicas_and_an_admin_clears_it(
         assert decision[0].decision == "deferred"  # replica b serves the fallback: everything goes to people
         alarms_b = b.admin().alarms()
         assert alarms_b.policy_version == fallback and alarms_b.fallback["replaces"] == served
+        probe = wait_for(lambda: "alarm: harm" in (r := httpx.get(f"{b.url}/readyz")).text and r)
+        assert probe.status_code == 200 and probe.text.startswith("ready\n")  # ready, and says why:
+        assert f"alarm: harm on {served}: " in probe.text
         event = wait_for(lambda: [e for e in got if e["type"] == "alarm.raised" and e["data"]["name"] == "harm"])
         assert event[0]["data"]["policy_version"] == served and event[0]["data"]["raised"]
         cleared = b.admin().clear_alarms()
         assert cleared.open == [] and cleared.fallback is None and cleared.policy_version == served
         assert wait_for(lambda: [d for d in a.client().classify(flipped_photos([9001])) if d.policy_version == served])
         assert wait_for(lambda: [e for e in got if e["type"] == "alarm.cleared"])
+        assert wait_for(lambda: httpx.get(f"{b.url}/readyz").text == "ready\n")
         metrics = a.admin().http.get("/metrics").text
         assert 'teaming_alarm{name="harm"}' in metrics
     finally:
