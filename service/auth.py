@@ -49,6 +49,7 @@ ACCESS = [
     (None, re.compile(r"/v1/(admin/.*|reviewers/?|alarms(/.*)?)", re.DOTALL), {ADMIN}, False),
     (None, re.compile(r"/v1/queue/(stats/?|tasks/[^/]+/image/?)", re.DOTALL), {REVIEWER, ADMIN}, False),
     (None, re.compile(r"/v1/queue(/.*)?", re.DOTALL), {REVIEWER}, False),
+    (None, re.compile(r"/v1/answers(/.*)?", re.DOTALL), {REVIEWER}, False),  # corrections of one's own answers
     (None, re.compile(r".*", re.DOTALL), {ADMIN}, False),  # anything else: denied to all but the admin
 ]
 WHO = {CALLER: "the classify token", ADMIN: "the admin token", REVIEWER: "a reviewer token"}

@@ -1,7 +1,12 @@
 "use strict";
-const state = { token: sessionStorage.getItem("teaming-token") || "", task: null, classes: [], keys: [], done: 0 };
+const state = {
+  token: sessionStorage.getItem("teaming-token") || "", task: null, classes: [], keys: [], done: 0,
+  url: null,         // the image of the task in hand
+  last: null,        // the answer just given, while it may be corrected: {answerId, task, url, until}
+  correcting: null,  // that answer, while the reviewer chooses again
+};
 const $ = (id) => document.getElementById(id);
-const RESERVED = "nus";  // n, u and s answer "none of these", "can't tell" and skip
+const RESERVED = "nusz";  // n, u and s answer "none of these", "can't tell" and skip; z undoes the last answer
 
 // The key that answers each class. A key's label must never read as another class's name: when every class is
 // named by one character (digits 0-9, letters), that character is its key; otherwise keys come from a list that
@@ -16,9 +21,9 @@ function keysFor(classes) {
   return classes.map((_, i) => pool[i] || "");
 }
 
-async function api(path, body) {
+async function api(path, body, method) {
   const res = await fetch("/v1" + path, {
-    method: body === undefined ? "GET" : "POST",
+    method: method || (body === undefined ? "GET" : "POST"),
     headers: { "Authorization": "Bearer " + state.token, "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
@@ -66,6 +71,7 @@ function drawClasses() {
 }
 
 async function next() {
+  if (state.correcting) { setTimeout(next, 1000); return; }  // the item being corrected stays on screen
   try {
     const data = await (await api("/queue/claim", {})).json();
     showProgress(data.stats);
@@ -81,9 +87,8 @@ async function next() {
     if (state.classes.length === 0) { state.classes = data.classes; drawClasses(); }
     state.task = data.task;
     const blob = await (await api(`/queue/tasks/${data.task.task_id}/image`)).blob();
-    $("image").onload = () => $("image").classList.toggle("small", $("image").naturalWidth < 128);
-    $("image").src = URL.createObjectURL(blob);
-    $("image").dataset.taskId = data.task.task_id;
+    state.url = URL.createObjectURL(blob);
+    show(data.task, state.url);
     say(`Task ${data.task.task_id}`);  // not the caller's item id, which may give the answer away
   } catch (err) {
     say(err.message, true);
@@ -91,21 +96,71 @@ async function next() {
   }
 }
 
+function show(task, url) {
+  $("item").hidden = false;
+  $("image").onload = () => $("image").classList.toggle("small", $("image").naturalWidth < 128);
+  $("image").src = url;
+  $("image").dataset.taskId = task.task_id;
+}
+
+const SAID = { none: "none of these", unsure: "can't tell" };
+const answerBody = (lease, name, verdict) =>
+  verdict === "class" ? { lease_id: lease, label: name } : { lease_id: lease, verdict };
+
 async function submit(name, verdict = "class") {
+  if (state.correcting) return correct(name, verdict);
   if (!state.task) return;
   const task = state.task;
   state.task = null;
-  const body = verdict === "class" ? { lease_id: task.lease_id, label: name } : { lease_id: task.lease_id, verdict };
   try {
-    await api(`/queue/tasks/${task.task_id}/label`, body);
+    const body = answerBody(task.lease_id, name, verdict);
+    const saved = await (await api(`/queue/tasks/${task.task_id}/label`, body)).json();
     state.done += 1;
-    const said = { class: name, none: "none of these", unsure: "can't tell" }[verdict];
-    $("last").textContent = `Saved ${said} for task ${task.task_id}`;
+    $("last").textContent = `Saved ${SAID[verdict] || name} for task ${task.task_id}`;
+    offerUndo(saved, task);
   } catch (err) { say(err.message, true); }
   next();
 }
 
+// A misclick is not final: while the service takes corrections, z (or the button) shows that item again, and the
+// next answer replaces the one given; then the page returns to the item in hand.
+function offerUndo(saved, task) {
+  if (!saved.correctable_until) { state.last = null; $("undo").hidden = true; return; }
+  const last = { answerId: saved.answer_id, task, url: state.url, until: saved.correctable_until * 1000 };
+  state.last = last;
+  $("undo").hidden = false;
+  setTimeout(() => { if (state.last === last) { state.last = null; $("undo").hidden = true; } }, last.until - Date.now());
+}
+
+function undo() {
+  const last = state.last;
+  if (!last || state.correcting) return;
+  state.last = null;
+  $("undo").hidden = true;
+  if (Date.now() >= last.until) { say(`Your answer to task ${last.task.task_id} is final now`, true); return; }
+  state.correcting = last;
+  show(last.task, last.url);
+  say(`Correcting your answer to task ${last.task.task_id}: choose again (s keeps it)`);
+}
+
+async function correct(name, verdict) {
+  const c = state.correcting;
+  state.correcting = null;
+  try {
+    await api(`/answers/${c.answerId}`, answerBody(c.task.lease_id, name, verdict), "PUT");
+    $("last").textContent = `Corrected task ${c.task.task_id} to ${SAID[verdict] || name}`;
+  } catch (err) { say(err.message, true); }
+  backToTask();
+}
+
+function backToTask() {
+  if (!state.task) { next(); return; }
+  show(state.task, state.url);
+  say(`Task ${state.task.task_id}`);
+}
+
 async function skip() {
+  if (state.correcting) { state.correcting = null; $("last").textContent = "Kept your answer"; backToTask(); return; }
   if (!state.task) return;
   const task = state.task;
   state.task = null;
@@ -119,12 +174,14 @@ async function skip() {
 document.addEventListener("keydown", (e) => {
   if ($("work").hidden || e.target.tagName === "INPUT") return;
   if (e.key === "s") { skip(); return; }
+  if (e.key === "z") { undo(); return; }
   if (e.key === "n") { submit(null, "none"); return; }
   if (e.key === "u") { submit(null, "unsure"); return; }
   const i = state.keys.indexOf(e.key.toLowerCase());
   if (e.key.length === 1 && i >= 0) submit(state.classes[i]);
 });
 $("skip").addEventListener("click", skip);
+$("undo").addEventListener("click", undo);
 $("none").addEventListener("click", () => submit(null, "none"));
 $("unsure").addEventListener("click", () => submit(null, "unsure"));
 $("login").addEventListener("submit", (e) => {

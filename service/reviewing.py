@@ -6,6 +6,7 @@ admitted only reviewers (and, for stats and images, the admin) by the time a han
 
 from __future__ import annotations
 
+import time
 from pathlib import Path as FilePath
 from typing import Annotated
 
@@ -139,8 +140,29 @@ def label(task_id: RowId, body: LabelIn, reviewer: str = Depends(auth.reviewer))
     done, _ = svc.loop.answer(task_id, body.lease_id, reviewer, body.verdict, label)
     metrics.review_latency.observe(done.latency_s)
     fresh_stats()
+    window = svc.settings.correction_seconds
+    until = time.time() + window if window > 0 else None
     name = None if label is None else svc.classes[label]
-    return Labelled(answer_id=done.answer_id, task_id=task_id, verdict=body.verdict, label=name)
+    said = dict(verdict=body.verdict, label=name, correctable_until=until)
+    return Labelled(answer_id=done.answer_id, task_id=task_id, **said)
+
+
+@router.put(
+    "/answers/{answer_id}",
+    dependencies=[Depends(auth.bearer)],
+    responses=errors(*GUARDED, *WITH_BODY, 404, 409, 422),
+)
+def correct(answer_id: RowId, body: LabelIn, reviewer: str = Depends(auth.reviewer)) -> Labelled:
+    """Correct your own answer (a misclick) within TEAMING_CORRECTION_SECONDS of giving it, with the body of a label
+    and the lease it was given under: the item's consensus and outcome follow (and its caller hears of a change)."""
+    svc = _service()
+    label = label_id(body.label, svc.classes) if body.verdict == CLASS else None
+    window = svc.settings.correction_seconds
+    done, _ = svc.loop.correct(answer_id, body.lease_id, reviewer, body.verdict, label, window)
+    name = None if label is None else svc.classes[label]
+    until = done.answered_at + window
+    said = dict(verdict=body.verdict, label=name, correctable_until=until)
+    return Labelled(answer_id=answer_id, task_id=done.task_id, **said)
 
 
 @router.post(

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         24 * 3600.0, gt=0, description="an item whose tasks wait this long closes with the answers it has"
     )
     lease_seconds: float = Field(300.0, gt=0)
+    correction_seconds: float = Field(
+        60.0, ge=0, description="a reviewer may correct their own answer this long after giving it (0: never)"
+    )
     reviewer_leases: int = Field(1, ge=1, description="live leases a reviewer may hold; a claim past it repeats one")
     max_unread_bodies: int = Field(32, ge=0, description="uploads one client may have unfinished (0: no limit)")
     body_idle_seconds: float = Field(10.0, gt=0, description="a body that sends nothing this long gets 408")

@@ -145,6 +145,9 @@ class Labelled(BaseModel):
     task_id: int
     verdict: str
     label: str | None
+    correctable_until: float | None = Field(
+        None, description="until when (Unix time) PUT /v1/answers/{answer_id} may correct it; None: it is final"
+    )
 
 
 class Skipped(BaseModel):

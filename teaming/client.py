@@ -82,6 +82,11 @@ class TeamingClient:
         body = {"lease_id": lease_id, "label": label, "verdict": verdict}
         return self._call("POST", f"/v1/queue/tasks/{task_id}/label", Labelled, json=body)
 
+    def correct(self, answer_id: int, lease_id: str, label: int | str | None, verdict: str = "class") -> Labelled:
+        """Correct one's own answer within the service's correction window (the lease it was given under)."""
+        body = {"lease_id": lease_id, "label": label, "verdict": verdict}
+        return self._call("PUT", f"/v1/answers/{answer_id}", Labelled, json=body)
+
     def skip(self, task_id: int, lease_id: str) -> Skipped:
         return self._call("POST", f"/v1/queue/tasks/{task_id}/skip", Skipped, json={"lease_id": lease_id})
 

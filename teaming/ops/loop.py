@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from teaming.ops.consensus import Skills, fit_skills
+from teaming.ops.queue import Conflict
 from teaming.ops.review import (
     CLASS,
     VERDICTS,
@@ -17,6 +18,7 @@ from teaming.ops.review import (
     LoopRules,
     after_answer,
     close_overdue,
+    correction_refused,
     event_kind,
 )
 from teaming.ops.store import Store
@@ -42,11 +44,26 @@ class ReviewLoop:
 
     def answer(self, task_id: int, lease_id: str, reviewer: str, verdict: str, label: int | None):
         """Record one answer and apply the rules to its item: (answered row, the item's new final answer or None)."""
-        if verdict not in VERDICTS or (verdict == CLASS) != (label is not None):
-            raise ValueError(f"an answer is a class label, or the verdict none or unsure; got {verdict!r}, {label!r}")
+        _check_answer(verdict, label)
         with self.store.begin() as conn:
             done = self.store.queue.answer(conn, task_id, lease_id, reviewer, verdict, label)
             state, item_id = self._state(conn, done.decision_id)
+            actions = after_answer(state, self.rules, self.vote)
+            self._apply(conn, done.decision_id, item_id, state, actions)
+        return done, actions.final
+
+    def correct(
+        self, answer_id: int, lease_id: str, reviewer: str, verdict: str, label: int | None, window_seconds: float
+    ):
+        """A reviewer's own answer changed within the window, and the rules applied again to its item (consensus,
+        outcome, webhook): (answered row, the item's new final answer or None). Refused (Conflict, NotFound)
+        when the window has passed, the answer is another's, or the item is closed."""
+        _check_answer(verdict, label)
+        with self.store.begin() as conn:
+            done = self.store.queue.correct(conn, answer_id, lease_id, reviewer, verdict, label, window_seconds)
+            state, item_id = self._state(conn, done.decision_id)
+            if (why := correction_refused(state)) is not None:
+                raise Conflict(f"answer {answer_id} stands: {why}")  # the transaction rolls back
             actions = after_answer(state, self.rules, self.vote)
             self._apply(conn, done.decision_id, item_id, state, actions)
         return done, actions.final
@@ -97,3 +114,8 @@ class ReviewLoop:
             "closed": final.closed,
             "reason": final.reason,
         }
+
+
+def _check_answer(verdict: str, label: int | None) -> None:
+    if verdict not in VERDICTS or (verdict == CLASS) != (label is not None):
+        raise ValueError(f"an answer is a class label, or the verdict none or unsure; got {verdict!r}, {label!r}")

@@ -51,6 +51,14 @@ class Answered:
     latency_s: float  # decision logged -> answer submitted
 
 
+@dataclass
+class Corrected:
+    answer_id: int
+    decision_id: int
+    task_id: int
+    answered_at: float  # when it was first given: the correction window runs from here
+
+
 def task_row(decision_id: int, kind: str, now: float) -> dict:
     """A new, open review task of `kind` for one logged decision."""
     return {"decision_id": decision_id, "kind": kind, "status": OPEN, "skips": 0, "created_at": now}
@@ -146,6 +154,33 @@ class ReviewQueue:
                 .where(tasks.c.id == row[0])
             ).one()
         return Claim(row[0], t.decision_id, t.item_id, t.kind, lease, expires)
+
+    def correct(
+        self, conn: Connection, answer_id: int, lease_id: str, reviewer: str, verdict: str, label: int | None,
+        window_seconds: float,
+    ) -> Corrected:  # fmt: skip
+        """Change one's own answer, given under `lease_id`, within `window_seconds` of giving it (the first answer
+        is kept beside it); refused (NotFound, Conflict) otherwise."""
+        now = time.time()
+        row = conn.execute(
+            select(reviews, tasks.c.lease_id.label("lease"))
+            .join(tasks, tasks.c.id == reviews.c.task_id)
+            .where(reviews.c.id == answer_id)
+        ).first()
+        if row is None or row.reviewer != reviewer:
+            raise NotFound(f"no answer {answer_id} of yours")
+        if row.lease != lease_id:
+            raise Conflict(f"answer {answer_id} was given under another lease: send the lease_id it was given with")
+        if now - row.created_at > window_seconds:
+            raise Conflict(f"answer {answer_id} is final: it can be corrected within {window_seconds:g} s of giving it")
+        self.lock_item(conn, row.task_id)
+        first = {} if row.corrected_at is not None else {"first_verdict": row.verdict, "first_label": row.label}
+        conn.execute(
+            update(reviews)
+            .where(reviews.c.id == answer_id)
+            .values(verdict=verdict, label=label, corrected_at=now, **first)
+        )
+        return Corrected(answer_id, row.decision_id, row.task_id, row.created_at)
 
     def _refuse(self, conn: Connection, task_id: int, lease_id: str, reviewer: str) -> StoreError:
         t = conn.execute(select(tasks).where(tasks.c.id == task_id)).first()

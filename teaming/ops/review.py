@@ -149,6 +149,20 @@ def after_answer(state: ItemState, rules: LoopRules, vote=None) -> Actions:
     return _changed(actions, state, Final(ANSWERED, label, source, method, len(classes), complete))
 
 
+def correction_refused(state: ItemState) -> str | None:
+    """Why a reviewer's corrected answer cannot stand, with the item's answers as corrected (None when it can).
+
+    An item the loop closed on its own (past the close time, or unresolved) keeps the answers it closed with;
+    and an item people answered keeps at least one class answer (say which class, or skip the next time)."""
+    final = state.final
+    if final is not None and final.closed and final.reason is not None:
+        return f"the item is closed ({final.reason}): its answers are final"
+    answered_by_people = final is not None and final.source != "model" and final.status == ANSWERED
+    if answered_by_people and not any(a.verdict == CLASS for a in state.answers):
+        return "the item's answer rests on this one: a correction names a class"
+    return None
+
+
 def close_overdue(state: ItemState, rules: LoopRules, waited: float, vote=None) -> Actions:
     """Close an item whose tasks waited `waited` seconds: cancel them, and answer with what the item has."""
     actions = Actions(cancel=[t for t, _ in state.open_tasks])

@@ -83,6 +83,9 @@ reviews = Table(
     Column("label", Integer, nullable=True),  # the class id when the verdict is a class
     Column("created_at", Float, nullable=False),
     Column("latency_s", Float, nullable=False),  # decision logged -> answer submitted
+    Column("corrected_at", Float, nullable=True),  # the reviewer's last correction, within the window
+    Column("first_verdict", String(16), nullable=True),  # what they first said, kept when they correct it
+    Column("first_label", Integer, nullable=True),
 )
 skips = Table(
     "skips",

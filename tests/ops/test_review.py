@@ -19,6 +19,7 @@ from teaming.ops.review import (
     audit_answers,
     close_overdue,
     consensus,
+    correction_refused,
     event_kind,
     keeps_image,
     review_tasks,
@@ -102,3 +103,18 @@ def test_audit_answers_the_asked_person_is_the_human():
     assert human.tolist() == [0, 1] and ref.tolist() == [1, 0]
     empty = audit_answers(items[2:])
     assert [len(a) for a in empty] == [0, 0, 0]
+
+
+def test_correction_refused_names_what_keeps_an_answer():
+    cat, unsure = Answer("alice", "defer", "class", 0), Answer("alice", "defer", "unsure", None)
+    answered = Final("answered", 0, "reviewer", None, 1, True)
+    overdue = Final("answered", 0, "reviewer", None, 1, True, "closed after 90000 s with 1 of 3 answers")
+    unresolved = Final("unresolved", None, "consensus", "none", 0, True, "2 answered none of these (2 reviewers)")
+    state = lambda answers, final: ItemState(True, False, 1, answers, [], final)  # noqa: E731
+    assert correction_refused(state([cat], answered)) is None  # a class for a class: the consensus follows
+    assert correction_refused(state([unsure], None)) is None  # nothing answered yet: any verdict
+    assert "names a class" in correction_refused(state([unsure], answered))  # the caller's answer rests on it
+    assert "the item is closed (closed after" in correction_refused(state([cat], overdue))
+    assert "the item is closed (2 answered none" in correction_refused(state([cat], unresolved))
+    auto = ItemState(False, True, 1, [unsure], [(7, "audit")], Final("answered", 1, "model", None, 0))
+    assert correction_refused(auto) is None  # an audit answer of an auto-answered item: the model's answer stands

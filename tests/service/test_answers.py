@@ -80,6 +80,54 @@ def test_none_of_these_and_cant_tell_close_an_item_unresolved(server, reviewers)
     assert err.value.status == 422
 
 
+def claim_item(client, item_id: str):
+    """The task of `item_id` for this reviewer (the others given back)."""
+    while (t := client.claim().task) is not None and t.item_id != item_id:
+        client.skip(t.task_id, t.lease_id)
+    return t
+
+
+def test_a_reviewer_corrects_a_misclick_and_the_caller_hears_of_it(server, reviewers):
+    [d] = deferred_items(server, 7200, 1)
+    carol = server.reviewer("carol")
+    t = claim_item(carol, d.item_id)
+    saved = carol.label(t.task_id, t.lease_id, "cat")
+    assert saved.correctable_until is not None and saved.correctable_until > time.time() + 30  # 60 s by default
+    assert server.client(CALLER).outcome(d.decision_id).final_label == "cat"
+    fixed = carol.correct(saved.answer_id, t.lease_id, "dog")
+    assert (fixed.answer_id, fixed.task_id, fixed.label) == (saved.answer_id, t.task_id, "dog")
+    assert fixed.correctable_until == pytest.approx(saved.correctable_until, abs=1)  # the window does not restart
+    assert server.client(CALLER).outcome(d.decision_id).final_label == "dog"
+    out = server.admin().outcome(d.decision_id)
+    assert [(r.reviewer, r.label) for r in out.reviews] == [("carol", "dog")]
+    refusals = [
+        (server.reviewer("alice"), saved.answer_id, t.lease_id, "cat", 404, "no answer"),  # not hers
+        (carol, saved.answer_id, "0" * 32, "cat", 409, "another lease"),
+        (carol, saved.answer_id, t.lease_id, "giraffe", 422, "not one of the classes"),
+        (carol, 2**61, t.lease_id, "cat", 404, "no answer"),
+    ]
+    for who, answer_id, lease, label, status, says in refusals:
+        with pytest.raises(ApiError) as err:
+            who.correct(answer_id, lease, label)
+        assert (err.value.status, says in str(err.value)) == (status, True), str(err.value)
+    r = httpx.put(f"{server.url}/v1/answers/{saved.answer_id}", json={"lease_id": t.lease_id, "label": "cat"})
+    assert r.status_code == 401  # a reviewer token, or nothing
+    assert server.client(CALLER).outcome(d.decision_id).final_label == "dog"  # no refusal changed anything
+
+
+def test_after_the_correction_window_an_answer_is_final(serve):
+    server = serve(audit_rate=0.0, TEAMING_CLASSIFY_TOKEN=CALLER, TEAMING_CORRECTION_SECONDS="0")
+    [d] = deferred_items(server, 7300, 1)
+    alice = server.reviewer("alice")
+    t = claim_item(alice, d.item_id)
+    saved = alice.label(t.task_id, t.lease_id, "cat")
+    assert saved.correctable_until is None
+    with pytest.raises(ApiError) as err:
+        alice.correct(saved.answer_id, t.lease_id, "dog")
+    assert err.value.status == 409 and "is final" in str(err.value)
+    assert server.client(CALLER).outcome(d.decision_id).final_label == "cat"
+
+
 def test_client_mistakes_are_client_errors_in_one_line(server):
     url = f"{server.url}/classify"
     auth = {"Authorization": f"Bearer {CALLER}"}

@@ -147,3 +147,43 @@ def test_a_key_records_the_class_it_reads_as(serve, reviewers, tmp_path):
         browser.close()
     for task, key in pressed.items():
         assert server.admin().outcome(deferred[task]).final_label == key
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_a_misclick_is_undone_on_the_page(serve, reviewers):
+    server = serve(audit_rate=0.0)
+    idx = list(range(7400, 7416))
+    decisions = server.client().classify([(f"cifar10_test/{i}", b) for i, b in zip(idx, default_test_jpegs(idx))])
+    by_task = {d.task_id: d.decision_id for d in decisions if d.decision == "deferred"}
+    assert len(by_task) >= 2
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()  # under the page's own Content-Security-Policy: clicks and keys only
+        page.goto(f"{server.url}/v1/review")
+        page.fill("#token", reviewers["alice"])
+        page.click("button[type=submit]")
+        page.wait_for_selector("#image[data-task-id]")
+        assert page.is_hidden("#undo")  # nothing to undo yet
+        first = page.get_attribute("#image", "data-task-id")
+        page.click("#classes button[data-label=cat]")  # the misclick
+        page.wait_for_function(f"document.getElementById('image').dataset.taskId !== '{first}'")
+        second = page.get_attribute("#image", "data-task-id")
+        assert page.is_visible("#undo")
+        page.keyboard.press("z")  # undo: the first item again, to choose again
+        page.wait_for_function(f"document.getElementById('image').dataset.taskId === '{first}'")
+        assert f"Correcting your answer to task {first}" in page.text_content("#status")
+        page.click("#classes button[data-label=dog]")
+        page.wait_for_function("document.getElementById('last').textContent.startsWith('Corrected')")
+        assert page.text_content("#last") == f"Corrected task {first} to dog"
+        assert page.get_attribute("#image", "data-task-id") == second  # back to the item in hand, still held
+        assert page.is_hidden("#undo")
+        page.keyboard.press("1")  # the item in hand is answered as usual
+        page.wait_for_function(f"document.getElementById('last').textContent === 'Saved airplane for task {second}'")
+        page.click("#undo")  # the button does what z does
+        page.wait_for_function(f"document.getElementById('image').dataset.taskId === '{second}'")
+        page.keyboard.press("s")  # s keeps the answer
+        page.wait_for_function("document.getElementById('last').textContent === 'Kept your answer'")
+        browser.close()
+    admin = server.admin()
+    assert admin.outcome(by_task[int(first)]).final_label == "dog"  # the corrected answer is the caller's
+    assert admin.outcome(by_task[int(second)]).final_label == "airplane"
