@@ -27,6 +27,7 @@ from teaming.api import (
 )
 from teaming.ops.retune import MIN_AUDITED
 from teaming.ops.review import CLASS
+from teaming.ops.routing import RoutingRules, confusion_of, rank
 
 router = APIRouter(tags=["review queue"])
 RowId = Annotated[int, Path(ge=1, le=2**62, description="a row id from this service")]
@@ -101,7 +102,8 @@ def review_icon() -> Response:
 def claim(reviewer: str = Depends(auth.reviewer)) -> Claimed:
     """Lease the next item this reviewer has not seen (ones they skipped last, deferred items first), or none."""
     svc = _service()
-    c = svc.store.queue.claim(reviewer, svc.settings.lease_seconds, svc.settings.reviewer_leases)
+    s = svc.settings
+    c = svc.store.queue.claim(reviewer, s.lease_seconds, s.reviewer_leases, _routing(svc, reviewer))
     stats = fresh_stats(reviewer)
     if c is None:
         return Claimed(task=None, classes=svc.classes, reviewer=reviewer, stats=stats)
@@ -113,6 +115,15 @@ def claim(reviewer: str = Depends(auth.reviewer)) -> Claimed:
         image_url=f"/v1/queue/tasks/{c.task_id}/image",
     )
     return Claimed(task=task, classes=svc.classes, reviewer=reviewer, stats=stats)
+
+
+def _routing(svc, reviewer: str):
+    """With TEAMING_ROUTING=skill: waiting deferrals ranked by what this reviewer adds (ops/routing.py)."""
+    if svc.settings.routing != "skill":
+        return None
+    confusion = confusion_of(svc.loop.skills, reviewer)
+    rules = RoutingRules(max_wait_seconds=svc.settings.max_wait_seconds)
+    return lambda waiting: rank(waiting, confusion, rules)
 
 
 @router.get(

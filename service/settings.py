@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     correction_seconds: float = Field(
         60.0, ge=0, description="a reviewer may correct their own answer this long after giving it (0: never)"
     )
+    routing: Literal["fifo", "skill"] = Field(
+        "fifo", description="which deferred task a claim takes: the oldest, or the one this reviewer adds most to"
+    )
     reviewer_leases: int = Field(1, ge=1, description="live leases a reviewer may hold; a claim past it repeats one")
     max_unread_bodies: int = Field(32, ge=0, description="uploads one client may have unfinished (0: no limit)")
     body_idle_seconds: float = Field(10.0, gt=0, description="a body that sends nothing this long gets 408")

@@ -11,15 +11,19 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, func, or_, select, update
+import numpy as np
+from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from teaming._validation import TeamingError
+from teaming.ops.routing import Waiting
 from teaming.ops.schema import decisions, reviews, skips, tasks
 
 OPEN, CLAIMED, DONE, CANCELLED = "open", "claimed", "done", "cancelled"
+Ranking = Callable[[list[Waiting]], list[int]]  # waiting deferrals -> their task ids, best first
 
 
 class StoreError(TeamingError):
@@ -107,19 +111,40 @@ class ReviewQueue:
         """The condition a task meets when `reviewer` may take it."""
         return and_(claimable(now), tasks.c.decision_id.not_in(_seen_by(reviewer, now)))
 
-    def claim(self, reviewer: str, lease_seconds: float, max_leases: int = 1) -> Claim | None:
+    def waiting_deferrals(self, reviewer: str, now: float, limit: int = 500) -> list[Waiting]:
+        """The deferred tasks `reviewer` may take (the oldest `limit`), with what routing ranks them on."""
+        skipped = exists().where(skips.c.task_id == tasks.c.id, skips.c.reviewer == reviewer)
+        query = (
+            select(tasks.c.id, decisions.c.probs, tasks.c.created_at, skipped.label("skipped"))
+            .join(decisions, decisions.c.id == tasks.c.decision_id)
+            .where(self.for_reviewer(reviewer, now), tasks.c.kind == "defer")
+            .order_by(tasks.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [Waiting(r.id, np.asarray(r.probs, dtype=np.float64), now - r.created_at, bool(r.skipped)) for r in rows]
+
+    def claim(
+        self, reviewer: str, lease_seconds: float, max_leases: int = 1, order: Ranking | None = None
+    ) -> Claim | None:
         """Atomically take the next task this reviewer may take (ones they skipped last, deferrals first, oldest
-        first); a reviewer who already holds `max_leases` live leases gets their oldest one again.
+        first, or in the order `order` ranks the waiting deferrals); a reviewer who already holds `max_leases`
+        live leases gets their oldest one again.
 
         The database enforces both rules: on PostgreSQL one reviewer's claims run one at a time (an advisory lock
-        on the reviewer), on SQLite the lease count and the pick are conditions of one UPDATE.
+        on the reviewer), on SQLite the lease count and the pick are conditions of one UPDATE. A ranked task taken
+        meanwhile by someone else is passed over for the next one.
         """
         now = time.time()
         skipped = exists().where(skips.c.task_id == tasks.c.id, skips.c.reviewer == reviewer)
+        ranked = [] if order is None else order(self.waiting_deferrals(reviewer, now))
+        positions = {tid: i for i, tid in enumerate(ranked)}
+        by_rank = [case(positions, value=tasks.c.id, else_=len(ranked))] if ranked else []
         pick = (
             select(tasks.c.id)
             .where(self.for_reviewer(reviewer, now))
-            .order_by(skipped.asc(), (tasks.c.kind == "defer").desc(), tasks.c.id)
+            .order_by(skipped.asc(), (tasks.c.kind == "defer").desc(), *by_rank, tasks.c.id)
             .limit(1)
         )
         live = and_(tasks.c.claimed_by == reviewer, tasks.c.status == CLAIMED, tasks.c.lease_expires_at >= now)

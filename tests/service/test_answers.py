@@ -231,3 +231,15 @@ def test_replicas_on_one_host_keep_their_own_metrics(serve, tmp_path):
     b.client().classify(images(range(7000, 7002)))
     assert metric_total(a.client().metrics(), "teaming_decisions_total") == 3
     assert metric_total(b.client().metrics(), "teaming_decisions_total") == 2
+
+
+def test_skill_routing_serves_every_deferred_item_once(serve):
+    server = serve(audit_rate=0.0, TEAMING_CLASSIFY_TOKEN=CALLER, TEAMING_ROUTING="skill")
+    deferred = {
+        d.item_id for d in server.client(CALLER).classify(images(range(7500, 7516))) if d.decision == "deferred"
+    }
+    alice, taken = server.reviewer("alice"), []
+    while (t := alice.claim().task) is not None:  # no skills fitted yet: every reviewer alike, oldest first
+        taken.append(t.item_id)
+        alice.label(t.task_id, t.lease_id, "cat")
+    assert sorted(taken) == sorted(deferred) and len(taken) == len(set(taken))
