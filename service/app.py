@@ -61,7 +61,7 @@ class Teaming:
         self.policy = ServedPolicy(
             self.store, self.classes, self.model_version, s.policy_poll_seconds, s.policy, s.model_dir / "policy.json"
         )
-        rules = LoopRules(s.audit_reviewers, s.unresolved_after)
+        rules = LoopRules(s.audit_reviewers, s.unresolved_after, s.second_opinion_below, s.max_opinions)
         self.loop = ReviewLoop(self.store, self.classes, rules, webhooks=s.webhook_url is not None)
         self.loop.refresh_skills()
         self.pixel_budget = PixelBudget(s.pixel_budget)

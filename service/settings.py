@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     correction_seconds: float = Field(
         60.0, ge=0, description="a reviewer may correct their own answer this long after giving it (0: never)"
     )
+    second_opinion_below: float | None = Field(
+        None, gt=0, le=1, description="ask another person while model and answers are less sure than this (off)"
+    )
+    max_opinions: int = Field(2, ge=1, description="the most people one deferred item asks (second opinions)")
     routing: Literal["fifo", "skill"] = Field(
         "fifo", description="which deferred task a claim takes: the oldest, or the one this reviewer adds most to"
     )

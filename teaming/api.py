@@ -184,7 +184,8 @@ class OutcomeOut(BaseModel):
     source: Literal["model", "reviewer", "consensus"] | None
     method: str | None = Field(
         None,
-        description="how the answer was reached: dawid-skene or majority for several answers; when unresolved, "
+        description="how the answer was reached: dawid-skene or majority for several answers, posterior for the "
+        "model and answers combined (second opinions); when unresolved, "
         "none (every reviewer said none of these), unsure (none could tell) or mixed",
     )
     n_labels: int

@@ -21,6 +21,7 @@ from teaming.ops.review import (
     correction_refused,
     event_kind,
 )
+from teaming.ops.routing import confusion_of
 from teaming.ops.store import Store
 
 
@@ -37,6 +38,10 @@ class ReviewLoop:
     def vote(self, answers) -> int | None:
         return None if self.skills is None else self.skills.vote(answers)
 
+    def confusion(self, reviewer: str):
+        """The reviewer's fitted confusion (the team's mean for a newcomer); None before any fit."""
+        return confusion_of(self.skills, reviewer)
+
     def refresh_skills(self) -> Skills | None:
         """Refit reviewer skills (Dawid-Skene) on every class answer so far; None while there are too few."""
         self.skills = fit_skills(self.store.queue.class_answers(), len(self.classes))
@@ -48,7 +53,7 @@ class ReviewLoop:
         with self.store.begin() as conn:
             done = self.store.queue.answer(conn, task_id, lease_id, reviewer, verdict, label)
             state, item_id = self._state(conn, done.decision_id)
-            actions = after_answer(state, self.rules, self.vote)
+            actions = after_answer(state, self.rules, self.vote, self.confusion)
             self._apply(conn, done.decision_id, item_id, state, actions)
         return done, actions.final
 
@@ -64,7 +69,7 @@ class ReviewLoop:
             state, item_id = self._state(conn, done.decision_id)
             if (why := correction_refused(state)) is not None:
                 raise Conflict(f"answer {answer_id} stands: {why}")  # the transaction rolls back
-            actions = after_answer(state, self.rules, self.vote)
+            actions = after_answer(state, self.rules, self.vote, self.confusion)
             self._apply(conn, done.decision_id, item_id, state, actions)
         return done, actions.final
 
@@ -88,7 +93,8 @@ class ReviewLoop:
         row = self.store.log.final(conn, decision_id)
         final = None if row is None else Final(*row)
         open_tasks = self.store.queue.open_tasks(conn, decision_id)
-        return ItemState(d.outcome == "deferred", d.audit, d.machine_label, answers, open_tasks, final), d.item_id
+        state = ItemState(d.outcome == "deferred", d.audit, d.machine_label, answers, open_tasks, final, d.probs)
+        return state, d.item_id
 
     def _apply(self, conn, decision_id: int, item_id: str, state: ItemState, actions: Actions) -> None:
         self.store.queue.cancel(conn, actions.cancel)

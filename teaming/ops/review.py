@@ -39,6 +39,8 @@ class LoopRules:
 
     audit_reviewers: int = AUDIT_REVIEWERS
     unresolved_after: int = UNRESOLVED_AFTER
+    second_opinion_below: float | None = None  # ask another person while the posterior's top is below it
+    max_opinions: int = 2  # the most people one deferred item may ask (capacity)
 
 
 @dataclass
@@ -77,6 +79,7 @@ class ItemState:
     answers: list[Answer]
     open_tasks: list[tuple[int, str]]  # (task id, kind)
     final: Final | None  # the latest outcome row; None before any
+    probs: Sequence[float] | None = None  # the model's probabilities (the prior of a second opinion)
 
 
 @dataclass
@@ -126,8 +129,50 @@ def unresolved_reason(verdicts: Sequence[str]) -> tuple[str, str]:
     return method, f"{' and '.join(said)} ({len(verdicts)} reviewers)"
 
 
-def after_answer(state: ItemState, rules: LoopRules, vote=None) -> Actions:
-    """The item's next tasks and final answer once its answers are `state.answers`."""
+DEFAULT_ACCURACY = 0.9  # a reviewer's chance of being right before any skill is fitted
+
+
+def posterior(probs: Sequence[float], answers: Sequence[Answer], confusion=None) -> np.ndarray:
+    """P(true class | the model's probabilities, the class answers) = p(c) x prod over answers M_r[c, label],
+    normalised. `confusion(reviewer)` gives a reviewer's Dawid-Skene matrix (true x answered), or None, when a
+    symmetric one right `DEFAULT_ACCURACY` of the time stands in."""
+    p = np.asarray(probs, dtype=np.float64)
+    c = len(p)
+    fallback = np.full((c, c), (1 - DEFAULT_ACCURACY) / max(c - 1, 1))
+    np.fill_diagonal(fallback, DEFAULT_ACCURACY)
+    logp = np.log(np.clip(p, 1e-12, None))
+    for a in answers:
+        if a.verdict == CLASS:
+            m = confusion(a.reviewer) if confusion is not None else None
+            logp = logp + np.log(np.clip((fallback if m is None else m)[:, a.label], 1e-12, None))
+    out = np.exp(logp - logp.max())
+    return out / out.sum()
+
+
+def second_opinion(state: ItemState, rules: LoopRules, confusion=None) -> Actions | None:
+    """For a deferred item that is not audited, when second opinions are on: the final answer is the argmax of the
+    model and answers' posterior; another person is asked while its top is below the target, within capacity
+    (`max_opinions` people); None where the rule does not apply."""
+    if rules.second_opinion_below is None or not state.deferred or state.audited or state.probs is None:
+        return None
+    classes = [a for a in state.answers if a.verdict == CLASS]
+    if not classes or len(state.answers) - len(classes) >= rules.unresolved_after:
+        return None  # no class answer yet, or people could not answer it: the usual rules
+    post = posterior(state.probs, classes, confusion)
+    asking = any(kind == DEFER for _, kind in state.open_tasks)
+    more = post.max() < rules.second_opinion_below and len(state.answers) < rules.max_opinions
+    actions = Actions(
+        open=[DEFER] if more and not asking else [], cancel=[] if more else [t for t, _ in state.open_tasks]
+    )
+    source = "reviewer" if len(classes) == 1 else "consensus"
+    return _changed(actions, state, Final(ANSWERED, int(post.argmax()), source, "posterior", len(classes), not more))
+
+
+def after_answer(state: ItemState, rules: LoopRules, vote=None, confusion=None) -> Actions:
+    """The item's next tasks and final answer once its answers are `state.answers` (`confusion`: the reviewers'
+    skills, for second opinions)."""
+    if (asked := second_opinion(state, rules, confusion)) is not None:
+        return asked
     actions = Actions()
     classes = [a for a in state.answers if a.verdict == CLASS]
     others = len(state.answers) - len(classes)

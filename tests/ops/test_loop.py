@@ -153,3 +153,19 @@ def test_dawid_skene_weighs_reviewers_by_their_skill(loop):
     assert final(loop, did).label == SHIP  # one answer is the answer
     split = [Answer("shipper", "audit", "class", SHIP), Answer("careful-1", "audit", "class", CAT)]
     assert skills.vote(split) == CAT
+
+
+def test_a_second_opinion_is_asked_until_model_and_people_are_sure(db_url):
+    store = Store(db_url)
+    rules = LoopRules(audit_reviewers=3, unresolved_after=2, second_opinion_below=0.95, max_opinions=3)
+    loop = ReviewLoop(store, CLASSES, rules, webhooks=True)
+    did = log(loop, deferred=True, audited=False, machine=DOG)  # the model: dog 0.8
+    work(loop, "alice", CAT)  # one person against the model: cat at 0.66
+    f = final(loop, did)
+    assert (f.label, f.method, f.closed) == (CAT, "posterior", False) and open_tasks(loop) == 1
+    assert work(loop, "alice", CAT) is None  # the next opinion is someone else's
+    work(loop, "bob", CAT)  # two people: cat at 0.97
+    f = final(loop, did)
+    assert (f.label, f.source, f.method, f.n_labels, f.closed) == (CAT, "consensus", "posterior", 2, True)
+    assert open_tasks(loop) == 0 and event_kinds(loop) == ["outcome.set"]  # the caller heard once: cat
+    store.dispose()

@@ -3,7 +3,10 @@ answers play the human and the reference in a retune."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from teaming.ops.review import (
     AUDIT,
@@ -22,6 +25,7 @@ from teaming.ops.review import (
     correction_refused,
     event_kind,
     keeps_image,
+    posterior,
     review_tasks,
 )
 
@@ -118,3 +122,32 @@ def test_correction_refused_names_what_keeps_an_answer():
     assert "the item is closed (2 answered none" in correction_refused(state([cat], unresolved))
     auto = ItemState(False, True, 1, [unsure], [(7, "audit")], Final("answered", 1, "model", None, 0))
     assert correction_refused(auto) is None  # an audit answer of an auto-answered item: the model's answer stands
+
+
+def test_the_posterior_weighs_the_model_by_each_reviewers_skill():
+    probs = [0.6, 0.3, 0.1]
+    said = [Answer("ann", DEFER, CLASS, 1)]
+    plain = posterior(probs, said)  # no skills yet: a reviewer right 90% of the time
+    assert plain.argmax() == 1 and plain.sum() == pytest.approx(1.0)
+    assert plain[1] == pytest.approx(0.3 * 0.9 / (0.6 * 0.05 + 0.3 * 0.9 + 0.1 * 0.05))
+    careless = np.full((3, 3), 1 / 3)  # a reviewer who answers at random says nothing: the model's belief stands
+    assert np.allclose(posterior(probs, said, lambda r: careless), probs)
+    assert np.allclose(posterior(probs, [Answer("ann", DEFER, UNSURE, None)]), probs)
+
+
+def test_a_second_opinion_is_asked_while_unsure_within_capacity():
+    rules = LoopRules(second_opinion_below=0.95, max_opinions=2)
+    first = ItemState(True, False, 0, [Answer("ann", DEFER, CLASS, 1)], [], None, [0.6, 0.3, 0.1])
+    a = after_answer(first, rules)
+    assert a.open == [DEFER] and a.final == Final("answered", 1, "reviewer", "posterior", 1, False)  # 0.89 < 0.95
+    agree = replace(first, answers=first.answers + [Answer("bob", DEFER, CLASS, 1)], final=a.final)
+    b = after_answer(agree, rules)
+    assert b.open == [] and (b.final.label, b.final.source, b.final.closed) == (1, "consensus", True)
+    sure = ItemState(True, False, 0, [Answer("ann", DEFER, CLASS, 0)], [(9, DEFER)], None, [0.9, 0.05, 0.05])
+    c = after_answer(sure, rules)
+    assert c.open == [] and c.cancel == [9] and c.final.closed and c.final.label == 0  # 0.99: no one else asked
+    split = replace(first, answers=first.answers + [Answer("bob", DEFER, CLASS, 0)], final=a.final)
+    d = after_answer(split, rules)  # still unsure, but two people is the capacity: the posterior's argmax stands
+    assert d.open == [] and d.final.closed and d.final.label == 0 and d.final.method == "posterior"
+    assert after_answer(replace(first, audited=True), rules).final.method is None  # audits keep their k reviewers
+    assert after_answer(first, LoopRules()).open == []  # off by default: one person answers
