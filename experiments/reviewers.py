@@ -87,7 +87,7 @@ def simulate(arm: Arm, probs, y, counts, easier, people: list[SimReviewer], defe
         items[i] = replace(state, final=final, open_tasks=[(t, DEFER) for t, j in tasks.items() if j == i])
         if final is not None:
             served[i] = final.label
-            if final.closed or rules.second_opinion_below is None:
+            if final.closed:  # one answer closes an item unless a second opinion is asked
                 done_at[i] = now + who.seconds
         heapq.heappush(free, (now + who.seconds, k))
     waits = np.array(list(done_at.values())) if done_at else np.zeros(1)

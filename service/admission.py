@@ -35,48 +35,46 @@ def body_limit(path: str) -> int:
     return SMALL_BODY
 
 
-def as_json(send, path: str):
-    """`send` with BentoML's own plain-text 404 and 405 (paths and methods nothing serves) turned into the
-    {"detail": ...} every other refusal is."""
-    plain = {}
+def replacing_body(send, replace):
+    """`send` with the response's body swapped whole for `replace(start message)` -> (body, content type or None
+    to keep it), or passed through where that returns None; the headers are made to match."""
+    held = {}
 
     async def sending(message) -> None:
-        if message["type"] == "http.response.start" and message["status"] in (404, 405):
-            kind = dict(message.get("headers") or []).get(b"content-type", b"")
-            if kind.startswith(b"text/plain"):
-                what = "no such path" if message["status"] == 404 else "this path does not take that method"
-                plain["body"] = json.dumps({"detail": f"{path}: {what}"}).encode()
-                drop = (b"content-type", b"content-length")
-                kept = [(k, v) for k, v in message.get("headers") or [] if k not in drop]
-                length = str(len(plain["body"])).encode()
-                kept += [(b"content-type", b"application/json"), (b"content-length", length)]
-                message = {**message, "headers": kept}
-        elif message["type"] == "http.response.body" and "body" in plain:
+        if message["type"] == "http.response.start" and (new := replace(message)) is not None:
+            held["body"], kind = new
+            drop = {b"content-length"} | ({b"content-type"} if kind else set())
+            kept = [(k, v) for k, v in message.get("headers") or [] if k not in drop]
+            kept += [(b"content-type", kind)] if kind else []
+            message = {**message, "headers": kept + [(b"content-length", str(len(held["body"])).encode())]}
+        elif message["type"] == "http.response.body" and "body" in held:
             if message.get("more_body"):
-                return  # the plain text's rest: replaced as a whole below
-            message = {**message, "body": plain.pop("body")}
+                return  # the old body's rest: replaced as a whole below
+            message = {**message, "body": held.pop("body")}
         await send(message)
 
     return sending
+
+
+def as_json(send, path: str):
+    """`send` with BentoML's own plain-text 404 and 405 (paths and methods nothing serves) turned into the
+    {"detail": ...} every other refusal is."""
+
+    def replace(start: dict) -> tuple[bytes, bytes] | None:
+        kind = dict(start.get("headers") or []).get(b"content-type", b"")
+        if start["status"] not in (404, 405) or not kind.startswith(b"text/plain"):
+            return None
+        what = "no such path" if start["status"] == 404 else "this path does not take that method"
+        return json.dumps({"detail": f"{path}: {what}"}).encode(), b"application/json"
+
+    return replacing_body(send, replace)
 
 
 def with_alarms(send, lines: list[str]):
     """`send` with /readyz's 200 body saying "ready" and one line for each open alarm: the service stays ready
     (a fallback sends people the items; it does not stop serving), and whoever reads the probe sees why."""
-    said = {}
-
-    async def sending(message) -> None:
-        if message["type"] == "http.response.start" and message["status"] == 200:
-            said["body"] = ("ready\n" + "".join(f"alarm: {line}\n" for line in lines)).encode()
-            kept = [(k, v) for k, v in message.get("headers") or [] if k != b"content-length"]
-            message = {**message, "headers": kept + [(b"content-length", str(len(said["body"])).encode())]}
-        elif message["type"] == "http.response.body" and "body" in said:
-            if message.get("more_body"):
-                return
-            message = {**message, "body": said.pop("body")}
-        await send(message)
-
-    return sending
+    body = ("ready\n" + "".join(f"alarm: {line}\n" for line in lines)).encode()
+    return replacing_body(send, lambda start: (body, None) if start["status"] == 200 else None)
 
 
 def open_alarm_lines() -> list[str]:

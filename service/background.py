@@ -12,6 +12,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import SQLAlchemyError
 
 from service import metrics
+from teaming.ops.alarmbook import alarm_line
 from teaming.ops.loop import ReviewLoop
 from teaming.ops.watch import Watched
 from teaming.ops.webhooks import Deliverer
@@ -72,7 +73,7 @@ class Background:
         """The monitors' look at the log: gauges always, one WARNING line per alarm this replica raised."""
         watched = self.watch()
         metrics.observe_alarms(watched.alarms)
-        self.open_alarms = [a.line() for a in watched.open]
+        self.open_alarms = [alarm_line(a) for a in watched.open]
         for a in watched.raised:
             logger.warning("alarm %s raised on policy %s: %s", a.name, watched.policy_version, a.says)
         if watched.fell_back_to:

@@ -6,7 +6,6 @@ admitted only reviewers (and, for stats and images, the admin) by the time a han
 
 from __future__ import annotations
 
-import time
 from pathlib import Path as FilePath
 from typing import Annotated
 
@@ -152,7 +151,7 @@ def label(task_id: RowId, body: LabelIn, reviewer: str = Depends(auth.reviewer))
     metrics.review_latency.observe(done.latency_s)
     fresh_stats()
     window = svc.settings.correction_seconds
-    until = time.time() + window if window > 0 else None
+    until = done.answered_at + window if window > 0 else None
     name = None if label is None else svc.classes[label]
     said = dict(verdict=body.verdict, label=name, correctable_until=until)
     return Labelled(answer_id=done.answer_id, task_id=task_id, **said)

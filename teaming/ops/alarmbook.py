@@ -26,9 +26,11 @@ class RaisedAlarm:
     cleared_at: float | None
     cleared_by: str | None
 
-    def line(self) -> str:
-        """One line for a person reading a probe or a log: which alarm, on which policy, why, what was done."""
-        return f"{self.name} on {self.policy_version}: {self.says}" + (f" ({self.action})" if self.action else "")
+
+def alarm_line(a) -> str:
+    """One line for a person reading a probe or a report: which alarm, on which policy, why, what was done (`a`:
+    a booked alarm, as the book or the API holds it)."""
+    return f"{a.name} on {a.policy_version}: {a.says}" + (f" ({a.action})" if a.action else "")
 
 
 class AlarmBook:

@@ -53,6 +53,7 @@ class Answered:
     answer_id: int
     decision_id: int
     latency_s: float  # decision logged -> answer submitted
+    answered_at: float  # the correction window runs from here
 
 
 @dataclass
@@ -257,7 +258,7 @@ class ReviewQueue:
                 latency_s=now - created,
             )
         ).inserted_primary_key[0]
-        return Answered(answer_id, did, now - created)
+        return Answered(answer_id, did, now - created, now)
 
     def submit(self, task_id: int, lease_id: str, reviewer: str, label: int, verdict: str = "class") -> Answered:
         """answer() in a transaction of its own, with no rule applied after it (benches and tests)."""

@@ -164,8 +164,8 @@ def second_opinion(state: ItemState, rules: LoopRules, confusion=None) -> Action
     actions = Actions(
         open=[DEFER] if more and not asking else [], cancel=[] if more else [t for t, _ in state.open_tasks]
     )
-    source = "reviewer" if len(classes) == 1 else "consensus"
-    return _changed(actions, state, Final(ANSWERED, int(post.argmax()), source, "posterior", len(classes), not more))
+    final = Final(ANSWERED, int(post.argmax()), _source(classes), "posterior", len(classes), not more)
+    return _changed(actions, state, final)
 
 
 def after_answer(state: ItemState, rules: LoopRules, vote=None, confusion=None) -> Actions:
@@ -190,8 +190,7 @@ def after_answer(state: ItemState, rules: LoopRules, vote=None, confusion=None) 
     if not classes or not (state.deferred or complete):
         return actions  # an auto-answered item keeps the model's answer until its audit closes
     label, method = consensus(classes, vote)
-    source = "reviewer" if len(classes) == 1 else "consensus"
-    return _changed(actions, state, Final(ANSWERED, label, source, method, len(classes), complete))
+    return _changed(actions, state, Final(ANSWERED, label, _source(classes), method, len(classes), complete))
 
 
 def correction_refused(state: ItemState) -> str | None:
@@ -216,13 +215,17 @@ def close_overdue(state: ItemState, rules: LoopRules, waited: float, vote=None) 
     reason = f"closed after {waited:.0f} s with {len(state.answers)} of {needed} answers"
     if classes:
         label, method = consensus(classes, vote)
-        source = "reviewer" if len(classes) == 1 else "consensus"
-        new = Final(ANSWERED, label, source, method, len(classes), True, reason)
+        new = Final(ANSWERED, label, _source(classes), method, len(classes), True, reason)
     elif state.deferred:
         new = Final(UNRESOLVED, None, "consensus", None, 0, True, reason)
     else:
         new = replace(machine_final(state.machine_label), closed=True, reason=reason)
     return _changed(actions, state, new)
+
+
+def _source(classes: Sequence[Answer]) -> str:
+    """Who a final answer from people's class answers comes from: one reviewer, or the consensus of several."""
+    return "reviewer" if len(classes) == 1 else "consensus"
 
 
 def _changed(actions: Actions, state: ItemState, new: Final) -> Actions:

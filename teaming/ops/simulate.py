@@ -27,6 +27,7 @@ from teaming.client import TeamingClient
 from teaming.data import list_image_folder
 from teaming.datasets import default_test_jpegs, load_cifar10h, load_default_test
 from teaming.labels import HumanLabels, read_classes
+from teaming.ops.alarmbook import alarm_line
 from teaming.ops.retune import Estimate, Retuned, retune
 from teaming.ops.store import Store
 
@@ -141,8 +142,7 @@ def _score(
     with TeamingClient(url, admin_token) as admin:
         stats = admin.stats()
         finals = {o.decision_id: o for o in admin.all_outcomes()}
-        raised = [f"{a.name} on {a.policy_version}: {a.says}" + (f" ({a.action})" if a.action else "")
-                  for a in admin.alarms().open]  # fmt: skip
+        raised = [alarm_line(a) for a in admin.alarms().open]
     live_idx = np.array(live_items)
     truth = replay.truth[live_idx]
     served = [-1 if (f := finals[d.decision_id].final_label) is None else replay.classes.index(f) for d in live]
