@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -40,6 +41,7 @@ def fit_policy_cmd(
         default(ThresholdPolicy, "unfamiliar_quantile"),
         help="the familiarity guard's limit: this quantile of the items' unfamiliarity (lower defers more)",
     ),
+    set_coverage: float = typer.Option(0.9, help="coverage of the sets reviewers of deferred items may see; 0: none"),
     seed: int = typer.Option(default(ThresholdPolicy, "random_state")),
     device: str = typer.Option(TrainConfig.device),
 ) -> None:
@@ -50,10 +52,14 @@ def fit_policy_cmd(
     try:
         policy = _new_policy(**ctx.params)
         policy.check_params()  # fail on bad settings before loading any data
+        if not 0 <= set_coverage < 1:
+            raise ValueError(f"--set-coverage must lie in [0, 1), got {set_coverage}")
         art, data = load_team(model, images, labels, items, reviewers, reference, seed, device, progress=True)
         hacc = data.human_accuracy_per_item() if kind == "rejector" and reviewers == 1 else None
         extra = dict(unfamiliarity=data.unfamiliarity, features=data.features, human_accuracy=hacc)
         policy.fit(data.probs, data.y, data.human, art.classes, **extra)
+        if set_coverage:
+            policy.fit_sets(data.probs, data.y, set_coverage, unfamiliarity=data.unfamiliarity, features=data.features)
     except (ValueError, FileNotFoundError) as err:
         fail(err)
     policy.model_ = {**data.provenance(art, model, images, labels, items, reviewers), "command": command_line(ctx)}
@@ -107,6 +113,11 @@ def _fit_table(policy, data) -> Table:
     table.add_row("deferral rate", fmt(r.deferral_rate))
     if r.unfamiliar_limit is not None:
         table.add_row("deferred as unfamiliar only", fmt(r.unfamiliar_rate))
+    if (sets := policy.prediction_sets_) is not None and defer.any():
+        shown = sets.members(data.probs[defer])
+        held = np.mean([y in s for y, s in zip(data.y[defer], shown)])
+        size = np.mean([len(s) for s in shown])
+        table.add_row(f"sets on deferred items ({sets.coverage:.0%} stated)", f"{held:.1%} hold the label, {size:.2f} classes")
     return table
 
 

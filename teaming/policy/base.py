@@ -23,6 +23,7 @@ from teaming.confidence import SCORES, Score, confidence
 from teaming.items import run_positions
 from teaming.labels import vote
 from teaming.policy.file import FILES
+from teaming.policy.sets import PredictionSets, fit_prediction_sets
 
 UNSURE, UNFAMILIAR = "unsure", "unfamiliar"
 UNFAMILIAR_QUANTILE = 0.9  # the guard's limit: this quantile of the fitting items' unfamiliarity
@@ -112,6 +113,8 @@ class DeferralPolicy(BaseEstimator, ABC):
     """Fitted: items whose unfamiliarity exceeds it are deferred whatever their confidence; None without a guard."""
     classes_: list[str] | None = None
     """Fitted: the class names, in the order of the probabilities' columns."""
+    prediction_sets_: PredictionSets | None = None
+    """Fitted by `fit_sets`: the conformal sets a reviewer of a deferred item may be shown; None without."""
     report_: PolicyReport | None = None
     """Fitted: every candidate threshold with its figures and test, and why the chosen one was chosen."""
     model_: dict | None = None
@@ -141,6 +144,20 @@ class DeferralPolicy(BaseEstimator, ABC):
     ) -> "DeferralPolicy":
         """A new policy fitted on audited items with `params` changed, keeping this one's classes and guard (what
         `teaming retune` does). `scores` are the logged confidence scores, for a policy that needs them."""
+
+    def fit_sets(
+        self, probs: np.ndarray, y: np.ndarray, coverage: float, *, unfamiliarity=None, features=None
+    ) -> "DeferralPolicy":
+        """Calibrate prediction sets of `coverage` on the items (of those given) this fitted policy defers."""
+        deferred = self.decide(probs, unfamiliarity=unfamiliarity, features=features)
+        self.prediction_sets_ = fit_prediction_sets(probs, y, coverage, deferred)
+        return self
+
+    def kept_from(self, fitted: "DeferralPolicy") -> "DeferralPolicy":
+        """This refitted policy, with what a refit keeps of the one it came from: its guard and its sets."""
+        self.unfamiliar_limit_ = fitted.unfamiliar_limit_
+        self.prediction_sets_ = fitted.prediction_sets_
+        return self
 
     def decide_logged(
         self, probs: np.ndarray, unfamiliarity: np.ndarray, scores: np.ndarray | None = None
@@ -264,6 +281,7 @@ class DeferralPolicy(BaseEstimator, ABC):
             model=self.model_,
             report=self.report_.to_dict(),
             unfamiliar_limit=self.unfamiliar_limit_,
+            prediction_sets=None if self.prediction_sets_ is None else self.prediction_sets_.to_dict(),
             library_version=__version__,
             created=self.created_ or datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **self.extra_body(),

@@ -64,10 +64,8 @@ class CertifiedPolicy(DeferralPolicy):
         self, probs: np.ndarray, y: np.ndarray, human: np.ndarray, *, scores: np.ndarray | None = None, **params
     ) -> ThresholdPolicy:
         """The audits hold people's answers, so the log is retuned with the threshold rule (t-tests), its
-        settings `params`, keeping this policy's classes and guard."""
-        new = ThresholdPolicy(**params).fit(probs, y, human, self.classes_)
-        new.unfamiliar_limit_ = self.unfamiliar_limit_
-        return new
+        settings `params`, keeping this policy's classes, guard and sets."""
+        return ThresholdPolicy(**params).fit(probs, y, human, self.classes_).kept_from(self)
 
     def fit(
         self,

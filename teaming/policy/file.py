@@ -16,7 +16,7 @@ from teaming._validation import PolicyError
 FORMAT = "teaming.policy"
 FORMAT_VERSION = 2
 KINDS = ("threshold", "certified", "rejector")
-OPTIONAL = ("unfamiliar_limit", "rejector")  # in the content only where present: older ids stay valid
+OPTIONAL = ("unfamiliar_limit", "rejector", "prediction_sets")  # in the content only where present: older ids stay valid
 
 
 def content_digest(body: dict) -> str:
@@ -39,6 +39,8 @@ class _PolicyFile(BaseModel):
     model: dict[str, Any] | None = None
     report: dict[str, Any]
     unfamiliar_limit: float | None = None
+    prediction_sets: dict[str, Any] | None = None
+    """The conformal sets reviewers of deferred items may be shown (teaming.policy.sets)."""
     library_version: str | None = None
     created: str | None = None
 

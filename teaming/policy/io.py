@@ -15,6 +15,7 @@ from teaming.policy.base import DeferralPolicy, PolicyReport
 from teaming.policy.certified import CertifiedPolicy
 from teaming.policy.file import read_policy_file
 from teaming.policy.rejector import RejectorPolicy
+from teaming.policy.sets import PredictionSets
 from teaming.policy.threshold import ThresholdPolicy
 
 KINDS: dict[str, type[DeferralPolicy]] = {
@@ -33,6 +34,8 @@ def policy_from_dict(d: dict) -> DeferralPolicy:
     policy.class_thresholds_ = None if ct is None else np.asarray(ct, dtype=np.float64)
     policy.classes_ = file.classes
     policy.unfamiliar_limit_ = file.unfamiliar_limit
+    sets = file.prediction_sets
+    policy.prediction_sets_ = None if sets is None else PredictionSets.from_dict(sets)
     policy.model_ = file.model
     policy.created_ = file.created
     policy.report_ = PolicyReport.from_dict(file.report)

@@ -115,7 +115,7 @@ class RejectorPolicy(ThresholdPolicy):
             ThresholdPolicy.fit(new, probs, y, human, self.classes_)
         finally:
             del new._fixed
-        new.unfamiliar_limit_ = self.unfamiliar_limit_
+        new.kept_from(self)
         new.report_.score = "rejector"
         new.report_.rule = "learned rejector, " + new.report_.rule
         return new

@@ -86,9 +86,7 @@ class ThresholdPolicy(DeferralPolicy):
     def refit(
         self, probs: np.ndarray, y: np.ndarray, human: np.ndarray, *, scores: np.ndarray | None = None, **params
     ) -> "ThresholdPolicy":
-        new = type(self)(**{**self.get_params(), **params}).fit(probs, y, human, self.classes_)
-        new.unfamiliar_limit_ = self.unfamiliar_limit_
-        return new
+        return type(self)(**{**self.get_params(), **params}).fit(probs, y, human, self.classes_).kept_from(self)
 
     def load_extra(self, d: dict) -> None:
         self.resample_ = self.report_.resample
