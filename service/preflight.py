@@ -62,7 +62,12 @@ def preflight() -> None:
         store = open_store(s.db_url, s.db_wait_seconds)
         try:
             default = s.model_dir / "policy.json"
-            ServedPolicy(store, meta.classes, meta.version, s.policy_poll_seconds, s.policy, default)
+            served = ServedPolicy(store, meta.classes, meta.version, s.policy_poll_seconds, s.policy, default)
+            if s.prediction_sets != "off" and served.active[0].prediction_sets_ is None:
+                raise ValueError(
+                    f"TEAMING_PREDICTION_SETS={s.prediction_sets} needs a policy with prediction sets: policy "
+                    f"{served.active[1]} has none (fit one with teaming fit-policy, whose --set-coverage is 0.9)"
+                )
         finally:
             store.dispose()
     except (ValueError, FileNotFoundError, SQLAlchemyError) as err:

@@ -96,8 +96,27 @@ async function next() {
   }
 }
 
+// A deferred item's task may come with the policy's prediction set (the service decides who sees one): lenient
+// highlights its classes, strict offers only them (and "none of these"). Audits and most tasks are blind.
+const HINT = {
+  lenient: "Highlighted: the classes the answer is most likely among. Look at the image: it may be another.",
+  strict: "Choose among these classes, or None of these if it is none of them.",
+};
+
+function showView(task) {
+  const set = task.prediction_set || [];
+  for (const b of $("classes").children) {
+    const inSet = set.includes(b.dataset.label);
+    b.classList.toggle("in-set", task.view === "lenient" && inSet);
+    b.hidden = task.view === "strict" && !inSet;
+  }
+  $("sethint").textContent = HINT[task.view] || "";
+  $("sethint").hidden = !HINT[task.view];
+}
+
 function show(task, url) {
   $("item").hidden = false;
+  showView(task);
   $("image").onload = () => $("image").classList.toggle("small", $("image").naturalWidth < 128);
   $("image").src = url;
   $("image").dataset.taskId = task.task_id;
@@ -178,7 +197,7 @@ document.addEventListener("keydown", (e) => {
   if (e.key === "n") { submit(null, "none"); return; }
   if (e.key === "u") { submit(null, "unsure"); return; }
   const i = state.keys.indexOf(e.key.toLowerCase());
-  if (e.key.length === 1 && i >= 0) submit(state.classes[i]);
+  if (e.key.length === 1 && i >= 0 && !$("classes").children[i].hidden) submit(state.classes[i]);
 });
 $("skip").addEventListener("click", skip);
 $("undo").addEventListener("click", undo);

@@ -24,9 +24,11 @@ from teaming.api import (
     Skipped,
     Task,
 )
+from teaming.ops.queue import Claim
 from teaming.ops.retune import MIN_AUDITED
 from teaming.ops.review import CLASS
 from teaming.ops.routing import RoutingRules, confusion_of, rank
+from teaming.ops.views import View, ViewRules, reviewer_view
 
 router = APIRouter(tags=["review queue"])
 RowId = Annotated[int, Path(ge=1, le=2**62, description="a row id from this service")]
@@ -106,14 +108,25 @@ def claim(reviewer: str = Depends(auth.reviewer)) -> Claimed:
     stats = fresh_stats(reviewer)
     if c is None:
         return Claimed(task=None, classes=svc.classes, reviewer=reviewer, stats=stats)
+    view = _view(svc, c)
+    svc.store.queue.record_view(c.task_id, c.lease_id, view.name)
+    shown = None if view.prediction_set is None else [svc.classes[k] for k in view.prediction_set]
     task = Task(
         task_id=c.task_id,
         lease_id=c.lease_id,
         lease_expires_at=c.lease_expires_at,
         item_id=c.item_id,
         image_url=f"/v1/queue/tasks/{c.task_id}/image",
+        view=view.name,
+        prediction_set=shown,
     )
     return Claimed(task=task, classes=svc.classes, reviewer=reviewer, stats=stats)
+
+
+def _view(svc, c: Claim) -> View:
+    """What this task's holder is shown beyond the image: decided by ops/views.py alone."""
+    rules = ViewRules(svc.settings.prediction_sets, svc.settings.set_share)
+    return reviewer_view(c.task_id, c.kind, c.probs, svc.policy.active[0].prediction_sets_, rules)
 
 
 def _routing(svc, reviewer: str):

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     routing: Literal["fifo", "skill"] = Field(
         "fifo", description="which deferred task a claim takes: the oldest, or the one this reviewer adds most to"
     )
+    prediction_sets: Literal["off", "lenient", "strict"] = Field(
+        "off", description="show a deferred item's reviewer the policy's prediction set: highlighted, or as the choices"
+    )
+    set_share: float = Field(0.5, ge=0, le=1, description="of defer tasks shown the set when on; the rest stay blind")
     reviewer_leases: int = Field(1, ge=1, description="live leases a reviewer may hold; a claim past it repeats one")
     max_unread_bodies: int = Field(32, ge=0, description="uploads one client may have unfinished (0: no limit)")
     body_idle_seconds: float = Field(10.0, gt=0, description="a body that sends nothing this long gets 408")

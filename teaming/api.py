@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, Discriminator, Field, StringConstraints, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    field_validator,
+    model_serializer,
+)
 from pydantic_core import PydanticCustomError
 
 from teaming.preprocess import InputContract
@@ -59,14 +68,28 @@ class QueueStats(BaseModel):
 
 
 class Task(BaseModel):
-    """A claimed review task: label it (or skip it) with its lease id before the lease expires. It does not say
-    whether the item was deferred or is a blind audit of an automatic answer."""
+    """A claimed review task: label it (or skip it) with its lease id before the lease expires. A blind task does
+    not say whether the item was deferred or is an audit of an automatic answer; `prediction_set` is there only
+    where the set is shown (a deferred item's task, with TEAMING_PREDICTION_SETS on)."""
 
     task_id: int
     lease_id: str
     lease_expires_at: float
     item_id: str
     image_url: str
+    view: Literal["blind", "lenient", "strict"] = Field(
+        "blind", description="lenient: the set's classes are highlighted; strict: only they, and none of these"
+    )
+    prediction_set: list[str] | None = Field(
+        None, description="the classes likely to hold the answer, most likely first; absent when not shown"
+    )
+
+    @model_serializer(mode="wrap")
+    def _set_only_where_shown(self, handler):
+        data = handler(self)
+        if data.get("prediction_set") is None:
+            data.pop("prediction_set", None)
+        return data
 
 
 class Claimed(BaseModel):

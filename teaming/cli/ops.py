@@ -58,6 +58,9 @@ def retune_cmd(
     console.print(table)
     verdict = "activated" if r.activated else ("kept the active version" if activate else "stored, not activated")
     console.print(f"{verdict}: {r.why}")
+    if set(r.view_arms) - {"blind"}:  # sets were shown: whether they help, measured on the log's own arms
+        for arm in r.view_arms.values():
+            console.print(f"prediction sets: {arm.line()}", highlight=False)
 
 
 def reviewers_cmd(

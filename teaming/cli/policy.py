@@ -117,7 +117,8 @@ def _fit_table(policy, data) -> Table:
         shown = sets.members(data.probs[defer])
         held = np.mean([y in s for y, s in zip(data.y[defer], shown)])
         size = np.mean([len(s) for s in shown])
-        table.add_row(f"sets on deferred items ({sets.coverage:.0%} stated)", f"{held:.1%} hold the label, {size:.2f} classes")
+        said = f"{held:.1%} hold the label, {size:.2f} classes"
+        table.add_row(f"sets on deferred items ({sets.coverage:.0%} stated)", said)
     return table
 
 

@@ -208,11 +208,12 @@ class DecisionLog:
             return [(o == "deferred", r == "unfamiliar") for o, r in conn.execute(query)]
 
     def answers_by_item(self, decision_ids: Sequence[int]) -> dict[int, list]:
-        """(reviewer, task kind, verdict, label) rows per decision, oldest first."""
+        """(reviewer, task kind, verdict, label, view) rows per decision, oldest first."""
         out: dict[int, list] = {d: [] for d in decision_ids}
+        answer = (reviews.c.reviewer, tasks.c.kind, reviews.c.verdict, reviews.c.label, reviews.c.view)
         with self.engine.connect() as conn:
             for row in conn.execute(
-                select(reviews.c.decision_id, reviews.c.reviewer, tasks.c.kind, reviews.c.verdict, reviews.c.label)
+                select(reviews.c.decision_id, *answer)
                 .join(tasks, tasks.c.id == reviews.c.task_id)
                 .where(reviews.c.decision_id.in_(list(decision_ids)))
                 .order_by(reviews.c.id)

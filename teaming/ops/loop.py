@@ -89,7 +89,7 @@ class ReviewLoop:
     def _state(self, conn, decision_id: int) -> tuple[ItemState, str]:
         """The item as the rules see it; its decision row is locked for the transaction."""
         d = self.store.log.decision(conn, decision_id, lock=True)
-        answers = [Answer(r.reviewer, r.kind, r.verdict, r.label) for r in self.store.queue.answers(conn, decision_id)]
+        answers = [Answer(*r) for r in self.store.queue.answers(conn, decision_id)]
         row = self.store.log.final(conn, decision_id)
         final = None if row is None else Final(*row)
         open_tasks = self.store.queue.open_tasks(conn, decision_id)

@@ -46,6 +46,7 @@ class Claim:
     kind: str
     lease_id: str
     lease_expires_at: float
+    probs: list[float]  # the model's, as logged: what a prediction set is drawn from
 
 
 @dataclass
@@ -175,11 +176,16 @@ class ReviewQueue:
                     return None
                 row, lease, expires = (held.id,), held.lease_id, held.lease_expires_at
             t = conn.execute(
-                select(tasks.c.decision_id, tasks.c.kind, decisions.c.item_id)
+                select(tasks.c.decision_id, tasks.c.kind, decisions.c.item_id, decisions.c.probs)
                 .join(decisions, decisions.c.id == tasks.c.decision_id)
                 .where(tasks.c.id == row[0])
             ).one()
-        return Claim(row[0], t.decision_id, t.item_id, t.kind, lease, expires)
+        return Claim(row[0], t.decision_id, t.item_id, t.kind, lease, expires, t.probs)
+
+    def record_view(self, task_id: int, lease_id: str, view: str) -> None:
+        """Note what the holder of this lease is shown: their answer will record it."""
+        with self.engine.begin() as conn:
+            conn.execute(update(tasks).where(tasks.c.id == task_id, tasks.c.lease_id == lease_id).values(view=view))
 
     def correct(
         self, conn: Connection, answer_id: int, lease_id: str, reviewer: str, verdict: str, label: int | None,
@@ -242,8 +248,8 @@ class ReviewQueue:
         res = conn.execute(update(tasks).where(*_held(task_id, lease_id, reviewer, now)).values(status=DONE))
         if res.rowcount != 1:
             raise self._refuse(conn, task_id, lease_id, reviewer)
-        did, created = conn.execute(
-            select(decisions.c.id, decisions.c.created_at)
+        did, created, view = conn.execute(
+            select(decisions.c.id, decisions.c.created_at, tasks.c.view)
             .join(tasks, tasks.c.decision_id == decisions.c.id)
             .where(tasks.c.id == task_id)
         ).one()
@@ -256,6 +262,7 @@ class ReviewQueue:
                 label=label,
                 created_at=now,
                 latency_s=now - created,
+                view=view,
             )
         ).inserted_primary_key[0]
         return Answered(answer_id, did, now - created, now)
@@ -311,9 +318,9 @@ class ReviewQueue:
             conn.execute(update(tasks).where(tasks.c.id.in_(task_ids), tasks.c.status != DONE).values(status=CANCELLED))
 
     def answers(self, conn: Connection, decision_id: int) -> list:
-        """(reviewer, task kind, verdict, label) rows of one item, oldest first."""
+        """(reviewer, task kind, verdict, label, view) rows of one item, oldest first."""
         return conn.execute(
-            select(reviews.c.reviewer, tasks.c.kind, reviews.c.verdict, reviews.c.label)
+            select(reviews.c.reviewer, tasks.c.kind, reviews.c.verdict, reviews.c.label, reviews.c.view)
             .join(tasks, tasks.c.id == reviews.c.task_id)
             .where(reviews.c.decision_id == decision_id)
             .order_by(reviews.c.id)

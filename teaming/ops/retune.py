@@ -18,6 +18,7 @@ from teaming.ops.consensus import fit_skills, unreliable_reviewers
 from teaming.ops.monitors import interval
 from teaming.ops.review import DEFER, Answer, audit_answers
 from teaming.ops.store import Store
+from teaming.ops.views import ArmFigures, view_arms
 from teaming.policy import ThresholdPolicy, policy_from_dict, save_policy
 
 MIN_AUDITED = 50
@@ -59,6 +60,7 @@ class Retuned:
     live_deferral: Estimate | None  # the active policy's deferral over every decision logged under it
     unreliable: dict[str, str] | None = None  # reviewers left out as "the person", and why
     left_out: int = 0  # audited items that asked one of them first (the next reviewer stands in)
+    view_arms: dict[str, ArmFigures] = field(default_factory=dict)  # what prediction sets did (ops/views.py)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class AuditedItems:
     scores: np.ndarray | None = None
     unreliable: dict[str, str] = field(default_factory=dict)  # reviewers left out as "the person", and why
     left_out: int = 0  # items that asked one of them first (the next reviewer stands in)
+    view_arms: dict[str, ArmFigures] = field(default_factory=dict)  # the views' arms on audited deferred items
 
     def team_ok(self, defer: np.ndarray) -> np.ndarray:
         """Whether the team is right on each item when `defer` sends it to the person."""
@@ -153,6 +156,7 @@ def audited_items(store: Store, model_version: str, active, body: dict | None) -
         np.array([np.nan if r.unfamiliarity is None else r.unfamiliarity for r in rows], dtype=np.float64),
         unreliable=unreliable,
         left_out=sum(_asked(deferred, said) in unreliable for _, deferred, said in items),
+        view_arms=view_arms([said for _, deferred, said in items if deferred]),
     )
     if active is None or not active.logged_scores:
         return audit
@@ -164,8 +168,9 @@ def audited_items(store: Store, model_version: str, active, body: dict | None) -
         )
     scores = np.array([r.policy_score for r, k in zip(rows, keep) if k], dtype=np.float64)
     return AuditedItems(
-        probs[keep], human[keep], ref[keep], audit.unfamiliarity[keep], scores, unreliable, audit.left_out
-    )
+        probs[keep], human[keep], ref[keep], audit.unfamiliarity[keep], scores, unreliable, audit.left_out,
+        audit.view_arms,
+    )  # fmt: skip
 
 
 def judge(
@@ -188,6 +193,7 @@ def judge(
         live_deferral=None,
         unreliable=audit.unreliable,
         left_out=audit.left_out,
+        view_arms=audit.view_arms,
     )
     if active is None:
         return result, True

@@ -11,8 +11,9 @@
   answers arrive; an auto-answered item keeps the model's answer until its audit closes.
 - An item whose open tasks wait longer than the close time closes with the answers it has, and says so.
 - Retuning reads audited items only: the person who would have been asked (the defer reviewer, or the first
-  auditor of an auto-answered item) is the human; the consensus of the others is the reference. Items with a
-  non-class answer among those, or without another class answer, are left out.
+  auditor of an auto-answered item) is the human; the consensus of the others is the reference. Only blind
+  answers count there (ops/views.py). Items with a non-class answer among those, or without another class
+  answer, are left out.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ VERDICTS = (CLASS, NONE, UNSURE)
 AUDIT_REVIEWERS = 3  # k: people per audited item
 UNRESOLVED_AFTER = 2  # non-class answers that close an item as unresolved
 ANSWERED, UNRESOLVED = "answered", "unresolved"
+BLIND = "blind"  # an answer given on the image alone (ops/views.py decides what else a reviewer may see)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Answer:
     kind: str  # the task's kind: defer | audit
     verdict: str  # class | none | unsure
     label: int | None  # the class id when the verdict is a class
+    view: str = BLIND  # what the reviewer was shown beyond the image: blind | lenient | strict
 
 
 @dataclass
@@ -256,13 +259,14 @@ def audit_answers(
 
     `audited` holds (probabilities, deferred, answers oldest first) per item. The human is the defer reviewer
     of a deferred item, else the first auditor; the reference is the consensus of the other answers. Items
-    without class answers all round are left out. The answers of `unreliable` reviewers count nowhere: where one
-    was asked, the next reviewer who answered stands for "the person" (one careless person must not); `kept` (if
-    given) receives the positions of those kept.
+    without class answers all round are left out. The answers of `unreliable` reviewers, and answers given with
+    a prediction set in view, count nowhere: where such a one was asked, the next blind reviewer who answered
+    stands for "the person" (one careless person must not, nor one the model's set helped); `kept` (if given)
+    receives the positions of those kept.
     """
     probs, human, reference = [], [], []
     for i, (p, deferred, answers) in enumerate(audited):
-        answers = [a for a in answers if a.reviewer not in unreliable]
+        answers = [a for a in answers if a.reviewer not in unreliable and a.view == BLIND]
         asked = next((a for a in answers if a.kind == DEFER), None) if deferred else None
         asked = asked or (answers[0] if answers else None)
         rest = [a for a in answers if a is not asked]

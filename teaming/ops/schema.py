@@ -71,6 +71,7 @@ tasks = Table(
     Column("lease_expires_at", Float, nullable=True),
     Column("skips", Integer, nullable=False, default=0),
     Column("created_at", Float, nullable=False),
+    Column("view", String(16), nullable=False, server_default="blind"),  # what its holder is shown (ops/views.py)
 )
 reviews = Table(
     "reviews",
@@ -86,6 +87,7 @@ reviews = Table(
     Column("corrected_at", Float, nullable=True),  # the reviewer's last correction, within the window
     Column("first_verdict", String(16), nullable=True),  # what they first said, kept when they correct it
     Column("first_label", Integer, nullable=True),
+    Column("view", String(16), nullable=False, server_default="blind"),  # what the reviewer was shown
 )
 skips = Table(
     "skips",

@@ -16,7 +16,8 @@ from teaming._validation import PolicyError
 FORMAT = "teaming.policy"
 FORMAT_VERSION = 2
 KINDS = ("threshold", "certified", "rejector")
-OPTIONAL = ("unfamiliar_limit", "rejector", "prediction_sets")  # in the content only where present: older ids stay valid
+# in the content only where present: older ids stay valid
+OPTIONAL = ("unfamiliar_limit", "rejector", "prediction_sets")
 
 
 def content_digest(body: dict) -> str:

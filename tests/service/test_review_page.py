@@ -187,3 +187,69 @@ def test_a_misclick_is_undone_on_the_page(serve, reviewers):
     admin = server.admin()
     assert admin.outcome(by_task[int(first)]).final_label == "dog"  # the corrected answer is the caller's
     assert admin.outcome(by_task[int(second)]).final_label == "airplane"
+
+
+def _views_over_http(server, token: str) -> dict[int, list[str] | None]:
+    """Task id -> the prediction set the claim's JSON carries (None when absent), over every task a reviewer is
+    given once (each skipped after)."""
+    import httpx
+
+    shown, reviewer = {}, server.client(token)
+    while True:
+        task = httpx.post(f"{server.url}/v1/queue/claim", headers={"Authorization": f"Bearer {token}"}).json()["task"]
+        if task is None or task["task_id"] in shown:
+            return shown
+        shown[task["task_id"]] = task.get("prediction_set")
+        assert ("prediction_set" in task) == (task["view"] != "blind")  # the field is there only where it is shown
+        reviewer.skip(task["task_id"], task["lease_id"])
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+@pytest.mark.parametrize("form", ["lenient", "strict"])
+def test_a_deferred_items_reviewer_sees_its_set_and_an_auditor_never_does(serve, reviewers, form):
+    server = serve(audit_rate=0.5, TEAMING_PREDICTION_SETS=form, TEAMING_SET_SHARE="1")
+    idx = list(range(7100, 7132))
+    decisions = []
+    for start in range(0, len(idx), 16):
+        chunk = idx[start : start + 16]
+        decisions += server.client().classify(
+            [(f"cifar10_test/{i}", b) for i, b in zip(chunk, default_test_jpegs(chunk))]
+        )
+    defer_tasks = {d.task_id for d in decisions if d.decision == "deferred"}
+    shown = _views_over_http(server, reviewers["bob"])
+    assert len(defer_tasks) >= 2 and len(shown) > len(defer_tasks)  # audits among them
+    assert {t for t, s in shown.items() if s is not None} == defer_tasks  # every defer task, and no audit task
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(bypass_csp=True)  # waiting on the page's state evaluates JS, which its CSP forbids
+        page.goto(f"{server.url}/v1/review")
+        page.fill("#token", reviewers["alice"])
+        page.click("button[type=submit]")
+        page.wait_for_selector("#image[data-task-id]")
+        task = int(page.get_attribute("#image", "data-task-id"))
+        assert task in defer_tasks and page.is_visible("#sethint")  # deferred items come first
+        in_set = shown[task]
+        labels = page.eval_on_selector_all("#classes button", "bs => bs.map(b => [b.dataset.label, b.dataset.key])")
+        if form == "lenient":
+            assert page.eval_on_selector_all("#classes button.in-set", "bs => bs.map(b => b.dataset.label)") == [
+                name for name, _ in labels if name in in_set
+            ]
+            assert all(page.is_visible(f"#classes button[data-label={name}]") for name, _ in labels)
+        else:
+            visible = [name for name, _ in labels if page.is_visible(f"#classes button[data-label={name}]")]
+            assert visible == [name for name, _ in labels if name in in_set] and page.is_visible("#none")
+            outside = next(key for name, key in labels if name not in in_set)
+            page.keyboard.press(outside)  # a class the strict form does not offer: its key answers nothing
+        page.click(f"#classes button[data-label={in_set[0]}]")
+        page.wait_for_function(f"document.getElementById('last').textContent === 'Saved {in_set[0]} for task {task}'")
+        browser.close()
+    by_task = {d.task_id: d.decision_id for d in decisions}
+    outcome = server.admin().outcome(by_task[task])
+    assert outcome.final_label == in_set[0] and outcome.reviews[0].reviewer == "alice"
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(server.db)
+    with engine.connect() as conn:
+        views = dict(conn.execute(text("SELECT task_id, view FROM reviews")).all())
+    engine.dispose()
+    assert views == {task: form}  # the answer records what its reviewer was shown
