@@ -134,6 +134,9 @@ def simulate_cmd(
         None, help="change the photos part-way: jpeg50, grayscale, blur, upside-down or unfamiliar:SHARE"
     ),
     at: int = typer.Option(0, help="with --shift: the first replayed photo (counted from 0) that is changed"),
+    reviewers: str = typer.Option(
+        "votes", help="votes: each answer a draw from the photo's votes; cifar10n: three CIFAR-10N workers who differ"
+    ),
 ) -> None:
     """Replay labelled photos through the service with simulated reviewers who answer from their votes: retune
     on the first half, measure the retuned policy live on the second."""
@@ -143,6 +146,7 @@ def simulate_cmd(
     try:
         if (images is None) != (labels is None):
             raise ValueError("--images and --labels go together: your photos and their votes")
+        people = _people(reviewers, images)
         replay = cifar_replay() if images is None else folder_replay(images, labels, classes)
         idx = parse_items(items or ("7000:10000" if images is None else None), len(replay))
         r = simulate(
@@ -156,9 +160,34 @@ def simulate_cmd(
             replay=replay,
             shift=shift,
             shift_at=at,
+            people=people,
         )
     except ValueError as err:
         fail(err)
+    _say_simulated(r)
+
+
+def _people(reviewers: str, images: Optional[Path]):
+    """The simulated reviewers `--reviewers` names."""
+    from functools import partial
+
+    from teaming.datasets import shared_data_dir
+    from teaming.ops.simulate import cifar10n_people, vote_people
+
+    if reviewers == "votes":
+        return vote_people
+    if reviewers != "cifar10n":
+        raise ValueError(f"--reviewers is votes or cifar10n, got {reviewers!r}")
+    shared = shared_data_dir()
+    if images is not None or shared is None:
+        raise ValueError("--reviewers cifar10n needs the CIFAR-10 test images and ../shared/data (CIFAR-10N's workers)")
+    return partial(cifar10n_people, shared=shared)
+
+
+def _say_simulated(r) -> None:
+    """simulate's report: what the loop did, the retune, and the live half's figures."""
+    from teaming.ops.simulate import wait_interval
+
     console.print(
         f"{r.fit_items} + {r.live_items} items classified, {r.deferred} deferred, {r.answers} answers; "
         f"stuck tasks {r.stuck_tasks}, deferred items without a human answer {r.deferred_without_answer}, "
@@ -174,6 +203,14 @@ def simulate_cmd(
         f"{r.one_person_team_accuracy:.4f}, machine alone {r.machine_accuracy:.4f}, one annotator alone "
         f"{r.human_accuracy:.4f}, best threshold in hindsight {r.hindsight_accuracy:.4f} at "
         f"{r.hindsight_deferral:.1%} deferred"
+    )
+    p50, p95 = (wait_interval(r.waits, q) for q in (50, 95))
+    console.print(
+        f"reviewers {', '.join(r.reviewers)}: served answers {r.team_interval}; {r.answers_per_item:.3f} reviewer "
+        f"answers per live item ({r.defer_answers_per_item:.3f} on deferred items not audited); those items "
+        f"waited p50 {p50[0]:.0f} s (95% {p50[1]:.0f} to "
+        f"{p50[2]:.0f}), p95 {p95[0]:.0f} s ({p95[1]:.0f} to {p95[2]:.0f}) of the reviewers' time",
+        highlight=False,
     )
     for alarm in r.alarms:
         console.print(f"[yellow]alarm[/yellow] {alarm}", highlight=False)

@@ -1,8 +1,11 @@
 """A simulated run of the whole loop against a running service, on items it creates itself.
 
 Labelled photos (held-out CIFAR-10 test images with their CIFAR-10H votes, or a folder of one's own with its
-votes CSV) are classified in two halves. Simulated reviewers (one per reviewer token; each answer a draw from the
-photo's votes) work the queue after each half. After the first half the policy is retuned from the audits and
+votes CSV) are classified in two halves. Simulated reviewers (one per reviewer token) work the queue after each
+half, on a simulated clock: each takes the next task when they come free and spends their own seconds on it, so
+the waits of deferred items are those of people at that pace (the service itself answers at once). They answer
+from the photo's votes (`votes`: today's reviewers, all alike), or as three CIFAR-10N workers who differ in skill
+and speed (`cifar10n`, teaming/crowd.py). After the first half the policy is retuned from the audits and
 reloaded; the second half then measures it live: its deferral against the retune's estimate, and the team's
 served answers against the reference labels. It talks to the service only through teaming.client, and reads the
 log only to check that it holds nothing but simulated items and to get the logged probabilities for the best
@@ -11,9 +14,9 @@ threshold in hindsight.
 
 from __future__ import annotations
 
+import heapq
 import sys
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -63,6 +66,44 @@ def folder_replay(images: Path, labels: Path, classes: Path | None = None) -> Re
     return Replay(lambda idx: [listing.files[i].read_bytes() for i in idx], votes.counts, truth, listing.classes)
 
 
+VOTE_SECONDS = 4.0  # a `votes` reviewer's seconds per answer
+
+
+@dataclass
+class People:
+    """Who works the queue in a simulation: one per reviewer token, each with an answer rule and a speed."""
+
+    names: list[str]
+    seconds: list[float]
+    answer: Callable[[int, int, np.random.Generator], int]  # (reviewer, photo position, rng) -> class id
+
+
+def vote_people(replay: Replay, n: int) -> People:
+    """Today's simulated reviewers: each answer a draw from the photo's votes, whoever answers."""
+
+    def answer(k: int, i: int, rng: np.random.Generator) -> int:
+        votes = replay.counts[i]
+        return int(rng.choice(len(votes), p=votes / votes.sum()))
+
+    return People([f"votes-{k}" for k in range(n)], [VOTE_SECONDS] * n, answer)
+
+
+def cifar10n_people(replay: Replay, n: int, shared: Path) -> People:
+    """Three real CIFAR-10N workers who differ (the 10th, 50th and 90th percentiles of accuracy), in turn per
+    reviewer token: their confusions and speeds, moved by each photo's difficulty."""
+    from teaming.crowd import answer_probs, cifar10n_workers, difficulty, spread
+
+    workers = spread(cifar10n_workers(shared / "cifar10n_labels.npz", shared / "cifar10n_side_info.csv"))
+    who = [workers[k % len(workers)] for k in range(n)]
+    easier = difficulty(replay.counts, replay.truth)
+
+    def answer(k: int, i: int, rng: np.random.Generator) -> int:
+        p = answer_probs(who[k], int(replay.truth[i]), replay.counts[i], easier[i])
+        return int(rng.choice(len(p), p=p))
+
+    return People([w.name for w in who], [w.seconds for w in who], answer)
+
+
 @dataclass
 class SimulationResult:
     fit_items: int
@@ -86,6 +127,17 @@ class SimulationResult:
     hindsight_accuracy: float  # the best threshold on the live half in hindsight, with that annotator
     hindsight_deferral: float
     alarms: list[str] = field(default_factory=list)  # alarms open at the end, with what the service did
+    reviewers: list[str] = field(default_factory=list)  # who the simulated reviewers were, with their pace
+    answers_per_item: float = 0.0  # reviewer answers on the live half's items, audits included, per item
+    defer_answers_per_item: float = 0.0  # of those, the answers to deferred items that are not audited
+    waits: np.ndarray = field(default_factory=lambda: np.zeros(0))  # simulated seconds each deferred live item
+    # that is not audited waited for its last answer, from the half's start
+    served_right: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # per live item, in replay order
+
+    @property
+    def team_interval(self) -> Estimate:
+        """The served answers' accuracy on the live half with its 95% Wilson interval."""
+        return Estimate.of(self.served_right)
 
 
 def simulate(
@@ -101,11 +153,13 @@ def simulate(
     replay: Replay | None = None,
     shift: str | None = None,
     shift_at: int = 0,
+    people: Callable[[Replay, int], People] = vote_people,
 ) -> SimulationResult:
     """Replay photos `items` (positions in `replay`, CIFAR-10 test images by default) through the service at
-    `url` in two halves; see the module doc."""
+    `url` in two halves, worked by `people(replay, len(reviewer_tokens))`; see the module doc."""
     _check_fresh(db_url)
     replay = replay or cifar_replay()
+    crowd = people(replay, len(reviewer_tokens))
     order = list(items)
     if shift is not None:
         replay = shifted(replay, shift, set(order[shift_at:]), seed)
@@ -113,14 +167,16 @@ def simulate(
     half = len(order) // 2
     with TeamingClient(url, classify_token, timeout=120) as caller:
         fitted = _classify(caller, run, replay, order[:half], batch, progress)
-        answers = _review(url, reviewer_tokens, run, replay.counts, seed, progress)
+        answers = _review(url, reviewer_tokens, run, crowd, seed, progress).answers
         tuned = retune(db_url)
         with TeamingClient(url, admin_token) as admin:
             policy_version = admin.reload_policy().policy_version
         live = _classify(caller, run, replay, order[half:], batch, progress)
-    answers += _review(url, reviewer_tokens, run, replay.counts, seed + 1, progress)
-    done = _Run(fitted, live, answers, tuned, policy_version)
-    return _score(url, admin_token, db_url, replay, order[half:], seed, done)
+    worked = _review(url, reviewer_tokens, run, crowd, seed + 1, progress)
+    done = _Run(fitted, live, answers + worked.answers, tuned, policy_version, worked.last_answer)
+    result = _score(url, admin_token, db_url, replay, order[half:], seed, done)
+    result.reviewers = [f"{name} ({sec:.1f} s an answer)" for name, sec in zip(crowd.names, crowd.seconds)]
+    return result
 
 
 @dataclass
@@ -132,6 +188,7 @@ class _Run:
     answers: int
     tuned: Retuned
     policy_version: str
+    last_answer: dict[str, float]  # live item -> simulated seconds from the half's start to its last answer
 
 
 def _score(
@@ -143,6 +200,13 @@ def _score(
         stats = admin.stats()
         finals = {o.decision_id: o for o in admin.all_outcomes()}
         raised = [alarm_line(a) for a in admin.alarms().open]
+    waits = [
+        r.last_answer[d.item_id]
+        for d in live
+        if d.decision == "deferred" and not finals[d.decision_id].audit and d.item_id in r.last_answer
+    ]
+    answers_live = sum(len(finals[d.decision_id].reviews or []) for d in live)
+    plain = [finals[d.decision_id] for d in live if d.decision == "deferred" and not finals[d.decision_id].audit]
     live_idx = np.array(live_items)
     truth = replay.truth[live_idx]
     served = [-1 if (f := finals[d.decision_id].final_label) is None else replay.classes.index(f) for d in live]
@@ -169,6 +233,10 @@ def _score(
         deferral_estimate=tuned.deferral if tuned.activated or tuned.active_deferral is None else tuned.active_deferral,
         live_deferral=float(deferred.mean()),
         team_accuracy=float(np.mean(np.array(served) == truth)),
+        served_right=np.array(served) == truth,
+        waits=np.array(waits, dtype=np.float64),
+        answers_per_item=answers_live / len(live),
+        defer_answers_per_item=sum(len(o.reviews or []) for o in plain) / len(live),
         one_person_team_accuracy=float(np.where(deferred, sampled == truth, probs.argmax(1) == truth).mean()),
         machine_accuracy=float((probs.argmax(1) == truth).mean()),
         human_accuracy=float((sampled == truth).mean()),
@@ -176,6 +244,17 @@ def _score(
         hindsight_deferral=best.deferral_rate,
         alarms=raised,
     )
+
+
+def wait_interval(waits: np.ndarray, q: float) -> tuple[float, float, float]:
+    """The q-th percentile of the waits with its 95% bootstrap interval (scipy's percentile method)."""
+    from scipy.stats import bootstrap
+
+    if len(waits) < 2:
+        value = float(waits[0]) if len(waits) else float("nan")
+        return value, value, value
+    ci = bootstrap((waits,), lambda a, axis: np.percentile(a, q, axis=axis), method="percentile", random_state=0)
+    return float(np.percentile(waits, q)), float(ci.confidence_interval.low), float(ci.confidence_interval.high)
 
 
 def shifted(replay: Replay, kind: str, items: set[int], seed: int = 0) -> Replay:
@@ -268,29 +347,42 @@ def _classify(
     return out
 
 
-def _review(url: str, tokens: Sequence[str], run: str, counts: np.ndarray, seed: int, progress: bool) -> int:
-    """Every reviewer answers what the queue gives them until it gives them nothing of this run; returns the
-    number of answers. A task of another item (not this run's) is skipped, and ends that reviewer's turn."""
+@dataclass
+class _Worked:
+    answers: int
+    last_answer: dict[str, float]  # item id -> simulated seconds from the start to its last answer
+
+
+def _review(url: str, tokens: Sequence[str], run: str, people: People, seed: int, progress: bool) -> _Worked:
+    """The reviewers work the queue on a simulated clock until none is given anything of this run: the one who
+    comes free first claims next and answers after their own seconds. A task of another item (not this run's) is
+    skipped, and that reviewer waits for the others."""
     bar = _bar(desc="review", unit="answer", disable=not progress)
-
-    def work(token: str, worker_seed: int) -> int:
-        rng, done = np.random.default_rng(worker_seed), 0
-        with TeamingClient(url, token) as c:
-            while (task := c.claim().task) is not None:
-                if not task.item_id.startswith(run):
-                    c.skip(task.task_id, task.lease_id)
-                    break
-                votes = counts[int(task.item_id.removeprefix(run))]
-                c.label(task.task_id, task.lease_id, int(rng.choice(len(votes), p=votes / votes.sum())))
-                done += 1
-                bar.update(1)
-        return done
-
-    with ThreadPoolExecutor(len(tokens)) as pool:
-        futures = [pool.submit(work, t, seed * 1000 + k) for k, t in enumerate(tokens)]
-        total = sum(f.result() for f in futures)
-    bar.close()
-    return total
+    rng, last, done = np.random.default_rng(seed), {}, 0
+    clients = [TeamingClient(url, token) for token in tokens]
+    free = [(0.0, k) for k in range(len(tokens))]  # (simulated time free, reviewer)
+    idle: set[int] = set()  # found nothing since the last answer
+    try:
+        while len(idle) < len(tokens):
+            now, k = heapq.heappop(free)
+            task = clients[k].claim().task
+            if task is None or not task.item_id.startswith(run):
+                if task is not None:
+                    clients[k].skip(task.task_id, task.lease_id)
+                idle.add(k)
+                heapq.heappush(free, (max([now] + [t for t, _ in free]), k))  # after the others' next answers
+                continue
+            idle.clear()
+            clients[k].label(task.task_id, task.lease_id, people.answer(k, int(task.item_id.removeprefix(run)), rng))
+            last[task.item_id] = now + people.seconds[k]
+            heapq.heappush(free, (now + people.seconds[k], k))
+            done += 1
+            bar.update(1)
+    finally:
+        for c in clients:
+            c.close()
+        bar.close()
+    return _Worked(done, last)
 
 
 def _changed_by_audit(o: OutcomeOut) -> bool:
