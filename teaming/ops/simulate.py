@@ -360,22 +360,24 @@ def _review(url: str, tokens: Sequence[str], run: str, people: People, seed: int
     bar = _bar(desc="review", unit="answer", disable=not progress)
     rng, last, done = np.random.default_rng(seed), {}, 0
     clients = [TeamingClient(url, token) for token in tokens]
-    free = [(0.0, k) for k in range(len(tokens))]  # (simulated time free, reviewer)
+    free = [(0.0, k, k) for k in range(len(tokens))]  # (simulated time free, turn, reviewer): ties in turn
+    turn = len(tokens)
     idle: set[int] = set()  # found nothing since the last answer
     try:
         while len(idle) < len(tokens):
-            now, k = heapq.heappop(free)
+            now, _, k = heapq.heappop(free)
             task = clients[k].claim().task
+            turn += 1
             if task is None or not task.item_id.startswith(run):
                 if task is not None:
                     clients[k].skip(task.task_id, task.lease_id)
                 idle.add(k)
-                heapq.heappush(free, (max([now] + [t for t, _ in free]), k))  # after the others' next answers
+                heapq.heappush(free, (max([now] + [t for t, _, _ in free]), turn, k))  # after the others
                 continue
             idle.clear()
             clients[k].label(task.task_id, task.lease_id, people.answer(k, int(task.item_id.removeprefix(run)), rng))
             last[task.item_id] = now + people.seconds[k]
-            heapq.heappush(free, (now + people.seconds[k], k))
+            heapq.heappush(free, (now + people.seconds[k], turn, k))
             done += 1
             bar.update(1)
     finally:
