@@ -6,7 +6,7 @@ TEAMING_ROUTING and TEAMING_SECOND_OPINION_BELOW, and runs teaming.ops.simulate 
 the same photos, the same first-half retune rule, the same reviewers (teaming/crowd.py) on a simulated clock.
 Each arm is compared with first come first served on the same live items (exact McNemar on the served answers).
 
-    python experiments/reviewers_service.py [--items 7000:10000] [--below 0.95]
+    python -m experiments.reviewers_service [--items 7000:10000] [--below 0.95]
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ def run_arm(tmp: Path, name: str, env: dict[str, str], items: list[int], seed: i
         "TEAMING_AUDIT_RATE": "0.25",
         "TEAMING_DB_URL": db,
         "TEAMING_SEED": str(seed),
+        # three reviewers right 71-78% of the time make the audits' consensus disagree with a model that has not
+        # changed: the harm alarm fires; alert-only keeps the arms comparable (its line is printed below)
+        "TEAMING_ON_HARM": "alert",
         "BENTOML_HOME": str(tmp / f"bentoml-{name}"),
         **env,
     }
@@ -88,6 +91,10 @@ def main() -> None:
               f"{r.live_deferral:.1%} | {r.deferral_estimate} {'holds' if within else 'MISSES'} |")  # fmt: skip
     for name, r in list(results.items())[1:]:
         print(f"{name} against first come: {mcnemar(r.served_right, first.served_right)}")
+    for name, r in results.items():
+        print(f"{name}: retune {'activated' if r.activated else 'kept'} threshold {r.threshold:.2f} ({r.why})")
+        for alarm in r.alarms:
+            print(f"{name}: alarm {alarm}")
 
 
 if __name__ == "__main__":

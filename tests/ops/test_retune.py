@@ -37,6 +37,21 @@ def test_retune_refits_estimates_and_activates_a_significant_change(db_url, tmp_
     store.dispose()
 
 
+def test_retune_takes_only_blind_answers_as_the_person_and_measures_the_set_arm(db_url, toy_team):
+    """Every deferred item's reviewer saw a set and answered wrong; the blind auditors were right."""
+    probs, y, human = toy_team(10)
+    active = ThresholdPolicy(candidates=[0.3, 0.65, 0.9]).fit(probs, y, human)
+    shown = lambda c: "lenient" if c.kind == "defer" else "blind"  # noqa: E731
+    audited_log(db_url, probs, np.stack([(y + 1) % 10, y, y], 1), active, view=shown)
+    r = retune(db_url)
+    deferred = active.decide(probs)
+    assert r.active_team_accuracy.value == pytest.approx(np.where(deferred, True, probs.argmax(1) == y).mean())
+    assert set(r.view_arms) == {"lenient"}  # no deferred item was answered blind first
+    arm = r.view_arms["lenient"]
+    assert (arm.items, arm.asked_right, arm.auditor_right) == (deferred.sum(), 0, deferred.sum())
+    assert arm.only_auditor == deferred.sum() >= 6 and arm.p < 0.05
+
+
 def test_retune_keeps_the_active_version_without_a_significant_change(db_url, toy_team):
     probs, y, human = toy_team(10)
     active = ThresholdPolicy().fit(probs, y, human)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from teaming.ops.log import NewDecision
 from teaming.ops.loop import ReviewLoop
+from teaming.ops.queue import Claim
 from teaming.ops.review import LoopRules, review_tasks
 from teaming.ops.store import Store
 from teaming.policy import ThresholdPolicy
@@ -20,8 +23,10 @@ def audited_log(
     active: ThresholdPolicy,
     features: np.ndarray | None = None,
     unfamiliarity: np.ndarray | None = None,
+    view: Callable[[Claim], str] | None = None,
 ) -> None:
-    """Log every item as audited under `active` and let three reviewers answer it (answers: N x 3, in order)."""
+    """Log every item as audited under `active` and let three reviewers answer it (answers: N x 3, in order),
+    each task shown what `view(claim)` says (blind without it)."""
     store = Store(db_url)
     store.add_policy(active.to_dict(), MODEL)
     known = None if unfamiliarity is None else np.nan_to_num(unfamiliarity, nan=0.0)  # NaN: logged without one
@@ -50,5 +55,7 @@ def audited_log(
     loop = ReviewLoop(store, [str(c) for c in range(probs.shape[1])], LoopRules(3, 2))
     for k in range(3):
         while (c := store.queue.claim(f"reviewer-{k}", 60)) is not None:
+            if view is not None:
+                store.queue.record_view(c.task_id, c.lease_id, view(c))
             loop.answer(c.task_id, c.lease_id, f"reviewer-{k}", "class", int(answers[int(c.item_id[2:]), k]))
     store.dispose()
