@@ -24,7 +24,7 @@ from service.decide import answers, decision_rows
 from service.preflight import backend, open_store, preflight
 from service.schemas import ClassifyJob, Decoded, PixelBudget, Refused
 from service.served_policy import ServedPolicy
-from service.settings import TRAFFIC_TIMEOUT, access_log, get_settings
+from service.settings import TRAFFIC_TIMEOUT, access_log, get_settings, service_resources
 from service.web import web
 from teaming.api import Decision
 from teaming.model import Model, Outputs, load_model
@@ -39,7 +39,10 @@ metrics.own_prometheus_dir()  # before `bentoml serve` empties the shared one: r
 
 
 @bentoml.service(  # admission at the door: admission.py
-    resources={"gpu": 1}, traffic={"timeout": TRAFFIC_TIMEOUT}, workers=1, logging={"access": {"enabled": access_log()}}
+    resources=service_resources(),
+    traffic={"timeout": TRAFFIC_TIMEOUT},
+    workers=1,
+    logging={"access": {"enabled": access_log()}},
 )
 @bentoml.asgi_app(web, path="/")
 class Teaming:
@@ -113,7 +116,9 @@ class Teaming:
     def __is_ready__(self) -> bool:
         """Ready while the log takes writes and images are not piling up faster than the model takes them."""
         backlog = self.batcher.queued() > 4 * self.settings.max_batch_size
-        return not backlog and self.pixel_budget.used < self.pixel_budget.pixels and self.store.writable()
+        ready = not backlog and self.pixel_budget.used < self.pixel_budget.pixels and self.store.writable()
+        metrics.ready.set(int(ready))
+        return ready
 
     async def classify(self, job: ClassifyJob) -> list[Decision]:
         """Answer each image or defer it to people, batched with other requests; committed before the answer."""

@@ -73,6 +73,7 @@ class Background:
         """The monitors' look at the log: gauges always, one WARNING line per alarm this replica raised."""
         watched = self.watch()
         metrics.observe_alarms(watched.alarms)
+        metrics.observe_webhooks(*self.loop.store.outbox.backlog())
         self.open_alarms = [alarm_line(a) for a in watched.open]
         for a in watched.raised:
             logger.warning("alarm %s raised on policy %s: %s", a.name, watched.policy_version, a.says)

@@ -25,6 +25,14 @@ alarm_bound = Gauge(
     "teaming_alarm_bound", "What a monitor tests its stream against", ["name"], multiprocess_mode="mostrecent"
 )
 alarm_estimate = Gauge("teaming_alarm_estimate", "A monitor's stream mean", ["name"], multiprocess_mode="mostrecent")
+# database-wide figures: every replica exports its own copy of the same value, so queries take max(), never sum()
+LATEST = "mostrecent"
+oldest_wait = Gauge("teaming_oldest_wait_seconds", "The oldest deferred item's wait", multiprocess_mode=LATEST)
+webhooks_pending = Gauge("teaming_webhooks_pending", "Webhook events waiting for delivery", multiprocess_mode=LATEST)
+webhooks_given_up = Gauge(
+    "teaming_webhooks_given_up", "Webhook events given up (teaming redeliver resends)", multiprocess_mode=LATEST
+)
+ready = Gauge("teaming_ready", "1 while this replica answers /readyz with 200", multiprocess_mode=LATEST)
 batch_requests = Histogram("teaming_batch_requests", "Requests merged into one model call", buckets=SIZES)
 batch_images = Histogram("teaming_batch_images", "Images in one model call", buckets=SIZES)
 review_latency = Histogram(
@@ -48,11 +56,18 @@ def observe_stats(stats: dict) -> None:
 def observe_alarms(alarms) -> None:
     """Each monitor's state (teaming.ops.monitors.Alarm)."""
     for a in alarms:
+        if a.name == "waiting":
+            oldest_wait.set(a.estimate or 0.0)
         alarm_raised.labels(a.name).set(int(a.raised))
         alarm_evidence.labels(a.name).set(min(a.evidence, 1e12))
         alarm_bound.labels(a.name).set(a.bound)
         if a.estimate is not None:
             alarm_estimate.labels(a.name).set(a.estimate)
+
+
+def observe_webhooks(pending: int, given_up: int) -> None:
+    webhooks_pending.set(pending)
+    webhooks_given_up.set(given_up)
 
 
 def own_prometheus_dir() -> None:

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     batch_concurrency: int = Field(2, ge=1, description="model calls in flight: logging overlaps the next forward")
     seed: int | None = None
     log_decisions: bool = Field(True, description="off only to measure what logging costs (bench/serve_load.py)")
+    gpus: int = Field(
+        0, ge=0, description="GPUs the service asks its scheduler for (BentoML's resources); 0 runs anywhere"
+    )
     access_log: bool = Field(
         False, description="BentoML's line per request (1 ms each; decisions are in the log, refusals WARNING lines)"
     )
@@ -151,6 +154,16 @@ def load_settings() -> Settings:
 def get_settings() -> Settings:
     """The service's settings, read from the environment on first use (only `access_log` reads one at import)."""
     return load_settings()
+
+
+def service_resources() -> dict:
+    """BentoML's resources from TEAMING_GPUS, read when the service class is declared: a GPU is asked for only when
+    set, so that a CPU pool can schedule the service (it uses a GPU wherever PyTorch sees one either way)."""
+    try:
+        gpus = load_settings().gpus
+    except ValueError:
+        gpus = 0
+    return {"gpu": gpus} if gpus else {"cpu": "1"}
 
 
 def access_log() -> bool:

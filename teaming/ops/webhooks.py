@@ -106,6 +106,18 @@ class Outbox:
             with self.engine.begin() as conn:
                 conn.execute(update(events).where(events.c.id.in_(row_ids)).values(locked_until=None))
 
+    def backlog(self) -> tuple[int, int]:
+        """(events waiting for delivery, events given up): what the replicas still owe the caller's webhook."""
+        undelivered = events.c.delivered_at.is_(None)
+        with self.engine.connect() as conn:
+            pending = conn.execute(
+                select(func.count()).where(undelivered, events.c.next_attempt_at.isnot(None))
+            ).scalar_one()
+            given_up = conn.execute(
+                select(func.count()).where(undelivered, events.c.next_attempt_at.is_(None))
+            ).scalar_one()
+        return int(pending), int(given_up)
+
     def redeliver(self, since: float = 0.0) -> int:
         """Queue again every event given up that was written at or after `since` (unix seconds); how many."""
         given_up = and_(events.c.next_attempt_at.is_(None), events.c.delivered_at.is_(None))

@@ -112,6 +112,12 @@ def test_metrics_report_deferral_queue_and_batches(server):
     assert grew("teaming_decisions_total") == 3
     assert grew("teaming_batch_images_sum") == 3
     assert grew("teaming_batch_requests_count") == 1
+    deadline = time.monotonic() + 60  # the database-wide gauges come from the monitors' next look at the log
+    while "teaming_webhooks_given_up" not in (text := client.metrics()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert metric_total(text, "teaming_ready") == 1  # set by the last /readyz
+    assert metric_total(text, "teaming_webhooks_given_up") == 0 and metric_total(text, "teaming_webhooks_pending") == 0
+    assert metric_total(text, "teaming_oldest_wait_seconds") >= 0
 
 
 def _png(width: int, height: int) -> bytes:
