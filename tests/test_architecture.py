@@ -14,7 +14,7 @@ LAYERS = [
     ["teaming.preprocess"],  # how any photo becomes a model's input
     ["teaming.api", "teaming.decode"],
     ["teaming.data", "teaming.labels", "teaming.confidence", "teaming.client", "teaming.items"],
-    ["teaming.datasets", "teaming.probes"],  # image sets: the shipped and shared ones, and the unfamiliar probes
+    ["teaming.datasets", "teaming.probes", "teaming.crowd"],  # image sets, the unfamiliar probes, simulated people
     ["teaming.model"],
     ["teaming.analysis", "teaming.policy"],
     ["teaming.team"],
