@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the service's image with podman, from a Debian base made here (no registry needed), then run it: the
-# readiness probe and one classify request. Run from the repository root, as root or with rootless podman:
+# readiness probe, one classify request and the main job. Run from the repository root, as root or rootless:
 #
 #   bash deploy/image/build.sh                 # -> localhost/teaming:<bento version>
 #   TORCH_INDEX=https://download.pytorch.org/whl/cpu bash deploy/image/build.sh   # CPU-only torch wheels
@@ -8,7 +8,8 @@
 #
 # Steps: (1) mmdebstrap a bookworm root file system with Python 3.11 (the one BentoML's Dockerfile asks for),
 # `podman import` it as localhost/teaming-base:bookworm; (2) `bentoml build` with that base image;
-# (3) `bentoml containerize --backend podman`; (4) `podman run` it and wait for /readyz; (5) classify a photo.
+# (3) `bentoml containerize --backend podman`; (4) `podman run` it and wait for /readyz; (5) classify a photo;
+# (6) run the README's main job in it, offline.
 # Extra CA certificates in /usr/local/share/ca-certificates (a proxy's) are copied into the base.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -61,7 +62,11 @@ NAME=teaming-image-check
     -e TEAMING_DB_URL=sqlite:////tmp/teaming.db -e TEAMING_CLASSIFY_TOKEN=caller-secret \
     -e TEAMING_REVIEWER_TOKENS=alice:alice-secret -e TEAMING_ADMIN_TOKEN=admin-secret "$IMAGE" --port 3300
 trap '"${PODMAN[@]}" logs --tail 20 "$NAME" || true; "${PODMAN[@]}" rm -f "$NAME" >/dev/null' EXIT
-for _ in $(seq 120); do curl -sf localhost:3300/readyz >/dev/null && break; sleep 2; done
+for _ in $(seq 120); do
+    curl -sf localhost:3300/readyz >/dev/null && break
+    [ "$("${PODMAN[@]}" inspect -f '{{.State.Running}}' "$NAME")" = true ] || { echo "the container stopped"; exit 1; }
+    sleep 2
+done
 curl -sf localhost:3300/readyz
 
 echo "== 5. classify one photo through the image"
@@ -72,5 +77,9 @@ from teaming.datasets import default_test_jpegs
 with TeamingClient("http://127.0.0.1:3300", "caller-secret") as c:
     print(c.classify([("image-check", default_test_jpegs([9000])[0])])[0])
 PY
+echo "== 6. the README's main job inside the image: evaluate the shipped model, write its teaming report"
+"${PODMAN[@]}" run --rm --network none --entrypoint bash "$IMAGE" -c \
+    'cd /home/bentoml/bento/src && python -m teaming.cli evaluate models/cifar10h-default \
+     && python -m teaming.cli report --policy models/cifar10h-default/policy.json --out /tmp/teaming.html'
 if [ -n "${PUSH:-}" ]; then "${PODMAN[@]}" push "$IMAGE" "docker://$PUSH:${TAG#*:}"; fi
 echo "image $IMAGE works"
