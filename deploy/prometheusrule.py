@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).resolve().parent
-HEADER = "# Written by deploy/prometheusrule.py from deploy/prometheus/teaming-rules.yaml: edit that file, then run it.\n"
+HEADER = "# Written by deploy/prometheusrule.py from deploy/prometheus/teaming-rules.yaml: edit that, then run this.\n"
 
 
 def rendered() -> str:
