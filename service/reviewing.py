@@ -126,7 +126,8 @@ def claim(reviewer: str = Depends(auth.reviewer)) -> Claimed:
 def _view(svc, c: Claim) -> View:
     """What this task's holder is shown beyond the image: decided by ops/views.py alone."""
     rules = ViewRules(svc.settings.prediction_sets, svc.settings.set_share)
-    return reviewer_view(c.task_id, c.kind, c.probs, svc.policy.active[0].prediction_sets_, rules)
+    sets = svc.policy.active[0].prediction_sets_
+    return reviewer_view(c.task_id, c.kind, c.probs, sets, rules, unfamiliar=c.defer_reason == "unfamiliar")
 
 
 def _routing(svc, reviewer: str):

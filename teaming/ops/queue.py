@@ -47,6 +47,7 @@ class Claim:
     lease_id: str
     lease_expires_at: float
     probs: list[float]  # the model's, as logged: what a prediction set is drawn from
+    defer_reason: str | None = None  # unsure | unfamiliar, for a deferred item
 
 
 @dataclass
@@ -175,12 +176,13 @@ class ReviewQueue:
                 if held is None:
                     return None
                 row, lease, expires = (held.id,), held.lease_id, held.lease_expires_at
+            item = (decisions.c.item_id, decisions.c.probs, decisions.c.defer_reason)
             t = conn.execute(
-                select(tasks.c.decision_id, tasks.c.kind, decisions.c.item_id, decisions.c.probs)
+                select(tasks.c.decision_id, tasks.c.kind, *item)
                 .join(decisions, decisions.c.id == tasks.c.decision_id)
                 .where(tasks.c.id == row[0])
             ).one()
-        return Claim(row[0], t.decision_id, t.item_id, t.kind, lease, expires, t.probs)
+        return Claim(row[0], t.decision_id, t.item_id, t.kind, lease, expires, t.probs, t.defer_reason)
 
     def record_view(self, task_id: int, lease_id: str, view: str) -> None:
         """Note what the holder of this lease is shown: their answer will record it."""

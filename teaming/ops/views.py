@@ -2,7 +2,8 @@
 
 A reviewer always sees the image and the class names, never the model's answer or its probabilities. The only
 other thing they may see is a prediction set (the policy's conformal set, teaming.policy.sets), and only:
-- on a defer task (an audit task is always blind: the audit estimates stay unbiased);
+- on a defer task (an audit task is always blind: the audit estimates stay unbiased) of an item deferred as
+  unsure (not as unfamiliar: the set's coverage says nothing of an image unlike any it was calibrated on);
 - with TEAMING_PREDICTION_SETS on (lenient: the set's classes highlighted; strict: only they, with "none of
   these" kept), and with a policy that carries sets;
 - on a random `share` of defer tasks, drawn from the task's id (a task claimed again is shown the same). The
@@ -50,7 +51,12 @@ def in_set_arm(task_id: int, share: float) -> bool:
 
 
 def reviewer_view(
-    task_id: int, kind: str, probs: Sequence[float] | None, sets: PredictionSets | None, rules: ViewRules
+    task_id: int,
+    kind: str,
+    probs: Sequence[float] | None,
+    sets: PredictionSets | None,
+    rules: ViewRules,
+    unfamiliar: bool = False,
 ) -> View:
     """Everything a reviewer may see for a task beyond its image: blind, or the item's prediction set.
 
@@ -59,8 +65,10 @@ def reviewer_view(
     View(name='blind', prediction_set=None)
     >>> reviewer_view(7, "defer", [0.5, 0.4, 0.1], sets, ViewRules("strict", share=1.0))
     View(name='strict', prediction_set=(0, 1))
+    >>> reviewer_view(7, "defer", [0.5, 0.4, 0.1], sets, ViewRules("strict", share=1.0), unfamiliar=True)
+    View(name='blind', prediction_set=None)
     """
-    shown = rules.mode != OFF and kind == DEFER and sets is not None and probs is not None
+    shown = rules.mode != OFF and kind == DEFER and not unfamiliar and sets is not None and probs is not None
     if not shown or not in_set_arm(task_id, rules.share):
         return View(BLIND)
     return View(rules.mode, tuple(sets.members(np.asarray([probs], dtype=np.float64))[0]))

@@ -148,9 +148,10 @@ class DeferralPolicy(BaseEstimator, ABC):
     def fit_sets(
         self, probs: np.ndarray, y: np.ndarray, coverage: float, *, unfamiliarity=None, features=None
     ) -> "DeferralPolicy":
-        """Calibrate prediction sets of `coverage` on the items (of those given) this fitted policy defers."""
-        deferred = self.decide(probs, unfamiliarity=unfamiliarity, features=features)
-        self.prediction_sets_ = fit_prediction_sets(probs, y, coverage, deferred)
+        """Calibrate prediction sets of `coverage` on the items (of those given) this fitted policy defers as
+        unsure: the items they are shown on (an unfamiliar image is unlike any it was calibrated on)."""
+        unsure = self.reasons(probs, unfamiliarity=unfamiliarity, features=features) == UNSURE
+        self.prediction_sets_ = fit_prediction_sets(probs, y, coverage, unsure)
         return self
 
     def kept_from(self, fitted: "DeferralPolicy") -> "DeferralPolicy":

@@ -1,8 +1,9 @@
 """Conformal prediction sets: the classes a reviewer of a deferred item may be shown, fitted with the policy.
 
 Split conformal with the least-ambiguous score (one minus the probability of the true class, Sadinle et al.
-2019), calibrated on the items the policy defers: the set then holds the true class with the stated coverage
-on the items it is shown on, not on an average over items the model answers alone.
+2019), calibrated on the items the policy defers as unsure: the set then holds the true class with the stated
+coverage on the items it is shown on, not on an average over items the model answers alone. It is never shown
+on an item deferred as unfamiliar: nothing it was calibrated on is like that image.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class PredictionSets:
     coverage: float  # the stated chance that the set holds the true class
     qhat: float  # the conformal quantile of the calibration scores
     n_items: int  # calibration items
-    on: str  # "deferred" (the policy's deferred calibration items) | "all"
+    on: str  # "deferred" (the calibration items the policy defers as unsure) | "all"
 
     def members(self, probs: np.ndarray) -> list[list[int]]:
         """Each item's set, most probable class first; never empty (the top class is always in it)."""

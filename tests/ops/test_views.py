@@ -32,8 +32,9 @@ def test_an_audit_task_never_shows_a_set(mode):
     assert reviewer_view(1, DEFER, PROBS, SETS, rules) == View(mode, (0, 1))  # p >= 0.15: the top two
 
 
-def test_off_or_without_sets_every_task_is_blind():
+def test_off_or_without_sets_or_on_an_unfamiliar_image_every_task_is_blind():
     assert reviewer_view(1, DEFER, PROBS, SETS, ViewRules("off", share=1.0)) == View(BLIND)
+    assert reviewer_view(1, DEFER, PROBS, SETS, ViewRules(STRICT, share=1.0), unfamiliar=True) == View(BLIND)
     assert reviewer_view(1, DEFER, PROBS, None, ViewRules(LENIENT, share=1.0)) == View(BLIND)
     assert reviewer_view(1, DEFER, PROBS, SETS, ViewRules(LENIENT, share=0.0)) == View(BLIND)
 
