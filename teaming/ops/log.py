@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from teaming.ops.queue import CLAIMED, DONE, OPEN, NotFound, claimable, task_row
-from teaming.ops.schema import decisions, events, outcomes, reviews, tasks
+from teaming.ops.schema import decisions, outcomes, reviews, tasks
+from teaming.ops.webhooks import count_backlog
 
 
 @dataclass
@@ -271,12 +272,7 @@ class DecisionLog:
             short = conn.execute(
                 select(func.count()).where(outcomes.c.id.in_(latest), outcomes.c.reason.like("closed after%"))
             ).scalar_one()
-            webhooks = conn.execute(
-                select(func.count()).where(and_(events.c.delivered_at.is_(None), events.c.next_attempt_at.isnot(None)))
-            ).scalar_one()
-            failed = conn.execute(
-                select(func.count()).where(and_(events.c.delivered_at.is_(None), events.c.next_attempt_at.is_(None)))
-            ).scalar_one()
+            webhooks, failed = count_backlog(conn)
         total = sum(by.values())
         return {
             "decisions": total,

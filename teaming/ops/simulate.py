@@ -200,13 +200,8 @@ def _score(
         stats = admin.stats()
         finals = {o.decision_id: o for o in admin.all_outcomes()}
         raised = [alarm_line(a) for a in admin.alarms().open]
-    waits = [
-        r.last_answer[d.item_id]
-        for d in live
-        if d.decision == "deferred" and not finals[d.decision_id].audit and d.item_id in r.last_answer
-    ]
-    answers_live = sum(len(finals[d.decision_id].reviews or []) for d in live)
-    plain = [finals[d.decision_id] for d in live if d.decision == "deferred" and not finals[d.decision_id].audit]
+    plain = [d for d in live if d.decision == "deferred" and not finals[d.decision_id].audit]  # no audit answers
+    waits = [r.last_answer[d.item_id] for d in plain if d.item_id in r.last_answer]
     live_idx = np.array(live_items)
     truth = replay.truth[live_idx]
     served = [-1 if (f := finals[d.decision_id].final_label) is None else replay.classes.index(f) for d in live]
@@ -235,8 +230,8 @@ def _score(
         team_accuracy=float(np.mean(np.array(served) == truth)),
         served_right=np.array(served) == truth,
         waits=np.array(waits, dtype=np.float64),
-        answers_per_item=answers_live / len(live),
-        defer_answers_per_item=sum(len(o.reviews or []) for o in plain) / len(live),
+        answers_per_item=_answers(finals, live) / len(live),
+        defer_answers_per_item=_answers(finals, plain) / len(live),
         one_person_team_accuracy=float(np.where(deferred, sampled == truth, probs.argmax(1) == truth).mean()),
         machine_accuracy=float((probs.argmax(1) == truth).mean()),
         human_accuracy=float((sampled == truth).mean()),
@@ -244,6 +239,11 @@ def _score(
         hindsight_deferral=best.deferral_rate,
         alarms=raised,
     )
+
+
+def _answers(finals: dict[int, OutcomeOut], decided: Sequence[Decision]) -> int:
+    """Reviewer answers the service holds on these decisions' items."""
+    return sum(len(finals[d.decision_id].reviews or []) for d in decided)
 
 
 def wait_interval(waits: np.ndarray, q: float) -> tuple[float, float, float]:

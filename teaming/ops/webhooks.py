@@ -47,6 +47,17 @@ def verify(body: bytes, header: str | None, secret: str, tolerance: float = 300.
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
+WAITING = and_(events.c.delivered_at.is_(None), events.c.next_attempt_at.isnot(None))  # to be (re)tried
+GIVEN_UP = and_(events.c.delivered_at.is_(None), events.c.next_attempt_at.is_(None))  # until `teaming redeliver`
+
+
+def count_backlog(conn: Connection) -> tuple[int, int]:
+    """(events waiting for delivery, events given up)."""
+    waiting = conn.execute(select(func.count()).where(WAITING)).scalar_one()
+    given_up = conn.execute(select(func.count()).where(GIVEN_UP)).scalar_one()
+    return int(waiting), int(given_up)
+
+
 def backoff(attempts: int) -> float:
     """Seconds before retry number `attempts` + 1: 1, 2, 4, ... up to five minutes."""
     return min(2.0 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
@@ -108,23 +119,15 @@ class Outbox:
 
     def backlog(self) -> tuple[int, int]:
         """(events waiting for delivery, events given up): what the replicas still owe the caller's webhook."""
-        undelivered = events.c.delivered_at.is_(None)
         with self.engine.connect() as conn:
-            pending = conn.execute(
-                select(func.count()).where(undelivered, events.c.next_attempt_at.isnot(None))
-            ).scalar_one()
-            given_up = conn.execute(
-                select(func.count()).where(undelivered, events.c.next_attempt_at.is_(None))
-            ).scalar_one()
-        return int(pending), int(given_up)
+            return count_backlog(conn)
 
     def redeliver(self, since: float = 0.0) -> int:
         """Queue again every event given up that was written at or after `since` (unix seconds); how many."""
-        given_up = and_(events.c.next_attempt_at.is_(None), events.c.delivered_at.is_(None))
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(events)
-                .where(given_up, events.c.created_at >= since)
+                .where(GIVEN_UP, events.c.created_at >= since)
                 .values(next_attempt_at=time.time(), retry_from=time.time(), locked_until=None)
             )
         return int(result.rowcount or 0)

@@ -16,6 +16,18 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "cifar10h-default"
 
 
+def _signed_in(p, url: str, token: str):
+    """(browser, page): headless Chromium on the review page, signed in with `token`, its first item shown. The
+    page's CSP is bypassed: the tests wait on its state with evaluated JS, which the CSP forbids."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+    page = browser.new_page(bypass_csp=True)
+    page.goto(f"{url}/v1/review")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#image[data-task-id]")
+    return browser, page
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 def test_reviewer_labels_by_click_and_keyboard(serve, reviewers, tmp_path):
     server = serve(audit_rate=0.0)
@@ -128,12 +140,7 @@ def test_a_key_records_the_class_it_reads_as(serve, reviewers, tmp_path):
     assert len(deferred) >= 10
     pressed = {}
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(bypass_csp=True)  # waits evaluate JS, which the page's CSP forbids
-        page.goto(f"{server.url}/v1/review")
-        page.fill("#token", reviewers["alice"])
-        page.click("button[type=submit]")
-        page.wait_for_selector("#image[data-task-id]")
+        browser, page = _signed_in(p, server.url, reviewers["alice"])
         labels = page.eval_on_selector_all("#classes button", "bs => bs.map(b => b.textContent)")
         assert labels == [str(d) for d in range(10)]  # no second digit beside a class's name
         for key in "7031592846":
@@ -157,12 +164,7 @@ def test_a_misclick_is_undone_on_the_page(serve, reviewers):
     by_task = {d.task_id: d.decision_id for d in decisions if d.decision == "deferred"}
     assert len(by_task) >= 2
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(bypass_csp=True)  # waiting on the page's state evaluates JS, which its CSP forbids
-        page.goto(f"{server.url}/v1/review")
-        page.fill("#token", reviewers["alice"])
-        page.click("button[type=submit]")
-        page.wait_for_selector("#image[data-task-id]")
+        browser, page = _signed_in(p, server.url, reviewers["alice"])
         assert page.is_hidden("#undo")  # nothing to undo yet
         first = page.get_attribute("#image", "data-task-id")
         page.click("#classes button[data-label=cat]")  # the misclick
@@ -221,12 +223,7 @@ def test_a_deferred_items_reviewer_sees_its_set_and_an_auditor_never_does(serve,
     assert len(unsure) >= 2 and len(shown) > len(defer_tasks)  # audits among them
     assert {t for t, s in shown.items() if s is not None} == unsure  # no audit task, nor an unfamiliar image
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(bypass_csp=True)  # waiting on the page's state evaluates JS, which its CSP forbids
-        page.goto(f"{server.url}/v1/review")
-        page.fill("#token", reviewers["alice"])
-        page.click("button[type=submit]")
-        page.wait_for_selector("#image[data-task-id]")
+        browser, page = _signed_in(p, server.url, reviewers["alice"])
         task = int(page.get_attribute("#image", "data-task-id"))
         assert task in defer_tasks  # deferred items come first
         if task not in unsure:  # an unfamiliar image first: blind, and skipped for the next
