@@ -106,19 +106,20 @@ def _fit_table(policy, data) -> Table:
     table.add_row("threshold", f"{policy.threshold_:.2f}")
     if r.best_threshold is not None:
         table.add_row("best threshold by mean", f"{r.best_threshold:.2f}")
-    defer = policy.decide(data.probs, unfamiliarity=data.unfamiliarity, features=data.features)
+    reasons = policy.reasons(data.probs, unfamiliarity=data.unfamiliarity, features=data.features)
+    defer, unsure = reasons != "", reasons == "unsure"
     table.add_row("machine accuracy", fmt(r.machine_accuracy))
     table.add_row("human accuracy", str(data.human_accuracy()))
     table.add_row("team accuracy", str(data.human_accuracy(defer)))
     table.add_row("deferral rate", fmt(r.deferral_rate))
     if r.unfamiliar_limit is not None:
         table.add_row("deferred as unfamiliar only", fmt(r.unfamiliar_rate))
-    if (sets := policy.prediction_sets_) is not None and defer.any():
-        shown = sets.members(data.probs[defer])
-        held = np.mean([y in s for y, s in zip(data.y[defer], shown)])
+    if (sets := policy.prediction_sets_) is not None and unsure.any():  # where reviewers may be shown them
+        shown = sets.members(data.probs[unsure])
+        held = np.mean([y in s for y, s in zip(data.y[unsure], shown)])
         size = np.mean([len(s) for s in shown])
         said = f"{held:.1%} hold the label, {size:.2f} classes"
-        table.add_row(f"sets on deferred items ({sets.coverage:.0%} stated)", said)
+        table.add_row(f"sets on items deferred as unsure ({sets.coverage:.0%} stated)", said)
     return table
 
 
