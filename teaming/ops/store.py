@@ -50,7 +50,22 @@ def connect(url: str, must_exist: bool = False) -> Engine:
             cur.close()
 
         return engine
+    if parsed.get_backend_name() == "postgresql":
+        bounded = {k: v for k, v in POSTGRES_TIMEOUTS.items() if k not in parsed.query}  # the URL's own win
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=bounded)
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+# libpq's waits for a database that stops answering. Without them a replica cut off from PostgreSQL (packets
+# dropped, no reset) hangs its readiness check and its writes for minutes, and never says it is not ready
+# (bench/multihost.py). A URL that sets one of them (?connect_timeout=...) keeps its own.
+POSTGRES_TIMEOUTS = {
+    "connect_timeout": 5,  # seconds to open a connection
+    "tcp_user_timeout": 10_000,  # ms that sent data may stay unacknowledged before the connection is dropped
+    "keepalives_idle": 10,  # an idle pooled connection is probed after 10 s, given up after 3 probes 5 s apart
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 
 class Store:

@@ -225,3 +225,23 @@ def test_ids_past_32_bits_are_rows_like_any_other(store):
             store.queue.image(task_id)
         with pytest.raises(NotFound):
             store.queue.submit(task_id, "0" * 32, "alice", 1)
+
+
+def test_a_postgres_engine_gives_up_on_a_silent_database(postgres_url):
+    """A replica cut off from PostgreSQL (packets dropped, no reset) must fail its checks in seconds, not hang:
+    the engine's connections carry libpq's connect, unacknowledged-data and keepalive timeouts, and a URL that
+    sets one keeps its own."""
+    from teaming.ops.store import connect
+
+    def conninfo(url: str) -> dict[str, str]:
+        engine = connect(url)
+        try:
+            with engine.connect() as conn:
+                info = conn.connection.dbapi_connection.pgconn.info
+                return {o.keyword.decode(): (o.val or b"").decode() for o in info}
+        finally:
+            engine.dispose()
+
+    info = conninfo(postgres_url)
+    assert (info["connect_timeout"], info["tcp_user_timeout"], info["keepalives_idle"]) == ("5", "10000", "10")
+    assert conninfo(f"{postgres_url}?connect_timeout=9")["connect_timeout"] == "9"
