@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,8 @@ class ServiceProcess:
     """`bentoml serve service.app:Teaming` with TEAMING_* settings in `env`; logs to `log_path`.
 
     `tree` is the checkout to serve from (this one by default; an older commit's worktree for before/after benches).
+    `host` is the address to bind and `prefix` the command that runs it there (`ip netns exec <ns>` in the
+    multi-host drill).
     """
 
     def __init__(
@@ -38,11 +41,14 @@ class ServiceProcess:
         port: int | None = None,
         keep_alive: int = KEEP_ALIVE_SECONDS,
         tree: Path = ROOT,
+        host: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
     ) -> None:
         self.port = port or free_port()
+        self.host, self.prefix = host, list(prefix)
         self.keep_alive = keep_alive
         self.tree = tree
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.env = {**os.environ, **env}
         if tree != ROOT:  # its own teaming/ and service/ first, not this checkout's installed library
             self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), self.env.get("PYTHONPATH")]))
@@ -54,13 +60,14 @@ class ServiceProcess:
         self.log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 sys.executable,
                 "-m",
                 "bentoml",
                 "serve",
                 "service.app:Teaming",
                 "--host",
-                "127.0.0.1",
+                self.host,
                 "--port",
                 str(self.port),
                 "--timeout-keep-alive",
