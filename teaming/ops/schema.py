@@ -8,6 +8,7 @@ as such.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from alembic import command
@@ -31,6 +32,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from teaming._validation import DataError
 
@@ -171,11 +173,29 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
-    """Migrate the database to `revision` (the latest by default): (revision before, revision after)."""
+    """Migrate the database to `revision` (the latest by default): (revision before, revision after).
+
+    On PostgreSQL a migration waits at most LOCK_WAIT for a table's lock, then gives way and tries again: queued
+    behind a long transaction it would otherwise stall every write of the live replicas queued behind it."""
+    for attempt in range(1, MIGRATION_TRIES + 1):
+        try:
+            return _upgrade_once(engine, revision)
+        except OperationalError as err:
+            if getattr(err.orig, "sqlstate", None) != "55P03" or attempt == MIGRATION_TRIES:  # lock_not_available
+                raise
+            time.sleep(attempt)
+
+
+LOCK_WAIT = "5s"
+MIGRATION_TRIES = 10  # about 1.5 minutes of waiting and giving way in all
+
+
+def _upgrade_once(engine: Engine, revision: str) -> tuple[str | None, str]:
     cfg = alembic_config()
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_ID})"))
+            conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_ID})"))  # after another replica's migration
+            conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
         before = MigrationContext.configure(conn).get_current_revision()
         cfg.attributes["connection"] = conn
         if before is None and inspect(conn).has_table("decisions"):

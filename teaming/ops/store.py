@@ -65,6 +65,9 @@ POSTGRES_TIMEOUTS = {
     "keepalives_idle": 10,  # an idle pooled connection is probed after 10 s, given up after 3 probes 5 s apart
     "keepalives_interval": 5,
     "keepalives_count": 3,
+    # the server ends a session left idle inside a transaction (a client cut off between its write and its
+    # commit), whose locks would otherwise hold up a migration, and every write queued behind it, for hours
+    "options": "-c idle_in_transaction_session_timeout=30s",
 }
 
 

@@ -121,3 +121,38 @@ def test_a_database_from_before_migrations_is_upgraded_with_its_rows(db_url):
     store.queue.submit(claim.task_id, claim.lease_id, "alice", 5)
     assert [r.label for r in store.log.reviews_of(did)] == [5] and store.active_policy_version() == "v1"
     store.dispose()
+
+
+def test_a_migration_behind_a_long_transaction_gives_way_to_live_writes(postgres_url):
+    """A migration that must wait for a table's lock gives way every few seconds instead of queueing every live
+    write behind it, and goes through once the long transaction ends."""
+    import threading
+
+    from sqlalchemy import text
+
+    engine = connect(postgres_url)
+    upgrade(engine, "0007")  # 0008 alters review_tasks
+    holder = engine.connect()
+    holder.begin()
+    holder.execute(text("LOCK TABLE review_tasks IN ROW EXCLUSIVE MODE"))  # what a writer's open transaction holds
+    migrated: list = []
+    migration = threading.Thread(target=lambda: migrated.append(upgrade(engine)))
+    migration.start()
+    time.sleep(1)  # the migration now waits for the lock
+    with engine.begin() as writer:  # a live replica's write is not stuck behind the waiting migration for long
+        writer.execute(text("LOCK TABLE review_tasks IN ROW EXCLUSIVE MODE"))
+    assert migration.is_alive() and not migrated  # still waiting its turn
+    holder.rollback()
+    holder.close()
+    migration.join(timeout=120)
+    assert migrated == [("0007", head_revision())]
+    engine.dispose()
+
+
+def test_postgres_sessions_end_when_left_idle_inside_a_transaction(postgres_url):
+    from sqlalchemy import text
+
+    engine = connect(postgres_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "30s"
+    engine.dispose()
