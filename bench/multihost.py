@@ -269,11 +269,15 @@ def downgrade() -> None:
 
 def roll(d: Drill, tree: Path, db_local: str) -> Event:
     """`teaming migrate` from the new release (the migrate Job), then each host in turn: drained at HAProxy, stopped
-    (SIGTERM), started on the new release, put back once ready."""
+    (SIGTERM), started on the new release, put back once ready. One host is down at a time (a Deployment with
+    maxSurge 0): the manifests surge a fourth replica instead, which this drill's hosts have no room for."""
     ev = Event("rolling update with a migration", time.time())
     env = {**os.environ, "PYTHONPATH": str(tree)}
     teaming = str(Path(sys.executable).parent / "teaming")
-    subprocess.run([teaming, "migrate", "--db", db_local], env=env, check=True, capture_output=True)
+    migrate = subprocess.run([teaming, "migrate", "--db", db_local], env=env, capture_output=True, text=True)
+    if migrate.returncode:
+        raise RuntimeError(f"teaming migrate failed: {migrate.stdout}{migrate.stderr}")
+    print(f"{migrate.stdout.strip()} in {time.time() - ev.start:.1f} s, the replicas serving", flush=True)
     for host in d.net.hosts:
         d.proxy.set_state(host, "drain")
         deadline = time.time() + 15
@@ -357,8 +361,9 @@ def report(d: Drill, callers: Callers, reviewers: Reviewers, prom: Prometheus, l
         f = window_figures(callers.requests, ev.start, ev.healthy)
         r = window_figures(reviewers.requests, ev.start, ev.healthy)
         line = (
-            f"{ev.name}: classify requests {f['n']}, failed {f['failed']}, p50 {f['p50']:.0f} ms, "
-            f"p99 {f['p99']:.0f} ms (steady {base['p99']:.0f}); reviewer calls {r['n']}, failed {r['failed']}"
+            f"{ev.name}: classify requests {f['n']}, failed {f['failed']} ({f['why'] or '-'}), p50 {f['p50']:.0f} ms, "
+            f"p99 {f['p99']:.0f} ms (steady {base['p99']:.0f}); reviewer calls {r['n']}, failed {r['failed']} "
+            f"({r['why'] or '-'})"
         )
         if ev.detected:
             line += f"; out of HAProxy +{ev.detected - ev.start:.1f} s"

@@ -4,6 +4,7 @@ when it should (during its fault, no sooner than its rule's `for`) and only then
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,14 +39,17 @@ class AlertEvent:
     state: str  # pending, firing, or resolved
 
 
-def window_figures(requests: list[Request], start: float, end: float) -> dict[str, float]:
-    """Requests sent in [start, end): how many, how many failed (anything but 200), p50 and p99 in ms."""
+def window_figures(requests: list[Request], start: float, end: float) -> dict:
+    """Requests sent in [start, end): how many, how many failed (anything but 200) and with what status (0: no
+    answer), p50 and p99 in ms."""
     inside = [r for r in requests if start <= r.at < end]
     ms = np.array([r.seconds * 1000 for r in inside]) if inside else np.zeros(1)
-    failed = sum(r.status != 200 for r in inside)
+    codes = Counter(r.status for r in inside if r.status != 200)
+    why = ", ".join(f"{'no answer' if c == 0 else c} x{n}" for c, n in sorted(codes.items()))
     return {
         "n": len(inside),
-        "failed": failed,
+        "failed": sum(codes.values()),
+        "why": why,
         "p50": float(np.percentile(ms, 50)),
         "p99": float(np.percentile(ms, 99)),
     }

@@ -68,5 +68,6 @@ def test_window_figures_count_failures_and_tail_latency():
     f = window_figures(requests, 10, 20)
     assert f["n"] == 100
     assert f["failed"] == 1
+    assert f["why"] == "no answer x1"
     assert f["p50"] == 10
     assert 10 < f["p99"] < 2000
