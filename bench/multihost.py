@@ -338,6 +338,8 @@ def run(net: Network, tmp: Path, db_local: str, args: argparse.Namespace) -> Non
         d.events.append(roll(d, tree, db_local))
         time.sleep(args.settle)  # the last alerts resolve, the loop runs on
         alarms = TeamingClient(proxy.url, "admin-secret").alarms()
+        down = prom.query('sum by (instance) (count_over_time((up{job="teaming"} == 0)[1h:5s]))')
+        unready = prom.query("sum by (instance) (count_over_time((teaming_ready == 0)[1h:5s]))")
     finally:
         callers.stop()
         reviewers.finish()
@@ -349,6 +351,9 @@ def run(net: Network, tmp: Path, db_local: str, args: argparse.Namespace) -> Non
     report(d, callers, reviewers, prom, check_log(db_local, callers, reviewers), rev)
     raised = [f"{m.name} (estimate {m.estimate}, bound {m.bound})" for m in alarms.monitors if m.raised]
     print(f"the loop's alarms at the end: {', '.join(raised) or 'none raised'}; open: {len(alarms.open)}")
+    for what, series in (("scrapes failed (up == 0)", down), ("not ready (teaming_ready == 0)", unready)):
+        counts = {r["metric"]["instance"]: int(float(r["value"][1])) for r in series}
+        print(f"5 s samples {what}: " + ", ".join(f"{h.target} {counts.get(h.target, 0)}" for h in d.net.hosts))
     start = d.events[0].start
     for a in prom.events:
         print(f"  alert timeline: +{a.at - start:6.1f} s {a.name} {a.instance} {a.state}")
