@@ -110,7 +110,7 @@ def pending_only(events: list[Event], alerts: list[AlertEvent]) -> list[str]:
     out = []
     for ev in events:
         end = ev.healthy or float("inf")
-        states = {(a.name, a.instance, a.state) for a in alerts if ev.start <= a.at <= end + 20}
+        states = {(a.name, a.instance, a.state) for a in alerts if ev.start <= a.at <= end}
         pend = sorted({(n, i) for n, i, s in states if s == "pending" and (n, i, "firing") not in states})
         out += [f"{n} {i} went pending during '{ev.name}' and did not fire" for n, i in pend]
     return out
