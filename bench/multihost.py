@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import os
 import shutil
 import signal
@@ -28,8 +29,10 @@ from bench.hosts import DB_ADDR, PORT, ROOT, RULES, HAProxy, Host, Network, Prom
 from bench.multihost_report import Event, Request, alert_verdicts, pending_only, rule_waits, window_figures
 from teaming.client import ApiError, TeamingClient
 from teaming.datasets import default_test_jpegs, load_default_test
-from teaming.ops.schema import current_revision, decisions, reviews, tasks
+from teaming.ops.schema import current_revision, decisions, head_revision, reviews, tasks
+from teaming.ops.store import connect
 from tests.support.common import drop_postgres, scratch_postgres
+from tests.support.faults import Workers
 from tests.support.process import ServiceProcess
 
 # the README's team: three reviewers, an admin and a caller
@@ -76,14 +79,17 @@ class Drill:
             time.sleep(0.5)
         return time.time()
 
-    def wait_status(self, host: Host, status: str, timeout: float = 120) -> float:
+    def wait_status(self, host: Host, status: str, timeout: float = 120) -> float | None:
+        """When HAProxy came to see the host in `status`; None if it did not within `timeout`."""
         deadline = time.time() + timeout
-        while self.proxy.servers()[host.name]["status"] != status and time.time() < deadline:
+        while self.proxy.servers()[host.name]["status"] != status:
+            if time.time() > deadline:
+                return None
             time.sleep(0.2)
         return time.time()
 
 
-class Callers:
+class Callers(Workers):
     """Callers each posting one photo every `period` seconds through HAProxy; every answer they got is kept."""
 
     def __init__(self, url: str, clients: int, period: float) -> None:
@@ -101,7 +107,7 @@ class Callers:
     def _run(self, k: int) -> None:
         headers = {"Authorization": "Bearer caller-secret"}
         with httpx.Client(base_url=self.url, timeout=60, headers=headers) as c:
-            for n in range(10**9):
+            for n in itertools.count():
                 if self._stop.is_set():
                     return
                 i = (k * 997 + n * 7) % len(self.images)
@@ -119,26 +125,17 @@ class Callers:
                     self.answered += r.json()
                 self._stop.wait(max(0.0, self.period - (time.time() - t0)))
 
-    def start(self) -> "Callers":
-        for t in self.threads:
-            t.start()
-        return self
 
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self.threads:
-            t.join()
-
-
-class Reviewers:
+class Reviewers(Workers):
     """The README's three reviewers working the queue through HAProxy, answering each photo's true class after a
-    short look; an answer that fails for want of a server is sent again with the same lease, as a person would."""
+    short look; an answer that fails for want of a server is sent again with the same lease, as a person would.
+    Told to stop, they stop once the queue has stayed empty past a lease."""
 
     def __init__(self, url: str, truth: dict[str, int], look: float = 0.3) -> None:
         self.url, self.truth, self.look = url, truth, look
         self.acknowledged: list[tuple[int, int]] = []  # (task id, label) the service said it recorded
         self.requests: list[Request] = []
-        self.finishing = threading.Event()
+        self._stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(t,)) for t in REVIEWERS.values()]
 
     def _call(self, fn, *args):
@@ -165,7 +162,7 @@ class Reviewers:
                     continue
                 if task is None:
                     empty_since = empty_since or time.time()
-                    if self.finishing.is_set() and time.time() - empty_since > 35:  # past a lease: nothing left
+                    if self._stop.is_set() and time.time() - empty_since > 35:  # past a lease: nothing left
                         return
                     time.sleep(0.5)
                     continue
@@ -186,16 +183,6 @@ class Reviewers:
             except httpx.HTTPError:
                 pass
             time.sleep(1)
-
-    def start(self) -> "Reviewers":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def finish(self) -> None:
-        self.finishing.set()
-        for t in self.threads:
-            t.join()
 
 
 def kill_host(d: Drill, host: Host, hold: float) -> Event:
@@ -228,8 +215,6 @@ def cut_host(d: Drill, host: Host, hold: float) -> Event:
 
 def next_commit(tmp: Path) -> tuple[Path, str]:
     """A worktree of HEAD plus a commit that adds a column by a new alembic migration: the release rolled to."""
-    from teaming.ops.schema import head_revision
-
     tree = tmp / "next"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), "HEAD"], check=True)
     head = head_revision()
@@ -301,9 +286,7 @@ class Losses:
 
 
 def check_log(db_local: str, callers: Callers, reviewers: Reviewers) -> Losses:
-    from teaming.ops.store import connect  # a plain engine: this checkout does not know the new revision
-
-    engine = connect(db_local)
+    engine = connect(db_local)  # a plain engine, not a Store: this checkout does not know the new revision
     with engine.connect() as conn:
         logged = dict(conn.execute(select(decisions.c.id, decisions.c.item_id)).all())
         answered = dict(conn.execute(select(reviews.c.task_id, reviews.c.label)).all())
@@ -342,7 +325,7 @@ def run(net: Network, tmp: Path, db_local: str, args: argparse.Namespace) -> Non
         unready = prom.query("sum by (instance) (count_over_time((teaming_ready == 0)[1h:5s]))")
     finally:
         callers.stop()
-        reviewers.finish()
+        reviewers.stop()
         prom.stop()
         proxy.stop()
         for r in d.replicas.values():

@@ -1,6 +1,8 @@
 """The multi-host drill's judgement (bench/multihost_report.py): an alert counts as right only when it fires during
 its fault, no sooner than its rule's `for`, and no alert fires outside the faults that expect it."""
 
+import pytest
+
 from bench.hosts import RULES
 from bench.multihost_report import AlertEvent, Event, Request, alert_verdicts, pending_only, rule_waits, window_figures
 
@@ -70,4 +72,4 @@ def test_window_figures_count_failures_and_tail_latency():
     assert f["failed"] == 1
     assert f["why"] == "no answer x1"
     assert f["p50"] == 10
-    assert 10 < f["p99"] < 2000
+    assert f["p99"] == pytest.approx(10 + 0.01 * (2000 - 10))  # numpy's linear interpolation at rank 98.01

@@ -50,10 +50,10 @@ def connect(url: str, must_exist: bool = False) -> Engine:
             cur.close()
 
         return engine
+    bounded = {}
     if parsed.get_backend_name() == "postgresql":
         bounded = {k: v for k, v in POSTGRES_TIMEOUTS.items() if k not in parsed.query}  # the URL's own win
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=bounded)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=bounded)
 
 
 # libpq's waits for a database that stops answering. Without them a replica cut off from PostgreSQL (packets

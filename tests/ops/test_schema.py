@@ -147,12 +147,3 @@ def test_a_migration_behind_a_long_transaction_gives_way_to_live_writes(postgres
     migration.join(timeout=120)
     assert migrated == [("0007", head_revision())]
     engine.dispose()
-
-
-def test_postgres_sessions_end_when_left_idle_inside_a_transaction(postgres_url):
-    from sqlalchemy import text
-
-    engine = connect(postgres_url)
-    with engine.connect() as conn:
-        assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "30s"
-    engine.dispose()

@@ -245,3 +245,15 @@ def test_a_postgres_engine_gives_up_on_a_silent_database(postgres_url):
     info = conninfo(postgres_url)
     assert (info["connect_timeout"], info["tcp_user_timeout"], info["keepalives_idle"]) == ("5", "10000", "10")
     assert conninfo(f"{postgres_url}?connect_timeout=9")["connect_timeout"] == "9"
+
+
+def test_postgres_sessions_end_when_left_idle_inside_a_transaction(postgres_url):
+    """A client cut off between its write and its commit leaves no locks held for long."""
+    from sqlalchemy import text
+
+    from teaming.ops.store import connect
+
+    engine = connect(postgres_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "30s"
+    engine.dispose()

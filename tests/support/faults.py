@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import httpx
 from sqlalchemy import func, select
@@ -40,7 +41,24 @@ def service_env(db: str, tmp: Path, lease: float = 3.0, name: str = "service") -
     }
 
 
-class Load:
+class Workers:
+    """Threads started together and told to stop by one event: the drills' callers and reviewers."""
+
+    threads: list[threading.Thread]
+    _stop: threading.Event
+
+    def start(self) -> Self:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self.threads:
+            t.join()
+
+
+class Load(Workers):
     """Client threads posting 4-image requests until stopped, remembering every answer they received."""
 
     def __init__(self, urls: list[str], clients: int = 4, max_requests: int = 5000) -> None:
@@ -75,16 +93,6 @@ class Load:
                         self.answered += r.json()
                     elif r.status_code >= 500:
                         self.server_errors += 1
-
-    def start(self) -> "Load":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self.threads:
-            t.join()
 
 
 @dataclass
